@@ -1,0 +1,451 @@
+//! A systemd unit file parser with the semantics systemd itself applies to the
+//! subset the control-plane units use: sections, `KEY=VALUE`, comments (`#`,
+//! `;`, also inside continuations), backslash continuations (joined with a
+//! space), and `ExecStart=` split into words the way systemd unquotes them
+//! (`--runtime-config='api/all=true'` is the word `--runtime-config=api/all=true`).
+//!
+//! It is pure text in, data out: the build script uses it on `manifests/`, and
+//! the plugins use it at run time on the units they find installed on a server.
+
+use std::path::Path;
+
+use crate::ManifestError;
+
+/// One `--name[=value]` word of `ExecStart=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFlag {
+    /// Without the leading `--`.
+    pub name: String,
+    /// `None` for a bare `--name`.
+    pub value: Option<String>,
+    /// 1-based line in the unit file.
+    pub line: usize,
+    /// The word exactly as written (quotes and all), so an unchanged flag is
+    /// rendered back byte for byte.
+    pub raw: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedUnit {
+    /// The file name without `.service`: `kube-apiserver`.
+    pub component: String,
+    pub file_name: String,
+    pub text: String,
+    pub description: String,
+    pub documentation: Option<String>,
+    pub exec: String,
+    pub flags: Vec<UnitFlag>,
+    pub restart: Option<String>,
+    pub restart_sec: Option<String>,
+    pub wanted_by: Vec<String>,
+    pub entries: Vec<Entry>,
+    /// 1-based first and last line of the `ExecStart=` logical line.
+    pub exec_lines: (usize, usize),
+}
+
+impl ParsedUnit {
+    pub fn flag(&self, name: &str) -> Option<&UnitFlag> {
+        self.flags.iter().find(|f| f.name == name)
+    }
+}
+
+/// A word of a logical line, and the byte offset in that line where it starts.
+struct Word {
+    text: String,
+    raw: String,
+    start: usize,
+}
+
+/// Splits a value into words as systemd's ExecStart parsing does: whitespace
+/// separates words, single and double quotes group (anywhere in a word),
+/// backslash escapes the next character outside single quotes, `%%` is `%`
+/// and `$$` is `$`. Other `%` specifiers and `$` expansions are refused rather
+/// than silently taken literally.
+fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
+    let mut words = Vec::new();
+    let b: Vec<(usize, char)> = s.char_indices().collect();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i].1.is_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = b[i].0;
+        let mut text = String::new();
+        let mut quote: Option<char> = None;
+        while i < b.len() {
+            let c = b[i].1;
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some('"') if c == '\\' => {
+                    i += 1;
+                    let Some(&(_, n)) = b.get(i) else {
+                        return Err((start, "backslash at end of value".into()));
+                    };
+                    text.push(unescape(n));
+                }
+                Some(_) => text.push(c),
+                None if c.is_whitespace() => break,
+                None if c == '\'' || c == '"' => quote = Some(c),
+                None if c == '\\' => {
+                    i += 1;
+                    let Some(&(_, n)) = b.get(i) else {
+                        return Err((start, "backslash at end of value".into()));
+                    };
+                    text.push(unescape(n));
+                }
+                None => text.push(c),
+            }
+            if quote != Some('\'') && (c == '%' || c == '$') && quote.is_none_or(|q| q == '"') {
+                // `%%` and `$$` are the literal characters; anything else expands.
+                if b.get(i + 1).map(|x| x.1) == Some(c) {
+                    i += 1;
+                } else {
+                    let what = if c == '%' { "specifier" } else { "variable expansion" };
+                    return Err((
+                        start,
+                        format!("systemd {what} `{c}` in ExecStart is not supported (write `{c}{c}` for a literal `{c}`)"),
+                    ));
+                }
+            }
+            i += 1;
+        }
+        if let Some(q) = quote {
+            return Err((start, format!("unterminated {q} quote")));
+        }
+        let end = b.get(i).map(|x| x.0).unwrap_or(s.len());
+        words.push(Word { text, raw: s[start..end].to_string(), start });
+    }
+    Ok(words)
+}
+
+fn unescape(c: char) -> char {
+    match c {
+        'n' => '\n',
+        't' => '\t',
+        other => other,
+    }
+}
+
+/// Parses a unit file. `path` is only used in error messages and to name the
+/// component (the file stem).
+pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ManifestError> {
+    let err = |line: usize, msg: String| ManifestError::new(path, line, msg);
+    let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let component = file_name.strip_suffix(".service").unwrap_or(&file_name).to_string();
+
+    let lines: Vec<&str> = text.lines().collect();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut section: Option<(String, usize)> = None;
+    let mut sections_seen: Vec<(String, usize)> = Vec::new();
+    let mut exec: Option<(String, Vec<UnitFlag>, (usize, usize))> = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let lineno = i + 1;
+        let raw = lines[i];
+        i += 1;
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if t.starts_with('[') {
+            let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
+                return Err(err(lineno, format!("section header `{t}` is not closed with `]`")));
+            };
+            section = Some((name.to_string(), lineno));
+            sections_seen.push((name.to_string(), lineno));
+            continue;
+        }
+        // Gather the logical line: segments of physical lines joined by a space.
+        let mut segments: Vec<(String, usize)> = Vec::new();
+        let mut cur = raw;
+        let mut cur_line = lineno;
+        loop {
+            let te = cur.trim_end();
+            if let Some(body) = te.strip_suffix('\\') {
+                segments.push((body.to_string(), cur_line));
+                loop {
+                    if i >= lines.len() {
+                        return Err(err(cur_line, "line continuation (trailing `\\`) at end of file".into()));
+                    }
+                    let next = lines[i];
+                    i += 1;
+                    let nt = next.trim_start();
+                    if nt.starts_with('#') || nt.starts_with(';') {
+                        continue;
+                    }
+                    cur = next;
+                    cur_line = i;
+                    break;
+                }
+            } else {
+                segments.push((te.to_string(), cur_line));
+                break;
+            }
+        }
+        let Some((sect, _)) = section.clone() else {
+            return Err(err(lineno, format!("`{}` is outside any [Section]", segments[0].0.trim())));
+        };
+        let first = &segments[0].0;
+        let Some(eq) = first.find('=') else {
+            return Err(err(lineno, format!("expected KEY=VALUE, found `{}`", first.trim())));
+        };
+        let key = first[..eq].trim().to_string();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(err(lineno, format!("`{}` is not a valid key", first[..eq].trim())));
+        }
+        // Join segments, remembering where each one starts in the joined value.
+        let mut value = String::new();
+        let mut starts: Vec<(usize, usize)> = Vec::new(); // (offset, line)
+        for (n, (seg, l)) in segments.iter().enumerate() {
+            let piece = if n == 0 { seg[eq + 1..].trim_start() } else { seg.as_str() };
+            if n > 0 {
+                value.push(' ');
+            }
+            starts.push((value.len(), *l));
+            value.push_str(piece);
+        }
+        let last_line = segments.last().map(|s| s.1).unwrap_or(lineno);
+        if sect == "Service" && key == "ExecStart" {
+            if let Some((_, _, (l0, _))) = &exec {
+                return Err(err(lineno, format!("ExecStart= given twice (first at line {l0}); a simple service runs one command")));
+            }
+            let line_of = |off: usize| starts.iter().rev().find(|(o, _)| *o <= off).map(|x| x.1).unwrap_or(lineno);
+            let words = split_words(&value).map_err(|(off, m)| err(line_of(off), m))?;
+            let Some((prog, rest)) = words.split_first() else {
+                return Err(err(lineno, "ExecStart= is empty".into()));
+            };
+            if let Some(p) = prog.text.chars().next().filter(|c| "-@:+!".contains(*c)) {
+                return Err(err(lineno, format!("ExecStart prefix `{p}` is not supported; give the absolute path of the binary")));
+            }
+            if !prog.text.starts_with('/') {
+                return Err(err(lineno, format!("ExecStart program `{}` is not an absolute path", prog.text)));
+            }
+            let mut flags: Vec<UnitFlag> = Vec::new();
+            for w in rest {
+                let line = line_of(w.start);
+                let Some(body) = w.text.strip_prefix("--") else {
+                    return Err(err(line, format!("argument `{}` is not a --flag (write one --name=value per line)", w.raw)));
+                };
+                let (name, val) = match body.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                    None => (body.to_string(), None),
+                };
+                if name.is_empty() {
+                    return Err(err(line, format!("`{}` has no flag name", w.raw)));
+                }
+                if let Some(prev) = flags.iter().find(|f| f.name == name) {
+                    return Err(err(line, format!("flag --{name} given twice (first at line {})", prev.line)));
+                }
+                flags.push(UnitFlag { name, value: val, line, raw: w.raw.clone() });
+            }
+            exec = Some((prog.text.clone(), flags, (lineno, last_line)));
+        }
+        entries.push(Entry { section: sect, key, value, line: lineno });
+    }
+
+    let get = |s: &str, k: &str| entries.iter().rev().find(|e| e.section == s && e.key == k).map(|e| e.value.clone());
+    let section_line = |s: &str| sections_seen.iter().find(|x| x.0 == s).map(|x| x.1);
+    let description = get("Unit", "Description")
+        .ok_or_else(|| err(section_line("Unit").unwrap_or(1), "no Description= in [Unit]".into()))?;
+    let Some((exec, flags, exec_lines)) = exec else {
+        let at = section_line("Service").unwrap_or(lines.len().max(1));
+        return Err(err(at, "no ExecStart= in [Service]: the unit would not run anything".into()));
+    };
+    let wanted_by: Vec<String> = entries
+        .iter()
+        .filter(|e| e.section == "Install" && e.key == "WantedBy")
+        .flat_map(|e| e.value.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    if wanted_by.is_empty() {
+        let at = section_line("Install").unwrap_or(lines.len().max(1));
+        return Err(err(at, "no WantedBy= in [Install]: `systemctl enable` would have nothing to hook the unit into".into()));
+    }
+    Ok(ParsedUnit {
+        component,
+        file_name,
+        text: text.to_string(),
+        description,
+        documentation: get("Unit", "Documentation"),
+        exec,
+        flags,
+        restart: get("Service", "Restart"),
+        restart_sec: get("Service", "RestartSec"),
+        wanted_by,
+        entries,
+        exec_lines,
+    })
+}
+
+/// Quotes a flag value for ExecStart when systemd would otherwise split or
+/// expand it.
+fn quote_value(v: &str) -> String {
+    let escaped = v.replace('%', "%%").replace('$', "$$");
+    if escaped.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c == ';') {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
+}
+
+/// Renders `text` with its ExecStart flags replaced by `flags` (name, value).
+/// Flags whose name and value are unchanged keep their original spelling, and
+/// an unchanged flag list gives back `text` byte for byte.
+pub fn render_with_flags(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> String {
+    let same = flags.len() == unit.flags.len()
+        && flags.iter().zip(&unit.flags).all(|((n, v), f)| *n == f.name && *v == f.value);
+    if same {
+        return unit.text.clone();
+    }
+    let lines: Vec<&str> = unit.text.lines().collect();
+    let (first, last) = unit.exec_lines;
+    let indent = lines
+        .get(first) // the line after `ExecStart=` (0-based index `first` is line first+1)
+        .filter(|_| last > first)
+        .map(|l| l[..l.len() - l.trim_start().len()].to_string())
+        .unwrap_or_else(|| "  ".into());
+    let mut block = vec![format!("ExecStart={}", quote_value(&unit.exec))];
+    for (name, value) in flags {
+        let word = match unit.flags.iter().find(|f| &f.name == name && &f.value == value) {
+            Some(orig) => orig.raw.clone(),
+            None => match value {
+                Some(v) => format!("--{name}={}", quote_value(v)),
+                None => format!("--{name}"),
+            },
+        };
+        block.push(format!("{indent}{word}"));
+    }
+    let n = block.len();
+    let mut out = String::with_capacity(unit.text.len() + 64);
+    for l in &lines[..first - 1] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    for (k, b) in block.iter().enumerate() {
+        out.push_str(b);
+        out.push_str(if k + 1 < n { " \\\n" } else { "\n" });
+    }
+    for l in &lines[last..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !unit.text.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<ParsedUnit, ManifestError> {
+        parse_unit(Path::new("units/x.service"), text)
+    }
+
+    const OK: &str = "[Unit]\nDescription=X\n\n[Service]\nExecStart=/usr/bin/x \\\n  --a=1 \\\n  # a comment\n  --b='c d' \\\n  --flag\nRestart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n";
+
+    #[test]
+    fn parses_continuations_quotes_comments_and_lines() {
+        let u = p(OK).unwrap();
+        assert_eq!(u.component, "x");
+        assert_eq!(u.exec, "/usr/bin/x");
+        let got: Vec<_> = u.flags.iter().map(|f| (f.name.as_str(), f.value.as_deref(), f.line)).collect();
+        assert_eq!(got, vec![("a", Some("1"), 6), ("b", Some("c d"), 8), ("flag", None, 9)]);
+        assert_eq!(u.restart.as_deref(), Some("on-failure"));
+        assert_eq!(u.wanted_by, vec!["multi-user.target"]);
+        assert_eq!(u.exec_lines, (5, 9));
+    }
+
+    #[test]
+    fn quotes_in_the_middle_of_a_word_are_removed_like_systemd() {
+        let u = p("[Unit]\nDescription=X\n[Service]\nExecStart=/x --runtime-config='api/all=true' --y=\"a\\\"b\"\n[Install]\nWantedBy=a\n").unwrap();
+        assert_eq!(u.flags[0].value.as_deref(), Some("api/all=true"));
+        assert_eq!(u.flags[0].raw, "--runtime-config='api/all=true'");
+        assert_eq!(u.flags[1].value.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn render_unchanged_is_byte_exact_and_changed_is_reparsed_equal() {
+        let u = p(OK).unwrap();
+        let same: Vec<_> = u.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        assert_eq!(render_with_flags(&u, &same), OK);
+        let mut changed = same.clone();
+        changed[0].1 = Some("2 3%".into());
+        changed.push(("new".into(), Some("$HOME".into())));
+        let text = render_with_flags(&u, &changed);
+        let again = p(&text).unwrap();
+        let got: Vec<_> = again.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        assert_eq!(got, changed);
+        assert!(text.contains("  --b='c d' \\\n"), "unchanged flag keeps its spelling:\n{text}");
+        assert!(text.ends_with("WantedBy=multi-user.target\n"));
+    }
+
+    fn bad(text: &str) -> ManifestError {
+        p(text).expect_err("must fail")
+    }
+
+    #[test]
+    fn error_exec_start_missing() {
+        let e = bad("[Unit]\nDescription=X\n[Service]\nRestart=always\n[Install]\nWantedBy=a\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("no ExecStart="), "{e}");
+        assert_eq!(e.to_string(), format!("units/x.service:3: {}", e.message));
+    }
+
+    #[test]
+    fn error_continuation_at_end_of_file() {
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x \\\n  --a=1 \\");
+        assert_eq!(e.line, 5);
+        assert!(e.message.contains("continuation"), "{e}");
+    }
+
+    #[test]
+    fn error_flag_given_twice() {
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x \\\n --v=1 \\\n --w \\\n --v=2\n[Install]\nWantedBy=a\n");
+        assert_eq!(e.line, 7);
+        assert!(e.message.contains("--v given twice (first at line 5)"), "{e}");
+    }
+
+    #[test]
+    fn error_positional_argument_and_relative_program_and_prefix() {
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x \\\n  v=2\n[Install]\nWantedBy=a\n");
+        assert_eq!((e.line, e.message.contains("not a --flag")), (5, true), "{e}");
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=x --a\n[Install]\nWantedBy=a\n");
+        assert!(e.message.contains("not an absolute path"), "{e}");
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=-/x --a\n[Install]\nWantedBy=a\n");
+        assert!(e.message.contains("prefix `-`"), "{e}");
+    }
+
+    #[test]
+    fn error_unterminated_quote_and_expansion() {
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x \\\n --a='b\n[Install]\nWantedBy=a\n");
+        assert_eq!(e.line, 5);
+        assert!(e.message.contains("unterminated"), "{e}");
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x --a=%h\n[Install]\nWantedBy=a\n");
+        assert!(e.message.contains("specifier"), "{e}");
+    }
+
+    #[test]
+    fn error_structure() {
+        assert!(bad("Description=X\n").message.contains("outside any [Section]"));
+        assert!(bad("[Unit\n").message.contains("not closed"));
+        assert!(bad("[Unit]\nDescription\n").message.contains("expected KEY=VALUE"));
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x\n");
+        assert!(e.message.contains("WantedBy"), "{e}");
+        let e = bad("[Service]\nExecStart=/x\n[Install]\nWantedBy=a\n");
+        assert!(e.message.contains("Description"), "{e}");
+        let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x\nExecStart=/y\n[Install]\nWantedBy=a\n");
+        assert_eq!(e.line, 5);
+    }
+}
