@@ -1,0 +1,38 @@
+//! One error type for both plugins, carrying the documented exit code.
+
+/// Exit codes, the same for both plugins (see README "Exit codes").
+pub mod exit {
+    /// Everything done / nothing failed.
+    pub const OK: u8 = 0;
+    /// Something failed on the server (bootstrap) or a check failed (cpcheck).
+    pub const FAILED: u8 = 1;
+    /// Bad input or failed preflight: nothing on the server was changed.
+    pub const INPUT: u8 = 2;
+    /// Cannot connect, or a host-key problem.
+    pub const CONNECT: u8 = 3;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line, config file or local asset. One line: what, where, what to do.
+    #[error("{0}")]
+    Input(String),
+    /// The server cannot be reached or its host key is not trusted.
+    #[error("{0}")]
+    Connect(String),
+    /// Something failed on the server.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Input(_) => exit::INPUT,
+            Error::Connect(_) => exit::CONNECT,
+            Error::Server(_) => exit::FAILED,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,197 @@
+//! Runtime overrides of unit flags, on top of the compiled-in manifests:
+//! `--set kube-apiserver.service-cluster-ip-range=10.96.0.0/24`, or a YAML file
+//! (`--config FILE`) mapping component → flag → value. Validated against the
+//! same model: an unknown component or flag is refused with the known ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::model::{UnitSpec, UNITS};
+use crate::Error;
+
+/// Validated overrides: component → flag → (value, where it came from).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    by_component: BTreeMap<String, BTreeMap<String, (String, String)>>,
+}
+
+/// The clap arguments both plugins take for overrides.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OverrideArgs {
+    /// Override a unit flag: COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3 (repeatable; wins over --config).
+    #[arg(long = "set", value_name = "COMPONENT.FLAG=VALUE")]
+    pub set: Vec<String>,
+    /// YAML file of overrides: `COMPONENT: {FLAG: VALUE}`.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+fn known_components() -> String {
+    UNITS.iter().map(|u| u.component).collect::<Vec<_>>().join(", ")
+}
+
+fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec, Error> {
+    let unit = UNITS.iter().find(|u| u.component == component).ok_or_else(|| {
+        Error::Input(format!("{origin}: unknown component `{component}`; known: {}", known_components()))
+    })?;
+    let flag = flag.trim_start_matches("--");
+    if unit.flag(flag).is_none() {
+        let known: Vec<_> = unit.flags.iter().map(|f| f.name).collect();
+        return Err(Error::Input(format!(
+            "{origin}: {component} has no flag --{flag} in manifests/{}; known: {} (to add a flag, edit the manifest and rebuild)",
+            unit.manifest,
+            known.join(", ")
+        )));
+    }
+    Ok(unit)
+}
+
+impl Overrides {
+    pub fn from_args(args: &OverrideArgs) -> Result<Self, Error> {
+        let mut o = match &args.config {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        for s in &args.set {
+            o.set(s)?;
+        }
+        Ok(o)
+    }
+
+    /// Adds one `COMPONENT.FLAG=VALUE`.
+    pub fn set(&mut self, s: &str) -> Result<(), Error> {
+        let origin = format!("--set {s}");
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
+        let (component, flag) = key
+            .split_once('.')
+            .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
+        self.insert(component, flag, value, &origin)
+    }
+
+    fn insert(&mut self, component: &str, flag: &str, value: &str, origin: &str) -> Result<(), Error> {
+        check(component, flag, origin)?;
+        self.by_component
+            .entry(component.to_string())
+            .or_default()
+            .insert(flag.trim_start_matches("--").to_string(), (value.to_string(), origin.to_string()));
+        Ok(())
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Input(format!("--config {shown}: cannot read: {e}")))?;
+        let doc: BTreeMap<String, BTreeMap<String, serde_yaml::Value>> = serde_yaml::from_str(&text).map_err(|e| {
+            Error::Input(format!("--config {shown}: {e} (expected `COMPONENT: {{FLAG: VALUE}}`)"))
+        })?;
+        let mut o = Self::default();
+        for (component, flags) in doc {
+            for (flag, v) in flags {
+                let value = match v {
+                    serde_yaml::Value::String(s) => s,
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    serde_yaml::Value::Bool(b) => b.to_string(),
+                    _ => return Err(Error::Input(format!("--config {shown}: {component}.{flag}: value must be a string, number or boolean"))),
+                };
+                o.insert(&component, &flag, &value, &format!("--config {shown}"))?;
+            }
+        }
+        Ok(o)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_component.is_empty()
+    }
+
+    pub fn get(&self, component: &str, flag: &str) -> Option<&str> {
+        self.by_component.get(component)?.get(flag).map(|(v, _)| v.as_str())
+    }
+}
+
+/// A unit as it should be installed: the manifest plus overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredUnit {
+    pub spec: &'static UnitSpec,
+    pub flags: Vec<(String, Option<String>)>,
+    /// The unit file's bytes: the manifest itself when nothing is overridden.
+    pub text: String,
+}
+
+impl DesiredUnit {
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Every unit with the overrides applied, in manifest order.
+pub fn desired_units(o: &Overrides) -> Vec<DesiredUnit> {
+    UNITS
+        .iter()
+        .map(|spec| {
+            let flags: Vec<(String, Option<String>)> = spec
+                .flags
+                .iter()
+                .map(|f| {
+                    let v = o.get(spec.component, f.name).map(str::to_string).or(f.value.map(str::to_string));
+                    (f.name.to_string(), v)
+                })
+                .collect();
+            let parsed = codegen::parse_unit(Path::new(spec.file_name), spec.text)
+                .expect("compiled-in units were validated at build time");
+            let text = codegen::render_with_flags(&parsed, &flags);
+            DesiredUnit { spec, flags, text }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KUBE_APISERVER;
+
+    #[test]
+    fn no_overrides_keeps_every_unit_byte_exact() {
+        for d in desired_units(&Overrides::default()) {
+            assert_eq!(d.text, d.spec.text);
+        }
+    }
+
+    #[test]
+    fn set_changes_one_flag_line_only() {
+        let mut o = Overrides::default();
+        o.set("kube-apiserver.v=3").unwrap();
+        let d = desired_units(&o).into_iter().find(|d| d.spec.component == "kube-apiserver").unwrap();
+        assert_eq!(d.flag("v"), Some("3"));
+        let old: Vec<_> = KUBE_APISERVER.text.lines().collect();
+        let new: Vec<_> = d.text.lines().collect();
+        assert_eq!(old.len(), new.len());
+        let diff: Vec<_> = old.iter().zip(&new).filter(|(a, b)| a != b).collect();
+        assert_eq!(diff, vec![(&"  --v=2", &"  --v=3")]);
+    }
+
+    #[test]
+    fn unknown_component_and_flag_are_refused_with_what_is_known() {
+        let mut o = Overrides::default();
+        let e = o.set("kube-proxy.v=3").unwrap_err().to_string();
+        assert!(e.contains("unknown component `kube-proxy`") && e.contains("kube-apiserver"), "{e}");
+        let e = o.set("kube-scheduler.nope=1").unwrap_err().to_string();
+        assert!(e.contains("kube-scheduler has no flag --nope") && e.contains("known: config, v"), "{e}");
+        let e = o.set("kube-scheduler").unwrap_err().to_string();
+        assert!(e.contains("expected COMPONENT.FLAG=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn config_file_then_set_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.yaml");
+        std::fs::write(&p, "kube-apiserver:\n  v: 4\n  service-cluster-ip-range: 10.96.0.0/24\n").unwrap();
+        let o = Overrides::from_args(&OverrideArgs { set: vec!["kube-apiserver.v=5".into()], config: Some(p.clone()) }).unwrap();
+        assert_eq!(o.get("kube-apiserver", "v"), Some("5"));
+        assert_eq!(o.get("kube-apiserver", "service-cluster-ip-range"), Some("10.96.0.0/24"));
+        std::fs::write(&p, "kube-apiserver: [1]\n").unwrap();
+        let e = Overrides::from_file(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("--config {}:", p.display())), "{e}");
+    }
+}

@@ -1,0 +1,80 @@
+//! k8s-openapi objects built from the compiled-in RBAC constants, ready for
+//! server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::api::ObjectMeta;
+
+use crate::model::{ClusterRoleBindingSpec, ClusterRoleSpec, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS};
+
+fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    (!pairs.is_empty()).then(|| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+fn list(v: &[&str]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect())
+}
+
+fn meta(name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), labels: map(labels), annotations: map(annotations), ..Default::default() }
+}
+
+pub fn cluster_role(s: &ClusterRoleSpec) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(s.name, s.labels, s.annotations),
+        rules: Some(
+            s.rules
+                .iter()
+                .map(|r| PolicyRule {
+                    api_groups: list(r.api_groups).or_else(|| (!r.resources.is_empty()).then(Vec::new)),
+                    resources: list(r.resources),
+                    resource_names: list(r.resource_names),
+                    non_resource_urls: list(r.non_resource_urls),
+                    verbs: r.verbs.iter().map(|v| v.to_string()).collect(),
+                })
+                .collect(),
+        ),
+        aggregation_rule: None,
+    }
+}
+
+pub fn cluster_role_binding(s: &ClusterRoleBindingSpec) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(s.name, s.labels, s.annotations),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: s.role.into() },
+        subjects: Some(
+            s.subjects
+                .iter()
+                .map(|x| Subject {
+                    kind: x.kind.into(),
+                    name: x.name.into(),
+                    api_group: x.api_group.map(Into::into),
+                    namespace: x.namespace.map(Into::into),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Every compiled-in ClusterRole and ClusterRoleBinding.
+pub fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
+    (CLUSTER_ROLES.iter().map(cluster_role).collect(), CLUSTER_ROLE_BINDINGS.iter().map(cluster_role_binding).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objects equal what the manifest YAML itself deserializes to.
+    #[test]
+    fn objects_round_trip_to_the_manifest_yaml() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/rbac/kube-apiserver-to-kubelet.yaml")).unwrap();
+        let mut docs = text.split("\n---\n");
+        let role: ClusterRole = serde_yaml::from_str(docs.next().unwrap()).unwrap();
+        let binding: ClusterRoleBinding = serde_yaml::from_str(docs.next().unwrap()).unwrap();
+        let (roles, bindings) = objects();
+        assert_eq!(roles, vec![role]);
+        assert_eq!(bindings, vec![binding]);
+    }
+}
