@@ -1,0 +1,460 @@
+//! One bed: a Debian bookworm server booted with systemd as PID 1 by
+//! systemd-nspawn, on an overlay of the cached root file system, in its own
+//! network namespace (10.240.K.2, host side 10.240.K.1), reached over its own
+//! sshd with a throwaway key and a recorded host key.
+
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where beds keep their state: outside any checkout, on the same file system
+/// as the cache.
+pub fn base_dir() -> PathBuf {
+    std::env::var_os("KCP_BED_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/kubectl-plugins-bed"))
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
+}
+
+/// Runs a command; on failure the error carries the command and its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs one of the repo's scripts, its progress going to our stderr, and
+/// returns the last line it prints (a path).
+fn script(name: &str) -> Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg(scripts_dir().join(name))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run scripts/{name}"))?;
+    if !out.status.success() {
+        bail!("scripts/{name} failed ({})", out.status);
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    Ok(PathBuf::from(s.lines().last().unwrap_or_default().trim()))
+}
+
+fn phase<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let r = f().with_context(|| format!("bed: {what}"));
+    eprintln!("[bed] {what}: {:.1}s", t.elapsed().as_secs_f64());
+    r
+}
+
+/// Everything a bed is, persisted as `state.json` so `bed down` and `bed ssh`
+/// find it from another process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bed {
+    pub name: String,
+    pub slot: u8,
+    pub address: Ipv4Addr,
+    pub host_address: Ipv4Addr,
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub assets: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// systemd-nspawn's pid.
+    pub pid: i32,
+    /// Where the real Kubernetes binaries are cached.
+    pub k8s_bin: PathBuf,
+    /// Tear down on drop (tests); `bed up` keeps the bed running.
+    #[serde(skip)]
+    pub teardown_on_drop: bool,
+}
+
+impl Bed {
+    pub fn netns(&self) -> String {
+        format!("kcpbed-{}", self.slot)
+    }
+    fn veth_host(&self) -> String {
+        format!("kcpbed{}h", self.slot)
+    }
+    fn merged(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+    pub fn dest(&self) -> String {
+        format!("root@{}", self.address)
+    }
+
+    /// Options for the plain `ssh` client, strict host-key checking included.
+    pub fn ssh_options(&self) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.key.display().to_string(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=5".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+
+    /// Runs `script` on the server as `user` with the plain ssh client.
+    pub fn ssh_as(&self, user: &str, script: &str) -> Result<String> {
+        run(Command::new("ssh").args(self.ssh_options()).arg(format!("{user}@{}", self.address)).arg(script))
+    }
+
+    pub fn ssh(&self, script: &str) -> Result<String> {
+        self.ssh_as("root", script)
+    }
+
+    /// The lines `bed up` prints, for `eval "$(cargo xtask bed up)"`.
+    pub fn env_lines(&self) -> String {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        [
+            ("BED_NAME", self.name.clone()),
+            ("BED_DEST", self.dest()),
+            ("BED_PORT", "22".into()),
+            ("BED_KEY", self.key.display().to_string()),
+            ("BED_KNOWN_HOSTS", self.known_hosts.display().to_string()),
+            ("BED_ASSETS", self.assets.display().to_string()),
+            ("BED_KUBECONFIG", self.kubeconfig.display().to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", q(v)))
+        .collect()
+    }
+
+    fn state_path(name: &str) -> PathBuf {
+        base_dir().join("beds").join(name).join("state.json")
+    }
+
+    /// The bed `name`, if it is up.
+    pub fn load(name: &str) -> Result<Option<Bed>> {
+        let p = Self::state_path(name);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("{}", p.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("{}", p.display())),
+        }
+    }
+
+    /// Brings up a new bed called `name` (fails if one of that name is up).
+    pub fn up(name: &str) -> Result<Bed> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || name.is_empty() {
+            bail!("bed name `{name}`: use letters, digits and '-'");
+        }
+        if let Some(b) = Self::load(name)? {
+            bail!("bed `{name}` is already up at {} (cargo xtask bed down --name {name})", b.address);
+        }
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the bed needs root (network namespaces, mounts, systemd-nspawn)");
+        }
+        let root = phase("root file system", || script("build-rootfs.sh"))?;
+        let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh"))?;
+        let dir = base_dir().join("beds").join(name);
+        std::fs::create_dir_all(&dir)?;
+        let slot = claim_slot(name)?;
+        let mut bed = Bed {
+            name: name.into(),
+            slot,
+            address: Ipv4Addr::new(10, 240, slot, 2),
+            host_address: Ipv4Addr::new(10, 240, slot, 1),
+            key: dir.join("id_ed25519"),
+            known_hosts: dir.join("known_hosts"),
+            assets: dir.join("assets"),
+            kubeconfig: dir.join("assets/admin.kubeconfig"),
+            dir,
+            pid: 0,
+            k8s_bin,
+            teardown_on_drop: true,
+        };
+        match bed.boot(&root) {
+            Ok(()) => Ok(bed),
+            Err(e) => {
+                let log = std::fs::read_to_string(bed.dir.join("nspawn.log")).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                bed.teardown();
+                bed.teardown_on_drop = false;
+                if tail.is_empty() {
+                    Err(e)
+                } else {
+                    Err(e.context(format!("last lines of the container's console:\n{}", tail.join("\n"))))
+                }
+            }
+        }
+    }
+
+    fn boot(&mut self, root: &Path) -> Result<()> {
+        phase("network namespace", || self.make_network())?;
+        phase("overlay and per-run keys", || self.make_root(root))?;
+        self.save()?;
+        phase("boot systemd", || self.start())?;
+        phase("wait for etcd", || self.wait_etcd())?;
+        phase("PKI, kubeconfigs, encryption config", || {
+            crate::pki::generate(&self.assets, self.address.into())?;
+            self.link_binaries()
+        })?;
+        Ok(())
+    }
+
+    fn save(&self) -> Result<()> {
+        std::fs::write(self.dir.join("state.json"), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    fn make_network(&self) -> Result<()> {
+        let (ns, h) = (self.netns(), self.veth_host());
+        let s = format!("kcpbed{}s", self.slot);
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        run(Command::new("ip").args(["link", "add", &h, "type", "veth", "peer", "name", &s, "netns", &ns]))?;
+        run(Command::new("ip").args(["addr", "add", &format!("{}/24", self.host_address), "dev", &h]))?;
+        run(Command::new("ip").args(["link", "set", &h, "up"]))?;
+        let inns = |args: &[&str]| run(Command::new("ip").args(["-n", &ns]).args(args));
+        inns(&["addr", "add", &format!("{}/24", self.address), "dev", &s])?;
+        inns(&["link", "set", &s, "up"])?;
+        inns(&["link", "set", "lo", "up"])?;
+        // A default route lets the apiserver pick this address to advertise;
+        // with ip_forward off on the host nothing leaves the machine.
+        inns(&["route", "add", "default", "via", &self.host_address.to_string()])?;
+        Ok(())
+    }
+
+    fn make_root(&self, lower: &Path) -> Result<()> {
+        let (upper, work, merged) = (self.dir.join("upper"), self.dir.join("work"), self.merged());
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d)?;
+        }
+        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged))?;
+
+        // Host key, fresh per bed, recorded for strict checking.
+        let hk = merged.join("etc/ssh/ssh_host_ed25519_key");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bed-host", "-f"]).arg(&hk))?;
+        let pubkey = std::fs::read_to_string(hk.with_extension("pub"))?;
+        let mut it = pubkey.split_whitespace();
+        let (t, k) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
+        std::fs::write(&self.known_hosts, format!("{} {t} {k}\n", self.address))?;
+
+        // Client key pair for root, deploy (sudo) and nosudo.
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bed-client", "-f"]).arg(&self.key))?;
+        let client_pub = std::fs::read_to_string(self.key.with_extension("pub"))?;
+        let passwd = std::fs::read_to_string(merged.join("etc/passwd"))?;
+        for user in ["root", "deploy", "nosudo"] {
+            let fields: Vec<&str> = passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).context(user)?.split(':').collect();
+            let (uid, gid, home) = (fields[2].parse::<u32>()?, fields[3].parse::<u32>()?, fields[5]);
+            let ssh_dir = merged.join(home.trim_start_matches('/')).join(".ssh");
+            std::fs::create_dir_all(&ssh_dir)?;
+            let ak = ssh_dir.join("authorized_keys");
+            crate::pki::write_file(&ak, client_pub.as_bytes(), 0o600)?;
+            std::os::unix::fs::chown(&ssh_dir, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&ak, Some(uid), Some(gid))?;
+            std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        // The guide's /etc/hosts step: the server knows its own name.
+        std::fs::write(merged.join("etc/hostname"), "server\n")?;
+        std::fs::write(
+            merged.join("etc/hosts"),
+            format!("127.0.0.1 localhost\n{} server.kubernetes.local server\n", self.address),
+        )?;
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join("nspawn.log"))?;
+        let child = Command::new("systemd-nspawn")
+            .arg("-D")
+            .arg(self.merged())
+            .args(["-b", "--register=no", "--keep-unit", "-M", &self.netns(), "--hostname=server"])
+            .arg(format!("--network-namespace-path=/run/netns/{}", self.netns()))
+            .args(["--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("cannot start systemd-nspawn (package systemd-container)")?;
+        self.pid = child.id() as i32;
+        self.save()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last;
+        loop {
+            if !alive(self.pid) {
+                bail!("systemd-nspawn exited during boot (see {})", self.dir.join("nspawn.log").display());
+            }
+            match self.ssh("systemctl is-system-running --wait") {
+                Ok(s) if s.trim() == "running" => return Ok(()),
+                Ok(s) => {
+                    let failed = self.ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1").unwrap_or_default();
+                    bail!("the server booted `{}`; failed units: {}", s.trim(), failed.split_whitespace().collect::<Vec<_>>().join(", "));
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                bail!("sshd on {} did not answer within 120s: {last}", self.address);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// etcd's /health over HTTP on the server's loopback (bash's /dev/tcp:
+    /// the server has no HTTP client).
+    pub fn etcd_health(&self) -> Result<String> {
+        self.ssh("exec 3<>/dev/tcp/127.0.0.1/2379 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3 | tail -1")
+    }
+
+    fn wait_etcd(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.etcd_health() {
+                Ok(s) if s.contains("\"health\":\"true\"") => return Ok(()),
+                r if Instant::now() > deadline => bail!("etcd did not become healthy within 60s: {r:?}"),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// The guide's jumpbox layout: downloads/controller and downloads/client.
+    fn link_binaries(&self) -> Result<()> {
+        let ctl = self.assets.join("downloads/controller");
+        let cli = self.assets.join("downloads/client");
+        std::fs::create_dir_all(&ctl)?;
+        std::fs::create_dir_all(&cli)?;
+        for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            std::os::unix::fs::symlink(self.k8s_bin.join(b), ctl.join(b))?;
+        }
+        std::os::unix::fs::symlink(self.k8s_bin.join("kubectl"), cli.join("kubectl"))?;
+        Ok(())
+    }
+
+    /// Stops the server and removes everything the bed made. Safe to call on a
+    /// half-made bed and more than once.
+    pub fn teardown(&mut self) {
+        if self.pid > 0 && alive(self.pid) {
+            // nspawn turns SIGTERM into a clean poweroff of the container.
+            unsafe { libc::kill(self.pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while alive(self.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if alive(self.pid) {
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while alive(self.pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let merged = self.merged();
+        for _ in 0..20 {
+            if !mounted(&merged) {
+                break;
+            }
+            let _ = run(Command::new("umount").arg(&merged));
+            if mounted(&merged) {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        if mounted(&merged) {
+            let _ = run(Command::new("umount").arg("-l").arg(&merged));
+        }
+        let _ = run(Command::new("ip").args(["link", "del", &self.veth_host()]));
+        let _ = run(Command::new("ip").args(["netns", "del", &self.netns()]));
+        if !mounted(&merged) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let _ = std::fs::remove_dir_all(base_dir().join("slots").join(self.slot.to_string()));
+        self.pid = 0;
+    }
+
+    /// What of this bed still exists (empty after a clean teardown).
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.pid > 0 && alive(self.pid) {
+            v.push(format!("systemd-nspawn pid {} still runs", self.pid));
+        }
+        let marker = format!("-M {}", self.netns());
+        if let Ok(ps) = run(Command::new("ps").args(["-eo", "pid,args"])) {
+            for l in ps.lines().filter(|l| l.contains("systemd-nspawn") && l.contains(&marker)) {
+                v.push(format!("process: {}", l.trim()));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for l in mounts.lines().filter(|l| l.contains(&self.dir.display().to_string())) {
+            v.push(format!("mount: {l}"));
+        }
+        if self.dir.exists() {
+            v.push(format!("directory {}", self.dir.display()));
+        }
+        if Path::new("/run/netns").join(self.netns()).exists() {
+            v.push(format!("network namespace {}", self.netns()));
+        }
+        if Path::new("/sys/class/net").join(self.veth_host()).exists() {
+            v.push(format!("interface {}", self.veth_host()));
+        }
+        v
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if self.teardown_on_drop {
+            self.teardown();
+        }
+    }
+}
+
+/// Is `pid` a live (not zombie) process? Reaps it if it is our exited child.
+fn alive(pid: i32) -> bool {
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(')').next().map(|r| r.trim_start().chars().next() != Some('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn mounted(p: &Path) -> bool {
+    let s = p.display().to_string();
+    std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == Some(s.as_str()))
+}
+
+/// Claims the lowest free slot K (10.240.K.0/24) atomically.
+fn claim_slot(name: &str) -> Result<u8> {
+    let slots = base_dir().join("slots");
+    std::fs::create_dir_all(&slots)?;
+    for k in 1..=250u8 {
+        let d = slots.join(k.to_string());
+        if std::fs::create_dir(&d).is_err() {
+            continue;
+        }
+        let taken = Path::new("/run/netns").join(format!("kcpbed-{k}")).exists()
+            || !run(Command::new("ip").args(["-4", "route", "show", &format!("10.240.{k}.0/24")])).unwrap_or_default().trim().is_empty();
+        if taken {
+            let _ = std::fs::remove_dir(&d);
+            continue;
+        }
+        std::fs::write(d.join("owner"), name)?;
+        return Ok(k);
+    }
+    bail!("no free bed slot in 10.240.1-250.0/24 (cargo xtask bed down --all)")
+}
+
+/// Names of the beds that are up.
+pub fn list() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(base_dir().join("beds"))
+        .map(|r| r.filter_map(|e| e.ok()).filter(|e| e.path().join("state.json").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -1,0 +1,7 @@
+//! The project's real test server (see README "Test bed"): used by
+//! `cargo xtask bed …`, the demo, and the end-to-end tests.
+
+mod bed;
+pub mod pki;
+
+pub use bed::{base_dir, list, run, Bed};
