@@ -161,6 +161,7 @@ impl Bed {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the bed needs root (network namespaces, mounts, systemd-nspawn)");
         }
+        phase("host prerequisites", || script("install-prereqs.sh").map(drop))?;
         let root = phase("root file system", || script("build-rootfs.sh"))?;
         let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh"))?;
         let dir = base_dir().join("beds").join(name);

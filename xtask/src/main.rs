@@ -21,6 +21,12 @@ enum Cmd {
         #[command(subcommand)]
         command: BedCmd,
     },
+    /// Every test: installs prerequisites, builds the bed's parts, runs the whole suite, prints phase timings.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// The local demo: bed up, build the plugins, bootstrap the bed, check it.
     Demo {
         /// Leave the bed running afterwards.
@@ -61,6 +67,41 @@ enum BedCmd {
 
 fn loaded(name: &str) -> Result<Bed> {
     Bed::load(name)?.with_context(|| format!("no bed `{name}` is up (cargo xtask bed up --name {name})"))
+}
+
+/// Runs `cmd`, timing it as one CI phase.
+fn timed(label: &str, timings: &mut Vec<(String, f64)>, cmd: &mut Command) -> Result<()> {
+    eprintln!("[xtask] {label}: {cmd:?}");
+    let t = std::time::Instant::now();
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    timings.push((label.to_string(), t.elapsed().as_secs_f64()));
+    if !status.success() {
+        print_timings(timings);
+        bail!("{label} failed ({status})");
+    }
+    Ok(())
+}
+
+fn print_timings(timings: &[(String, f64)]) {
+    eprintln!("\n[xtask] phase timings:");
+    for (l, s) in timings {
+        eprintln!("[xtask]   {l:<28} {s:>8.1}s");
+    }
+    eprintln!("[xtask]   {:<28} {:>8.1}s", "total", timings.iter().map(|t| t.1).sum::<f64>());
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let scripts = root.join("scripts");
+    let mut t = Vec::new();
+    timed("prerequisites (apt)", &mut t, Command::new("bash").arg(scripts.join("install-prereqs.sh")))?;
+    timed("rootfs (debootstrap)", &mut t, Command::new("bash").arg(scripts.join("build-rootfs.sh")).stdout(std::process::Stdio::null()))?;
+    timed("kubernetes build", &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).stdout(std::process::Stdio::null()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    timed("cargo build", &mut t, Command::new(&cargo).current_dir(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
+    timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked"]).args(args))?;
+    print_timings(&t);
+    Ok(())
 }
 
 fn demo(keep: bool) -> Result<()> {
@@ -106,6 +147,7 @@ fn main() -> ExitCode {
                 Err(err).context("cannot run ssh")
             }),
         },
+        Cmd::Test { args } => test(&args),
         Cmd::Demo { keep } => demo(keep),
     };
     match r {
