@@ -3,6 +3,11 @@
 //! RBAC objects, host access over SSH, and API client setup.
 
 pub mod api;
+pub mod desired;
+pub mod facts;
+pub mod health;
+pub mod plan;
+pub mod inspect;
 mod error;
 pub mod model;
 pub mod overrides;

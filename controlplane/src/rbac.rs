@@ -62,6 +62,53 @@ pub fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
     (CLUSTER_ROLES.iter().map(cluster_role).collect(), CLUSTER_ROLE_BINDINGS.iter().map(cluster_role_binding).collect())
 }
 
+/// What server-side apply did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub kind: &'static str,
+    pub name: String,
+    /// created, updated or unchanged
+    pub result: &'static str,
+}
+
+/// The field manager bootstrap applies as.
+pub const FIELD_MANAGER: &str = "kubectl-bootstrap";
+
+async fn apply_one<K>(client: &kube::Client, kind: &'static str, obj: K) -> Result<Applied, crate::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::api::{Api, Patch, PatchParams};
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::all(client.clone());
+    let err = |e: kube::Error| crate::Error::Server(format!("apply {kind} {name}: {e}"));
+    let before = api.get_opt(&name).await.map_err(err)?;
+    let after = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await.map_err(err)?;
+    let result = match before {
+        None => "created",
+        Some(b) if b.meta().resource_version == after.meta().resource_version => "unchanged",
+        Some(_) => "updated",
+    };
+    Ok(Applied { kind, name, result })
+}
+
+/// Server-side applies every compiled-in ClusterRole and ClusterRoleBinding.
+pub async fn apply(client: &kube::Client) -> Result<Vec<Applied>, crate::Error> {
+    let (roles, bindings) = objects();
+    let mut out = Vec::new();
+    for r in roles {
+        out.push(apply_one(client, "ClusterRole", r).await?);
+    }
+    for b in bindings {
+        out.push(apply_one(client, "ClusterRoleBinding", b).await?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

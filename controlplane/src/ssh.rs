@@ -113,9 +113,10 @@ impl Host {
         Ok(Host { session, destination: destination.to_string(), sudo: !root, _control_dir: dir })
     }
 
-    /// Runs `script` with `sh -c` as root (through `sudo -n` for a non-root login).
-    pub async fn sh(&self, script: &str) -> Result<std::process::Output, Error> {
-        let mut cmd = if self.sudo {
+    /// `sh -c script` as root (through `sudo -n` for a non-root login), to
+    /// spawn with piped stdin for streaming.
+    pub fn command(&self, script: &str) -> openssh::Command<'_> {
+        if self.sudo {
             let mut c = self.session.command("sudo");
             c.arg("-n").arg("sh").arg("-c").arg(script);
             c
@@ -123,8 +124,49 @@ impl Host {
             let mut c = self.session.command("sh");
             c.arg("-c").arg(script);
             c
-        };
-        cmd.output().await.map_err(|e| Error::Connect(format!("{}: lost the SSH connection: {e}", self.destination)))
+        }
+    }
+
+    pub fn lost(&self, e: impl std::fmt::Display) -> Error {
+        Error::Connect(format!("{}: lost the SSH connection: {e}", self.destination))
+    }
+
+    /// Runs `script` with `sh -c` as root (through `sudo -n` for a non-root login).
+    pub async fn sh(&self, script: &str) -> Result<std::process::Output, Error> {
+        self.command(script).output().await.map_err(|e| self.lost(e))
+    }
+
+    /// Runs `script` and returns its stdout; a non-zero exit is a server error
+    /// carrying stderr.
+    pub async fn sh_ok(&self, script: &str) -> Result<String, Error> {
+        let out = self.sh(script).await?;
+        if !out.status.success() {
+            return Err(Error::Server(format!(
+                "{}: `{}` failed: {}",
+                self.destination,
+                script.lines().next().unwrap_or(script),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Forwards a free local port to `remote_host:remote_port` as seen from
+    /// the server, over this connection; returns the local port.
+    pub async fn forward(&self, remote_host: std::net::IpAddr, remote_port: u16) -> Result<u16, Error> {
+        let local = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Input(format!("cannot pick a local port for the SSH tunnel: {e}")))?
+            .port();
+        self.session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                (std::net::Ipv4Addr::LOCALHOST, local),
+                (remote_host, remote_port),
+            )
+            .await
+            .map_err(|e| Error::Connect(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}: {e}", self.destination)))?;
+        Ok(local)
     }
 
     pub async fn close(self) {

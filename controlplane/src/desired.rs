@@ -1,0 +1,283 @@
+//! Desired state: every file bootstrap places, with its bytes' size and
+//! sha256, from the assets directory or rendered from the compiled-in
+//! manifests (overrides applied, scheduler config rendered for the binary's
+//! version). Problems with local assets are collected, not thrown, so
+//! preflight can list them all.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
+use crate::overrides::{desired_units, DesiredUnit, Overrides};
+
+/// Something wrong, as one line: what and where, then what to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub what: String,
+    pub fix: String,
+}
+
+impl Problem {
+    pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem { what: what.into(), fix: fix.into() }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.fix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A local asset, streamed at upload time.
+    Path(PathBuf),
+    /// Rendered from a compiled-in manifest.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredFile {
+    pub spec: &'static FileSpec,
+    pub content: Content,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl DesiredFile {
+    /// The first bytes, for ELF checks.
+    pub fn head(&self, n: usize) -> Vec<u8> {
+        match &self.content {
+            Content::Text(t) => t.as_bytes().iter().take(n).copied().collect(),
+            Content::Path(p) => {
+                let mut buf = vec![0; n];
+                let got = std::fs::File::open(p).and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
+                buf.truncate(got);
+                buf
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> std::io::Result<Vec<u8>> {
+        match &self.content {
+            Content::Text(t) => Ok(t.as_bytes().to_vec()),
+            Content::Path(p) => std::fs::read(p),
+        }
+    }
+}
+
+/// A Kubernetes version as `major.minor`, from `Kubernetes v1.20.2` or `v1.32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let v = s.split_whitespace().find(|w| w.starts_with('v') || w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let mut it = v.trim_start_matches('v').split(['.', '-', '+']);
+        Some(Version { major: it.next()?.parse().ok()?, minor: it.next()?.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}", self.major, self.minor)
+    }
+}
+
+/// The KubeSchedulerConfiguration apiVersion a kube-scheduler of `v` reads.
+pub fn scheduler_api_version(v: Version) -> Option<&'static str> {
+    match (v.major, v.minor) {
+        (1, m) if m >= 25 => Some("kubescheduler.config.k8s.io/v1"),
+        (1, 23 | 24) => Some("kubescheduler.config.k8s.io/v1beta3"),
+        (1, 22) => Some("kubescheduler.config.k8s.io/v1beta2"),
+        (1, 19..=21) => Some("kubescheduler.config.k8s.io/v1beta1"),
+        _ => None,
+    }
+}
+
+/// The compiled-in scheduler config with its apiVersion line set for `v`.
+pub fn render_scheduler_config(v: Version) -> Option<String> {
+    let want = scheduler_api_version(v)?;
+    if SCHEDULER_CONFIG.api_version == want {
+        return Some(SCHEDULER_CONFIG.text.to_string());
+    }
+    let line = SCHEDULER_CONFIG.api_version_line as usize;
+    let mut out = String::with_capacity(SCHEDULER_CONFIG.text.len());
+    for (i, l) in SCHEDULER_CONFIG.text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            out.push_str(&format!("apiVersion: {want}\n"));
+        } else {
+            out.push_str(l);
+        }
+    }
+    Some(out)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+/// Learns a binary's version by running it with `--version` here.
+pub fn binary_version(path: &Path) -> Result<Version, String> {
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{} --version` here ({e})", path.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Version::parse(&text).ok_or_else(|| format!("`{} --version` printed no version: {}", path.display(), text.trim()))
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub files: Vec<DesiredFile>,
+    pub units: Vec<DesiredUnit>,
+    /// The kube-scheduler version the scheduler config was rendered for.
+    pub scheduler_version: Option<Version>,
+}
+
+impl Desired {
+    pub fn file(&self, dest: &str) -> Option<&DesiredFile> {
+        self.files.iter().find(|f| f.spec.dest == dest)
+    }
+    pub fn unit(&self, component: &str) -> Option<&DesiredUnit> {
+        self.units.iter().find(|u| u.spec.component == component)
+    }
+}
+
+/// Resolves every layout file against `assets` and the manifests.
+/// `version` overrides the version learnt from the kube-scheduler binary.
+pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> (Desired, Vec<Problem>) {
+    let units = desired_units(overrides);
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    let mut scheduler_version = version;
+    // The version decides how the scheduler config renders: learn it first.
+    if scheduler_version.is_none() {
+        if let Some(f) = FILES.iter().find(|f| f.kind == FileKind::Binary && f.dest.ends_with("/kube-scheduler")) {
+            if let Source::Asset(c) = f.source {
+                if let Some(p) = c.iter().map(|c| assets.join(c)).find(|p| p.is_file()) {
+                    match binary_version(&p) {
+                        Ok(v) => scheduler_version = Some(v),
+                        Err(e) => problems.push(Problem::new(
+                            format!("kube-scheduler version: {e}"),
+                            "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it",
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    for spec in FILES {
+        match spec.source {
+            Source::Asset(candidates) => {
+                let Some(p) = candidates.iter().map(|c| assets.join(c)).find(|p| p.exists()) else {
+                    problems.push(Problem::new(
+                        format!("missing asset {} (for {})", assets.join(candidates[0]).display(), spec.dest),
+                        format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
+                    ));
+                    continue;
+                };
+                match hash_file(&p) {
+                    Ok((size, sha256)) => files.push(DesiredFile { spec, content: Content::Path(p), size, sha256 }),
+                    Err(e) => problems.push(Problem::new(format!("cannot read {}: {e}", p.display()), "make it readable by this user")),
+                }
+            }
+            Source::Manifest { path, text } => {
+                let text = if let Some(u) = units.iter().find(|u| u.spec.manifest == path) {
+                    u.text.clone()
+                } else if path == SCHEDULER_CONFIG.manifest {
+                    match scheduler_version {
+                        Some(v) => match render_scheduler_config(v) {
+                            Some(t) => t,
+                            None => {
+                                problems.push(Problem::new(
+                                    format!("kube-scheduler {v} is older than v1.19"),
+                                    "use control-plane binaries of v1.19 or newer",
+                                ));
+                                continue;
+                            }
+                        },
+                        None => text.to_string(),
+                    }
+                } else {
+                    text.to_string()
+                };
+                let sha256 = sha256_hex(text.as_bytes());
+                files.push(DesiredFile { spec, size: text.len() as u64, sha256, content: Content::Text(text) });
+            }
+        }
+    }
+    (Desired { files, units, scheduler_version }, problems)
+}
+
+/// The serving port each component listens on, from the desired flags.
+pub fn serving_ports(d: &Desired) -> BTreeMap<&'static str, u16> {
+    d.units
+        .iter()
+        .map(|u| (u.spec.component, u.flag("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.spec.serving_port)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_kubernetes_output() {
+        assert_eq!(Version::parse("Kubernetes v1.20.2"), Some(Version { major: 1, minor: 20 }));
+        assert_eq!(Version::parse("v1.32.3-gke.1"), Some(Version { major: 1, minor: 32 }));
+        assert_eq!(Version::parse("nothing"), None);
+    }
+
+    #[test]
+    fn scheduler_config_renders_per_version() {
+        let v = |m| Version { major: 1, minor: m };
+        let api = |m| render_scheduler_config(v(m)).map(|t| t.lines().next().unwrap().to_string());
+        assert_eq!(api(32).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1"));
+        assert_eq!(api(25).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1"));
+        assert_eq!(api(24).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta3"));
+        assert_eq!(api(23).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta3"));
+        assert_eq!(api(22).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta2"));
+        assert_eq!(api(20).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta1"));
+        assert_eq!(api(18), None);
+        // Only the apiVersion line changes.
+        let t = render_scheduler_config(v(20)).unwrap();
+        assert_eq!(t.lines().skip(1).collect::<Vec<_>>(), SCHEDULER_CONFIG.text.lines().skip(1).collect::<Vec<_>>());
+        assert_eq!(render_scheduler_config(v(32)).unwrap(), SCHEDULER_CONFIG.text);
+    }
+
+    #[test]
+    fn missing_assets_are_each_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, problems) = build(dir.path(), &Overrides::default(), Some(Version { major: 1, minor: 32 }));
+        let assets = FILES.iter().filter(|f| matches!(f.source, Source::Asset(_))).count();
+        assert_eq!(problems.len(), assets, "{problems:#?}");
+        assert!(problems.iter().all(|p| p.what.starts_with("missing asset")));
+        // Compiled-in files are still desired.
+        assert!(d.file("/etc/systemd/system/kube-apiserver.service").is_some());
+    }
+}

@@ -1,0 +1,295 @@
+//! Pure inspection of local assets: certificates, private keys, kubeconfigs,
+//! ELF binaries. No I/O here beyond what the caller passes in, so every rule is
+//! unit-tested on generated fixtures.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use x509_parser::prelude::*;
+
+/// A parsed certificate, owning its DER.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub der: Vec<u8>,
+}
+
+impl Cert {
+    pub fn from_pem(text: &[u8]) -> Result<Cert, String> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        if pem.label != "CERTIFICATE" {
+            return Err(format!("PEM block is `{}`, expected CERTIFICATE", pem.label));
+        }
+        X509Certificate::from_der(&pem.contents).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        Ok(Cert { der: pem.contents })
+    }
+
+    pub fn x509(&self) -> X509Certificate<'_> {
+        X509Certificate::from_der(&self.der).expect("checked in from_pem").1
+    }
+
+    pub fn common_name(&self) -> Option<String> {
+        self.x509().subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_string)
+    }
+
+    /// DNS names and IP addresses of the subjectAltName extension.
+    pub fn sans(&self) -> (Vec<String>, Vec<IpAddr>) {
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        if let Ok(Some(ext)) = self.x509().subject_alternative_name() {
+            for n in &ext.value.general_names {
+                match n {
+                    GeneralName::DNSName(d) => dns.push(d.to_string()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                        16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        (dns, ips)
+    }
+
+    /// Does the certificate name `host` (an IP or a DNS name, wildcards honoured)?
+    pub fn covers(&self, host: &str) -> bool {
+        let (dns, ips) = self.sans();
+        match host.parse::<IpAddr>() {
+            Ok(ip) => ips.contains(&ip),
+            Err(_) => dns.iter().any(|d| {
+                d.eq_ignore_ascii_case(host)
+                    || d.strip_prefix("*.").is_some_and(|suffix| host.split_once('.').is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)))
+            }),
+        }
+    }
+
+    /// Was this certificate signed by `issuer`'s key?
+    pub fn signed_by(&self, issuer: &Cert) -> bool {
+        let ca = issuer.x509();
+        self.x509().verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    /// Seconds until notAfter (negative when expired).
+    pub fn seconds_left(&self) -> i64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        self.x509().validity().not_after.timestamp() - now
+    }
+
+    fn public_key_raw(&self) -> Vec<u8> {
+        self.x509().public_key().subject_public_key.data.to_vec()
+    }
+}
+
+/// Wraps a PKCS#1 RSAPrivateKey in a PKCS#8 PrivateKeyInfo.
+fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    fn der_len(n: usize) -> Vec<u8> {
+        if n < 0x80 {
+            vec![n as u8]
+        } else {
+            let b = n.to_be_bytes();
+            let b: Vec<u8> = b.iter().copied().skip_while(|x| *x == 0).collect();
+            let mut v = vec![0x80 | b.len() as u8];
+            v.extend(b);
+            v
+        }
+    }
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend(der_len(body.len()));
+        v.extend_from_slice(body);
+        v
+    }
+    // AlgorithmIdentifier { rsaEncryption, NULL }
+    let alg = [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+    let mut body = vec![0x02, 0x01, 0x00];
+    body.extend_from_slice(&alg);
+    body.extend(tlv(0x04, pkcs1));
+    tlv(0x30, &body)
+}
+
+/// The raw public key of a PEM private key (PKCS#8, or PKCS#1 RSA).
+pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, String> {
+    let s = std::str::from_utf8(text).map_err(|_| "not a PEM private key (not text)".to_string())?;
+    let begin = s.lines().find(|l| l.starts_with("-----BEGIN ")).ok_or("not a PEM private key")?;
+    let label = begin.trim_start_matches("-----BEGIN ").trim_end_matches("-----");
+    let body: String = s.lines().skip_while(|l| !l.starts_with("-----BEGIN ")).skip(1).take_while(|l| !l.starts_with("-----END ")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| format!("PEM body is not base64: {e}"))?;
+    let pkcs8 = match label {
+        "PRIVATE KEY" => der,
+        "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
+        "ENCRYPTED PRIVATE KEY" => return Err("the key is encrypted: the control plane needs it unencrypted".into()),
+        other => {
+            return Err(format!(
+                "unsupported key format `{other}`: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`"
+            ))
+        }
+    };
+    let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|e| format!("not a usable private key: {e}"))?;
+    Ok(kp.public_key_raw().to_vec())
+}
+
+/// Does `key` (PEM) hold the private half of `cert`'s public key?
+pub fn key_matches(cert: &Cert, key: &[u8]) -> Result<bool, String> {
+    Ok(private_key_public_raw(key)? == cert.public_key_raw())
+}
+
+/// What a kubeconfig's current context says, with its embedded credentials.
+pub struct KubeconfigInfo {
+    pub server: String,
+    pub ca: Option<Cert>,
+    pub client_cert: Option<Cert>,
+    pub client_key: Option<Vec<u8>>,
+}
+
+/// Never prints the client key.
+impl std::fmt::Debug for KubeconfigInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeconfigInfo")
+            .field("server", &self.server)
+            .field("ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.as_ref().and_then(|c| c.common_name()))
+            .field("client_key", &self.client_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl KubeconfigInfo {
+    /// The host part of `server` (`server.kubernetes.local`, `127.0.0.1`).
+    pub fn host(&self) -> Option<String> {
+        let rest = self.server.split_once("://").map(|x| x.1).unwrap_or(&self.server);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let host = if let Some(h) = hostport.strip_prefix('[') { h.split(']').next().unwrap_or(h) } else { hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport) };
+        (!host.is_empty()).then(|| host.to_string())
+    }
+}
+
+pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {
+    let s = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
+    let kc: kube::config::Kubeconfig = serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    let ctx_name = kc.current_context.clone().ok_or("no current-context")?;
+    let ctx = kc.contexts.iter().find(|c| c.name == ctx_name).and_then(|c| c.context.clone()).ok_or_else(|| format!("current-context `{ctx_name}` is not defined"))?;
+    let cluster = kc.clusters.iter().find(|c| c.name == ctx.cluster).and_then(|c| c.cluster.clone()).ok_or_else(|| format!("cluster `{}` is not defined", ctx.cluster))?;
+    let server = cluster.server.clone().ok_or("the cluster has no server")?;
+    let b64 = |d: &str, what: &str| base64::engine::general_purpose::STANDARD.decode(d.trim()).map_err(|e| format!("{what} is not base64: {e}"));
+    let ca = match &cluster.certificate_authority_data {
+        Some(d) => Some(Cert::from_pem(&b64(d, "certificate-authority-data")?).map_err(|e| format!("certificate-authority-data: {e}"))?),
+        None => None,
+    };
+    let user = ctx.user.as_ref().and_then(|u| kc.auth_infos.iter().find(|a| &a.name == u)).and_then(|a| a.auth_info.clone());
+    let (mut client_cert, mut client_key) = (None, None);
+    if let Some(u) = user {
+        if let Some(d) = &u.client_certificate_data {
+            client_cert = Some(Cert::from_pem(&b64(d, "client-certificate-data")?).map_err(|e| format!("client-certificate-data: {e}"))?);
+        }
+        if let Some(d) = &u.client_key_data {
+            use secrecy::ExposeSecret;
+            client_key = Some(b64(d.expose_secret(), "client-key-data")?);
+        }
+    }
+    Ok(KubeconfigInfo { server, ca, client_cert, client_key })
+}
+
+/// The ELF e_machine value for a `uname -m` architecture.
+pub fn elf_machine_for(uname_m: &str) -> Option<u16> {
+    Some(match uname_m {
+        "x86_64" | "amd64" => 62,
+        "aarch64" | "arm64" => 183,
+        "armv7l" | "armv6l" | "arm" => 40,
+        "ppc64le" => 21,
+        "s390x" => 22,
+        "riscv64" => 243,
+        _ => return None,
+    })
+}
+
+fn elf_machine_name(m: u16) -> String {
+    match m {
+        62 => "x86_64".into(),
+        183 => "aarch64".into(),
+        40 => "arm".into(),
+        21 => "ppc64".into(),
+        22 => "s390x".into(),
+        243 => "riscv64".into(),
+        3 => "i386".into(),
+        other => format!("machine {other}"),
+    }
+}
+
+/// Checks that `head` (the first bytes of a file) is an ELF executable for `arch`.
+pub fn check_elf(head: &[u8], arch: &str) -> Result<(), String> {
+    if head.len() < 20 || &head[..4] != b"\x7fELF" {
+        return Err("is not an ELF executable".into());
+    }
+    let le = head[5] == 1;
+    let u16at = |o: usize| if le { u16::from_le_bytes([head[o], head[o + 1]]) } else { u16::from_be_bytes([head[o], head[o + 1]]) };
+    let (etype, machine) = (u16at(16), u16at(18));
+    if etype != 2 && etype != 3 {
+        return Err("is an ELF file but not an executable".into());
+    }
+    match elf_machine_for(arch) {
+        Some(want) if want == machine => Ok(()),
+        Some(_) => Err(format!("is built for {}, the server is {arch}", elf_machine_name(machine))),
+        None => Err(format!("the server's architecture `{arch}` is not one this tool knows")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, BasicConstraints};
+
+    fn ca() -> (String, Issuer<'static, KeyPair>) {
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let k = KeyPair::generate().unwrap();
+        let c = p.self_signed(&k).unwrap();
+        (c.pem(), Issuer::new(p, k))
+    }
+
+    #[test]
+    fn sans_keys_and_chains() {
+        let (ca_pem, issuer) = ca();
+        let key = KeyPair::generate().unwrap();
+        let p = CertificateParams::new(vec!["127.0.0.1".into(), "server.kubernetes.local".into(), "*.svc.local".into()]).unwrap();
+        let leaf = Cert::from_pem(p.signed_by(&key, &issuer).unwrap().pem().as_bytes()).unwrap();
+        assert!(leaf.covers("127.0.0.1") && leaf.covers("server.kubernetes.local") && leaf.covers("a.svc.local"));
+        assert!(!leaf.covers("10.32.0.1") && !leaf.covers("a.b.svc.local"));
+        let ca = Cert::from_pem(ca_pem.as_bytes()).unwrap();
+        assert!(leaf.signed_by(&ca));
+        let (other_ca, _) = self::ca();
+        assert!(!leaf.signed_by(&Cert::from_pem(other_ca.as_bytes()).unwrap()));
+        assert!(key_matches(&leaf, key.serialize_pem().as_bytes()).unwrap());
+        assert!(!key_matches(&leaf, KeyPair::generate().unwrap().serialize_pem().as_bytes()).unwrap());
+        assert!(leaf.seconds_left() > 0);
+    }
+
+    #[test]
+    fn bad_pem_is_refused_with_a_reason() {
+        assert!(Cert::from_pem(b"hello").unwrap_err().contains("not a PEM certificate"));
+        assert!(private_key_public_raw(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").unwrap_err().contains("openssl pkcs8"));
+        assert!(private_key_public_raw(b"junk").unwrap_err().contains("not a PEM private key"));
+    }
+
+    #[test]
+    fn elf_checks_magic_type_and_machine() {
+        let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 62, 0];
+        assert!(check_elf(&h, "x86_64").is_ok());
+        assert_eq!(check_elf(&h, "aarch64").unwrap_err(), "is built for x86_64, the server is aarch64");
+        h[18] = 183;
+        assert!(check_elf(&h, "aarch64").is_ok());
+        h[16] = 1;
+        assert!(check_elf(&h, "aarch64").unwrap_err().contains("not an executable"));
+        assert!(check_elf(b"#!/bin/sh\n", "x86_64").unwrap_err().contains("not an ELF"));
+    }
+
+    #[test]
+    fn kubeconfig_host_and_embedded_credentials() {
+        let (ca_pem, _) = ca();
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let text = format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://server.kubernetes.local:6443\n    certificate-authority-data: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\nusers:\n- name: u\n  user: {{}}\n", b(&ca_pem));
+        let k = kubeconfig(text.as_bytes()).unwrap();
+        assert_eq!(k.host().as_deref(), Some("server.kubernetes.local"));
+        assert!(k.ca.is_some() && k.client_cert.is_none());
+        assert!(kubeconfig(b"current-context: [").unwrap_err().contains("not a kubeconfig"));
+        assert!(kubeconfig(text.replace("current-context: x", "current-context: y").as_bytes()).unwrap_err().contains("`y` is not defined"));
+    }
+}
