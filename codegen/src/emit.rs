@@ -101,8 +101,8 @@ pub fn tokens(m: &Manifests) -> TokenStream {
     });
 
     let dirs = m.layout.directories.iter().map(|d| {
-        let (p, mode) = (&d.path, d.mode);
-        quote!(DirSpec { path: #p, mode: #mode })
+        let (p, mode, owned) = (&d.path, d.mode, d.owned);
+        quote!(DirSpec { path: #p, mode: #mode, owned: #owned })
     });
     items.push(quote! {
         /// Directories bootstrap creates (layout.yaml).

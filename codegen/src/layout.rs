@@ -21,6 +21,9 @@ struct RawLayout {
 struct RawDir {
     path: String,
     mode: String,
+    /// Bootstrap made it and `reset` may remove it once empty.
+    #[serde(default)]
+    owned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -90,6 +93,7 @@ pub enum Source {
 pub struct Dir {
     pub path: String,
     pub mode: u32,
+    pub owned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +130,7 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Layout, ManifestError> {
         if !d.path.starts_with('/') {
             return Err(err(line, format!("directory `{}` is not an absolute path", d.path)));
         }
-        directories.push(Dir { path: d.path.trim_end_matches('/').to_string(), mode: mode(path, line, &d.mode)? });
+        directories.push(Dir { path: d.path.trim_end_matches('/').to_string(), mode: mode(path, line, &d.mode)?, owned: d.owned });
     }
     let mut files: Vec<File> = Vec::new();
     for (n, f) in raw.files.iter().enumerate() {

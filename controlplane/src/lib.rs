@@ -4,6 +4,9 @@
 
 pub mod api;
 pub mod desired;
+pub mod exec;
+pub mod output;
+pub mod preflight;
 pub mod facts;
 pub mod health;
 pub mod plan;

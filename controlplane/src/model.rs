@@ -69,6 +69,8 @@ pub struct SchedulerConfigSpec {
 pub struct DirSpec {
     pub path: &'static str,
     pub mode: u32,
+    /// Made by bootstrap; `reset` removes it once empty.
+    pub owned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,27 @@
 //! `kubectl bootstrap`: a thin command line over the `controlplane` library.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use controlplane::api::KubeArgs;
+use controlplane::desired::{self, Content, Desired, Problem, Version};
+use controlplane::facts::{self, Facts};
 use controlplane::model::{Source, DIRECTORIES, FILES, SCHEDULER_CONFIG};
+use controlplane::output::{parse_duration, Ui};
 use controlplane::overrides::{desired_units, OverrideArgs, Overrides};
-use controlplane::Error;
+use controlplane::plan::{self, human_bytes, Action, Change};
+use controlplane::ssh::{Host, SshArgs};
+use controlplane::{exec, preflight, Error};
+use serde_json::json;
 
 /// Bootstrap a Kubernetes control plane (kube-apiserver, kube-controller-manager,
 /// kube-scheduler) on a server over SSH, the way Kubernetes The Hard Way does by hand.
+///
+/// Exit codes: 0 success, 1 failed on the server, 2 bad input or failed
+/// preflight (nothing on the server changed), 3 cannot connect or host-key problem.
 #[derive(Parser)]
 #[command(name = "kubectl bootstrap", bin_name = "kubectl bootstrap", version = controlplane::version_line())]
 struct Cli {
@@ -16,8 +29,53 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Deploy, start and prove the control plane on DESTINATION (idempotent).
+    Server {
+        /// user@host, ssh://user@host:port, or a Host alias from ~/.ssh/config.
+        destination: String,
+        #[command(flatten)]
+        ssh: SshArgs,
+        /// The jumpbox directory: certs, kubeconfigs, encryption-config.yaml; binaries in downloads/controller and downloads/client, or directly here.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        assets: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// Print the plan (and diffs of changed text files, secrets redacted) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+        /// How long to wait for the components to become healthy.
+        #[arg(long, default_value = "3m", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Credentials for the API step (default: ASSETS/admin.kubeconfig unless KUBECONFIG is set).
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// The binaries' Kubernetes version, when they cannot run here to say it (another architecture).
+        #[arg(long, value_name = "vX.Y")]
+        kubernetes_version: Option<String>,
+        /// More detail.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+    /// Stop and disable the control-plane units and remove what bootstrap placed (etcd stays).
+    Reset {
+        destination: String,
+        #[command(flatten)]
+        ssh: SshArgs,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Print what bootstrap installs: the layout, or one compiled-in file with overrides applied.
     Manifests {
         /// A unit (kube-apiserver.service) or config (kube-scheduler.yaml) to print; the layout when absent.
@@ -54,18 +112,248 @@ fn manifests(name: Option<&str>, o: &Overrides) -> Result<String, Error> {
     Err(Error::Input(format!("no compiled-in manifest named `{name}`; known: {}", known.join(", "))))
 }
 
+/// A unified diff of a changed text file; secrets and binaries are never shown.
+fn diff(a: &Action, desired: &Desired, facts: &Facts) -> Option<String> {
+    let Action::Upload { index, change: Change::Changed, .. } = a else { return None };
+    let f = &desired.files[*index];
+    if f.spec.kind.is_secret() {
+        return Some("    (secret: contents not shown)\n".into());
+    }
+    match (&f.content, facts.texts.get(f.spec.dest)) {
+        (Content::Text(new), Some(old)) => {
+            let d = similar::TextDiff::from_lines(old.as_str(), new.as_str());
+            Some(d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string())
+        }
+        _ => {
+            let old = facts.files.get(f.spec.dest).map(|r| r.sha256.as_str()).unwrap_or("-");
+            Some(format!("    sha256 {} → {}\n", &old[..old.len().min(12)], &f.sha256[..12]))
+        }
+    }
+}
+
+struct Failure {
+    error: Error,
+    problems: Vec<Problem>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, problems: vec![] }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn server(
+    destination: &str,
+    ssh: &SshArgs,
+    assets: &std::path::Path,
+    overrides: &OverrideArgs,
+    dry_run: bool,
+    timeout: std::time::Duration,
+    kube: &KubeArgs,
+    kubernetes_version: Option<&str>,
+    ui: &Ui,
+) -> Result<serde_json::Value, Failure> {
+    let started = Instant::now();
+    let mut phases: Vec<(String, f64)> = Vec::new();
+    let mut t = Instant::now();
+    let mut phase = |name: &str, t: &mut Instant| {
+        phases.push((name.to_string(), t.elapsed().as_secs_f64()));
+        *t = Instant::now();
+    };
+    let o = Overrides::from_args(overrides)?;
+    if !assets.is_dir() {
+        return Err(Error::Input(format!("--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)", assets.display())).into());
+    }
+    let version = match kubernetes_version {
+        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {v}: expected vMAJOR.MINOR, e.g. v1.32")))?),
+        None => None,
+    };
+    let (desired, mut problems) = desired::build(assets, &o, version);
+    // The API step's credential: --kubeconfig, else $KUBECONFIG, else ASSETS/admin.kubeconfig.
+    let admin_default = assets.join("admin.kubeconfig");
+    let admin_path = kube.kubeconfig.clone().or_else(|| std::env::var_os("KUBECONFIG").is_none().then(|| admin_default.clone()));
+    let mut extra = Vec::new();
+    if let Some(p) = &admin_path {
+        match std::fs::read(p) {
+            Ok(b) => extra.push((p.display().to_string(), b)),
+            Err(e) => problems.push(Problem::new(format!("cannot read the admin kubeconfig {}: {e}", p.display()), "pass --kubeconfig FILE (admin credentials for the RBAC step)")),
+        }
+    }
+    problems.extend(preflight::local(&desired, &extra));
+    phase("local checks", &mut t);
+
+    ui.step(&format!("connect  {destination}"));
+    let host = match Host::connect(destination, ssh).await {
+        Ok(h) => h,
+        Err(e) => return Err(Failure { error: e, problems }),
+    };
+    phase("connect", &mut t);
+    let facts = facts::gather(&host).await.map_err(|e| Failure { error: e, problems: problems.clone() })?;
+    ui.detail(&format!("server: {} ({}), login {}", facts.arch, if facts.systemd { "systemd" } else { "no systemd" }, if host.sudo { "via sudo -n" } else { "root" }));
+    phase("gather facts", &mut t);
+    let plan = plan::build(&desired, &facts);
+    problems.extend(preflight::remote(&desired, &facts, &plan));
+    phase("preflight and plan", &mut t);
+    if !problems.is_empty() {
+        let n = problems.len();
+        return Err(Failure { error: Error::Input(format!("preflight found {n} problem{}; nothing on {destination} was changed", if n == 1 { "" } else { "s" })), problems });
+    }
+    if let Some(v) = desired.scheduler_version {
+        ui.detail(&format!("binaries: Kubernetes {v}; scheduler config rendered as {}", desired::scheduler_api_version(v).unwrap_or("?")));
+    }
+
+    if dry_run {
+        ui.step(&format!("plan for {destination} (dry run: nothing changes):"));
+        for a in &plan.actions {
+            println_text(ui, &format!("  {}", a.line()));
+            if let Some(d) = diff(a, &desired, &facts) {
+                for l in d.lines() {
+                    println_text(ui, &format!("    {l}"));
+                }
+            }
+        }
+        host.close().await;
+        return Ok(json!({
+            "apiVersion": "kubectl-bootstrap/v1",
+            "kind": "Plan",
+            "destination": destination,
+            "dryRun": true,
+            "changes": !plan.is_noop(),
+            "uploadBytes": plan.upload_bytes(),
+            "actions": plan.actions,
+        }));
+    }
+
+    let config = controlplane::api::config(kube, Some(&admin_default)).await?;
+    let outcome = exec::execute(&host, &desired, &plan, config, timeout, ui).await;
+    host.close().await;
+    let outcome = outcome?;
+    phases.extend(outcome.phases.iter().cloned());
+    Ok(json!({
+        "apiVersion": "kubectl-bootstrap/v1",
+        "kind": "Result",
+        "destination": destination,
+        "dryRun": false,
+        "changed": !plan.is_noop() || outcome.rbac.iter().any(|r| r.result != "unchanged"),
+        "bytesSent": outcome.bytes_sent,
+        "uploaded": outcome.uploaded,
+        "started": outcome.started,
+        "restarted": outcome.restarted,
+        "rbac": outcome.rbac,
+        "phases": phases.iter().map(|(n, s)| json!({"name": n, "seconds": (s * 1000.0).round() / 1000.0})).collect::<Vec<_>>(),
+        "elapsedSeconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// Plan lines go to stdout in text mode (they are the result of a dry run).
+fn println_text(_ui: &Ui, line: &str) {
+    println!("{line}");
+}
+
+fn summary(v: &serde_json::Value) -> String {
+    if v["dryRun"] == true {
+        return if v["changes"] == true {
+            format!("dry run: {} to upload; run without --dry-run to apply", human_bytes(v["uploadBytes"].as_u64().unwrap_or(0)))
+        } else {
+            "dry run: nothing would change".into()
+        };
+    }
+    let list = |k: &str| v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let mut s = String::new();
+    if v["changed"] == false {
+        s.push_str("nothing changed: the control plane was already as desired\n");
+    } else {
+        s.push_str(&format!(
+            "changed: {} file(s), {} sent; started: {}; restarted: {}\n",
+            v["uploaded"].as_array().map(|a| a.len()).unwrap_or(0),
+            human_bytes(v["bytesSent"].as_u64().unwrap_or(0)),
+            if list("started").is_empty() { "none".into() } else { list("started") },
+            if list("restarted").is_empty() { "none".into() } else { list("restarted") },
+        ));
+    }
+    if let Some(r) = v["rbac"].as_array() {
+        let parts: Vec<String> = r.iter().map(|x| format!("{} {} {}", x["kind"].as_str().unwrap_or(""), x["name"].as_str().unwrap_or(""), x["result"].as_str().unwrap_or(""))).collect();
+        s.push_str(&format!("rbac: {}\n", parts.join("; ")));
+    }
+    if let Some(p) = v["phases"].as_array() {
+        let parts: Vec<String> = p.iter().map(|x| format!("{} {:.1}s", x["name"].as_str().unwrap_or(""), x["seconds"].as_f64().unwrap_or(0.0))).collect();
+        s.push_str(&format!("phases: {}; total {:.1}s\n", parts.join(", "), v["elapsedSeconds"].as_f64().unwrap_or(0.0)));
+    }
+    s.trim_end().to_string()
+}
+
+async fn reset(destination: &str, ssh: &SshArgs, yes: bool) -> Result<(), Error> {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Input("reset removes the control plane: pass --yes (standard input is not a terminal to ask)".into()));
+        }
+        eprint!("This stops the control plane on {destination} and removes what bootstrap placed (etcd stays). Continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(|e| Error::Input(e.to_string()))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Error::Input("reset cancelled".into()));
+        }
+    }
+    let host = Host::connect(destination, ssh).await?;
+    let done = exec::reset(&host).await;
+    host.close().await;
+    let done = done?;
+    if done.is_empty() {
+        println!("nothing to reset on {destination}");
+    }
+    for l in done {
+        println!("{l}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match cli.command {
         Command::Manifests { name, overrides } => {
-            Overrides::from_args(overrides).and_then(|o| manifests(name.as_deref(), &o)).map(|s| print!("{s}"))
+            match Overrides::from_args(&overrides).and_then(|o| manifests(name.as_deref(), &o)) {
+                Ok(s) => {
+                    print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
+        Command::Reset { destination, ssh, yes } => match rt.block_on(reset(&destination, &ssh, yes)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Server { destination, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
+            let ui = Ui::new(verbose);
+            let r = rt.block_on(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui));
+            match r {
+                Ok(v) => {
+                    match output {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
+                        Format::Text => println!("{}", summary(&v)),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(Failure { error, problems }) => {
+                    for p in &problems {
+                        eprintln!("error: {p}");
+                    }
+                    eprintln!("error: {error}");
+                    if output == Format::Json {
+                        let v = json!({"apiVersion": "kubectl-bootstrap/v1", "kind": "Error", "error": error.to_string(), "exitCode": error.exit_code(), "problems": problems});
+                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                    }
+                    ExitCode::from(error.exit_code())
+                }
+            }
         }
     }
 }

@@ -1,0 +1,46 @@
+//! Human output: progress lines to stderr (so `-o json` keeps stdout a single
+//! document), progress bars only on a terminal.
+
+use std::io::IsTerminal;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub tty: bool,
+    pub verbose: bool,
+}
+
+impl Ui {
+    pub fn new(verbose: bool) -> Ui {
+        Ui { tty: std::io::stderr().is_terminal(), verbose }
+    }
+
+    /// One line of progress.
+    pub fn step(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    pub fn detail(&self, line: &str) {
+        if self.verbose {
+            eprintln!("  {line}");
+        }
+    }
+
+    /// A byte progress bar on a terminal; nothing otherwise.
+    pub fn bar(&self, len: u64, label: &str) -> Option<indicatif::ProgressBar> {
+        if !self.tty {
+            return None;
+        }
+        let b = indicatif::ProgressBar::new(len);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
+                .expect("valid template"),
+        );
+        b.set_message(label.to_string());
+        Some(b)
+    }
+}
+
+/// Parses a duration like `3m`, `90s`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 3m ({e})"))
+}

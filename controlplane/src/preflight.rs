@@ -1,0 +1,192 @@
+//! Preflight: everything that can be known before the server changes. Every
+//! problem is listed, each as one line with its fix.
+
+use std::collections::BTreeMap;
+
+use crate::desired::{Desired, Problem};
+use crate::facts::Facts;
+use crate::inspect::{self, Cert};
+use crate::model::FileKind;
+use codegen::APISERVER_DEFAULT_SERVICE_CIDR;
+use crate::plan::{human_bytes, Action, Plan};
+
+/// First address of a CIDR (the `kubernetes` Service's ClusterIP).
+pub fn service_ip(cidr: &str) -> Option<String> {
+    codegen::first_address(cidr).map(|ip| ip.to_string())
+}
+
+/// Local checks: certificates, keys, kubeconfigs, encryption config, and the
+/// serving certificate's names. `extra_kubeconfigs` are local-only
+/// kubeconfigs the run uses (the admin credential for the API step).
+pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut certs: BTreeMap<&str, Cert> = BTreeMap::new();
+    for f in &desired.files {
+        let bytes = match f.bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                p.push(Problem::new(format!("cannot read the asset for {}: {e}", f.spec.dest), "make it readable"));
+                continue;
+            }
+        };
+        match f.spec.kind {
+            FileKind::Certificate => match Cert::from_pem(&bytes) {
+                Ok(c) => {
+                    certs.insert(f.spec.dest, c);
+                }
+                Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM certificate")),
+            },
+            FileKind::Secret if f.spec.dest.ends_with("encryption-config.yaml") => {
+                if let Err(e) = check_encryption_config(&bytes) {
+                    p.push(Problem::new(format!("{}: {e}", asset_name(f)), "write an EncryptionConfiguration (the guide's step 06)"));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Each key matches the certificate beside it (x.key ↔ x.crt).
+    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Key) {
+        let crt = f.spec.dest.trim_end_matches(".key").to_string() + ".crt";
+        let Some(cert) = certs.get(crt.as_str()) else { continue };
+        match f.bytes().map_err(|e| e.to_string()).and_then(|b| inspect::key_matches(cert, &b)) {
+            Ok(true) => {}
+            Ok(false) => p.push(Problem::new(
+                format!("{} does not match the certificate {}", asset_name(f), crt.rsplit('/').next().unwrap_or(&crt)),
+                "use the key the certificate was issued for, or reissue the certificate",
+            )),
+            Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM private key")),
+        }
+    }
+    // The serving certificate and the names it must carry.
+    let api = desired.unit("kube-apiserver");
+    let serving = api.and_then(|u| u.flag("tls-cert-file")).and_then(|d| certs.get(d));
+    let ca = api.and_then(|u| u.flag("client-ca-file")).and_then(|d| certs.get(d));
+    let mut kubeconfigs: Vec<(String, Vec<u8>)> = desired
+        .files
+        .iter()
+        .filter(|f| f.spec.kind == FileKind::Kubeconfig)
+        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), b)))
+        .collect();
+    kubeconfigs.extend(extra_kubeconfigs.iter().cloned());
+    let mut names: Vec<(String, String)> = Vec::new();
+    if let Some(u) = api {
+        let cidr = u.flag("service-cluster-ip-range").unwrap_or(APISERVER_DEFAULT_SERVICE_CIDR);
+        match service_ip(cidr) {
+            Some(ip) => names.push((ip, format!("the kubernetes Service IP (first address of {cidr})"))),
+            None => p.push(Problem::new(format!("--service-cluster-ip-range={cidr} is not a CIDR"), "fix the override")),
+        }
+    }
+    names.push(("127.0.0.1".into(), "loopback".into()));
+    for (name, bytes) in &kubeconfigs {
+        match inspect::kubeconfig(bytes) {
+            Err(e) => p.push(Problem::new(format!("{name}: {e}"), "regenerate it (the guide's step 05)")),
+            Ok(k) => {
+                if let Some(h) = k.host() {
+                    names.push((h, format!("the server of {name}")));
+                }
+                match (&k.ca, serving) {
+                    (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
+                    (Some(kca), Some(s)) if !s.signed_by(kca) => p.push(Problem::new(
+                        format!("{name}: its CA does not verify the apiserver's serving certificate"),
+                        "use the CA that issued kube-api-server.crt",
+                    )),
+                    _ => {}
+                }
+                match (&k.client_cert, &k.client_key) {
+                    (Some(c), Some(key)) => {
+                        if !inspect::key_matches(c, key).unwrap_or(false) {
+                            p.push(Problem::new(format!("{name}: its client key does not match its client certificate"), "regenerate it"));
+                        }
+                        if let Some(ca) = ca {
+                            if !c.signed_by(ca) {
+                                p.push(Problem::new(format!("{name}: its client certificate is not signed by ca.crt"), "reissue it from the cluster CA"));
+                            }
+                        }
+                    }
+                    _ => p.push(Problem::new(format!("{name}: no embedded client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
+                }
+            }
+        }
+    }
+    if let Some(s) = serving {
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, why) in names {
+            if seen.insert(n.clone()) && !s.covers(&n) {
+                p.push(Problem::new(
+                    format!("kube-api-server.crt does not name {n} ({why})"),
+                    "reissue it with that name among its subjectAltNames",
+                ));
+            }
+        }
+        if s.seconds_left() <= 0 {
+            p.push(Problem::new("kube-api-server.crt has expired", "reissue it"));
+        }
+    }
+    p
+}
+
+fn asset_name(f: &crate::desired::DesiredFile) -> String {
+    match &f.content {
+        crate::desired::Content::Path(p) => p.display().to_string(),
+        crate::desired::Content::Text(_) => f.spec.dest.to_string(),
+    }
+}
+
+fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
+    let v: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| format!("not YAML: {e}"))?;
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    if kind != "EncryptionConfiguration" && kind != "EncryptionConfig" {
+        return Err(format!("kind is `{kind}`, expected EncryptionConfiguration"));
+    }
+    let ok = v.get("resources").and_then(|r| r.as_sequence()).is_some_and(|r| !r.is_empty());
+    if !ok {
+        return Err("no resources to encrypt".into());
+    }
+    Ok(())
+}
+
+/// Remote checks on the gathered facts and the plan.
+pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if !facts.systemd {
+        p.push(Problem::new("the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
+    }
+    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
+        if let Err(e) = inspect::check_elf(&f.head(64), &facts.arch) {
+            p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
+        }
+    }
+    for (component, port) in crate::desired::serving_ports(desired) {
+        let comm: String = component.chars().take(15).collect();
+        for l in facts.listeners.iter().filter(|l| l.port == port) {
+            if l.process.as_deref() != Some(comm.as_str()) {
+                let who = match (&l.process, l.pid) {
+                    (Some(n), Some(pid)) => format!("{n} (pid {pid})"),
+                    _ => "another process".into(),
+                };
+                p.push(Problem::new(format!("port {port} ({component}) is held by {who}"), "stop it or free the port"));
+                break;
+            }
+        }
+    }
+    // Free space: the new bytes must fit beside the old ones while uploading.
+    let mut need: BTreeMap<String, u64> = BTreeMap::new();
+    for a in &plan.actions {
+        if let Action::Upload { dest, bytes, .. } = a {
+            let dir = dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
+            if let Some((mount, _)) = facts.disk.get(dir) {
+                *need.entry(mount.clone()).or_default() += bytes;
+            }
+        }
+    }
+    for (mount, bytes) in need {
+        let avail = facts.disk.values().find(|(m, _)| *m == mount).map(|x| x.1).unwrap_or(u64::MAX);
+        if bytes + (16 << 20) > avail {
+            p.push(Problem::new(
+                format!("not enough free space on {mount}: the upload needs {}, {} is free", human_bytes(bytes), human_bytes(avail)),
+                "free some space on the server",
+            ));
+        }
+    }
+    p
+}
