@@ -194,11 +194,15 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
         }
         // A unit restarting again and again will not get healthy: stop waiting.
         let now = restarts(&host.sh_ok(&show).await?);
+        // Components that need the apiserver may restart while it is down:
+        // count their restarts only once it answers.
+        let api_down = bad.iter().any(|b| b.component == "kube-apiserver");
         let looping: Vec<&Unhealthy> = bad
             .iter()
+            .filter(|b| b.component == "kube-apiserver" || !api_down)
             .filter(|b| {
                 let u = format!("{}.service", b.component);
-                now.get(&u).unwrap_or(&0).saturating_sub(*baseline.get(&u).unwrap_or(&0)) >= 2
+                now.get(&u).unwrap_or(&0).saturating_sub(*baseline.get(&u).unwrap_or(&0)) >= 3
             })
             .collect();
         let timed_out = start.elapsed() >= timeout;

@@ -153,7 +153,7 @@ async fn server(
     kube: &KubeArgs,
     kubernetes_version: Option<&str>,
     ui: &Ui,
-) -> Result<serde_json::Value, Failure> {
+) -> Result<(serde_json::Value, String), Failure> {
     let started = Instant::now();
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut t = Instant::now();
@@ -204,17 +204,21 @@ async fn server(
     }
 
     if dry_run {
-        ui.step(&format!("plan for {destination} (dry run: nothing changes):"));
+        let mut text = format!("plan for {destination} (dry run: nothing changes):\n");
+        let mut diffs = Vec::new();
         for a in &plan.actions {
-            println_text(ui, &format!("  {}", a.line()));
+            text.push_str(&format!("  {}\n", a.line()));
             if let Some(d) = diff(a, &desired, &facts) {
                 for l in d.lines() {
-                    println_text(ui, &format!("    {l}"));
+                    text.push_str(&format!("    {l}\n"));
+                }
+                if let Action::Upload { dest, .. } = a {
+                    diffs.push(json!({"dest": dest, "diff": d}));
                 }
             }
         }
         host.close().await;
-        return Ok(json!({
+        let v = json!({
             "apiVersion": "kubectl-bootstrap/v1",
             "kind": "Plan",
             "destination": destination,
@@ -222,7 +226,10 @@ async fn server(
             "changes": !plan.is_noop(),
             "uploadBytes": plan.upload_bytes(),
             "actions": plan.actions,
-        }));
+            "diffs": diffs,
+        });
+        text.push_str(&summary(&v));
+        return Ok((v, text));
     }
 
     let config = controlplane::api::config(kube, Some(&admin_default)).await?;
@@ -230,7 +237,7 @@ async fn server(
     host.close().await;
     let outcome = outcome?;
     phases.extend(outcome.phases.iter().cloned());
-    Ok(json!({
+    let v = json!({
         "apiVersion": "kubectl-bootstrap/v1",
         "kind": "Result",
         "destination": destination,
@@ -243,12 +250,9 @@ async fn server(
         "rbac": outcome.rbac,
         "phases": phases.iter().map(|(n, s)| json!({"name": n, "seconds": (s * 1000.0).round() / 1000.0})).collect::<Vec<_>>(),
         "elapsedSeconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    }))
-}
-
-/// Plan lines go to stdout in text mode (they are the result of a dry run).
-fn println_text(_ui: &Ui, line: &str) {
-    println!("{line}");
+    });
+    let text = summary(&v);
+    Ok((v, text))
 }
 
 fn summary(v: &serde_json::Value) -> String {
@@ -335,10 +339,10 @@ fn main() -> ExitCode {
             let ui = Ui::new(verbose);
             let r = rt.block_on(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui));
             match r {
-                Ok(v) => {
+                Ok((v, text)) => {
                     match output {
                         Format::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
-                        Format::Text => println!("{}", summary(&v)),
+                        Format::Text => println!("{text}"),
                     }
                     ExitCode::SUCCESS
                 }

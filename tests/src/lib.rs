@@ -1,7 +1,11 @@
 //! Helpers for the end-to-end tests: a bed per test, named uniquely so tests
-//! run side by side, torn down when the test ends, passes or panics.
+//! run side by side, torn down when the test ends, passes or panics; the
+//! plugin binaries; and snapshots of the server's files.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 pub use testbed::Bed;
 
@@ -16,13 +20,81 @@ pub fn bed(label: &str) -> Bed {
 }
 
 /// scp a local file to the server as root.
-pub fn scp(bed: &Bed, local: &std::path::Path, remote: &str) {
-    testbed::run(
-        std::process::Command::new("scp")
-            .args(["-q"])
-            .args(bed.ssh_options())
-            .arg(local)
-            .arg(format!("{}:{remote}", bed.dest())),
+pub fn scp(bed: &Bed, local: &Path, remote: &str) {
+    testbed::run(Command::new("scp").args(["-q"]).args(bed.ssh_options()).arg(local).arg(format!("{}:{remote}", bed.dest())))
+        .unwrap_or_else(|e| panic!("scp {} → {remote}: {e:#}", local.display()));
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The path of a plugin binary, built once per test process.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let st = Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .args(["build", "--quiet", "--bin", "kubectl-bootstrap", "--bin", "kubectl-cpcheck"])
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "building the plugins failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    target.join("debug").join(name)
+}
+
+/// Runs `kubectl-bootstrap ARGS` as the plain binary (no TTY).
+pub fn bootstrap(args: &[&str]) -> Output {
+    Command::new(plugin("kubectl-bootstrap")).args(args).output().expect("run kubectl-bootstrap")
+}
+
+/// The usual `server` arguments for a bed, as `user`.
+pub fn server_args(bed: &Bed, user: &str) -> Vec<String> {
+    vec![
+        "server".into(),
+        format!("{user}@{}", bed.address),
+        "-i".into(),
+        bed.key.display().to_string(),
+        "--known-hosts".into(),
+        bed.known_hosts.display().to_string(),
+        "--assets".into(),
+        bed.assets.display().to_string(),
+    ]
+}
+
+pub fn run_bootstrap(args: &[String]) -> Output {
+    bootstrap(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Every file under the paths bootstrap touches, with sha256, mode and owner:
+/// equal snapshots mean the server is byte-for-byte unchanged there.
+pub fn snapshot(bed: &Bed) -> String {
+    bed.ssh(
+        "for d in /usr/local/bin /var/lib/kubernetes /etc/kubernetes /etc/systemd/system; do \
+           if [ -d \"$d\" ]; then \
+             find \"$d\" -xdev \\( -type f -o -type d -o -type l \\) -printf '%p %m %u:%g %y\\n'; \
+             find \"$d\" -xdev -type f -exec sha256sum {} +; \
+           else echo \"absent $d\"; fi; \
+         done | sort; systemctl list-unit-files 'kube-*' --no-legend 2>/dev/null; true",
     )
-    .unwrap_or_else(|e| panic!("scp {} → {remote}: {e:#}", local.display()));
+    .expect("snapshot")
+}
+
+/// (ActiveEnterTimestampMonotonic, NRestarts) of a unit: a restart someone
+/// asked for moves the first without raising the second; systemd's own
+/// Restart=on-failure raises the second.
+pub fn active_since(bed: &Bed, unit: &str) -> (u64, u64) {
+    let out = bed.ssh(&format!("systemctl show -p ActiveEnterTimestampMonotonic -p NRestarts {unit}")).unwrap();
+    let get = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    (get("ActiveEnterTimestampMonotonic="), get("NRestarts="))
+}
+
+/// Was `unit` restarted on request (not by systemd's Restart=) between two readings?
+pub fn restarted_on_request(before: (u64, u64), after: (u64, u64)) -> bool {
+    after.0 != before.0 && after.1 == before.1
 }

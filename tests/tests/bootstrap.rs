@@ -1,0 +1,186 @@
+//! `kubectl bootstrap server` on the real bed.
+
+use std::process::Command;
+
+use controlplane::model::{Source, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, UNITS};
+use e2e::{active_since, run_bootstrap, server_args, snapshot, text};
+use serde_json::Value;
+
+fn kubectl(bed: &e2e::Bed, args: &[&str]) -> String {
+    // The admin kubeconfig says https://127.0.0.1:6443; from this machine the
+    // server is reached at its address (one of the serving cert's SANs).
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(["--server", &format!("https://{}:6443", bed.address)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_converged(bed: &e2e::Bed) {
+    for u in UNITS {
+        let st = bed.ssh(&format!("systemctl is-enabled {0}; systemctl is-active {0}", u.file_name)).unwrap();
+        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["enabled", "active"], "{}", u.file_name);
+    }
+    let v: Value = serde_json::from_str(&kubectl(bed, &["get", "--raw", "/version"])).unwrap();
+    assert_eq!(v["gitVersion"], "v1.20.2");
+    // RBAC with exactly the manifests' rules and subjects.
+    let role: Value = serde_json::from_str(&kubectl(bed, &["get", "clusterrole", CLUSTER_ROLES[0].name, "-o", "json"])).unwrap();
+    let rule = &role["rules"][0];
+    let resources: Vec<&str> = rule["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(resources, CLUSTER_ROLES[0].rules[0].resources);
+    assert_eq!(rule["verbs"][0], "*");
+    let b: Value = serde_json::from_str(&kubectl(bed, &["get", "clusterrolebinding", CLUSTER_ROLE_BINDINGS[0].name, "-o", "json"])).unwrap();
+    assert_eq!(b["subjects"][0]["name"], CLUSTER_ROLE_BINDINGS[0].subjects[0].name);
+    assert_eq!(b["roleRef"]["name"], CLUSTER_ROLES[0].name);
+    let can = kubectl(bed, &["auth", "can-i", "get", "nodes", "--subresource=proxy", "--as=kubernetes"]);
+    assert_eq!(can.trim(), "yes");
+    // Every file at its path with its mode, owner and bytes.
+    let listing = bed.ssh(&format!("stat -c '%n %a %U:%G' {}", FILES.iter().map(|f| f.dest).collect::<Vec<_>>().join(" "))).unwrap();
+    for f in FILES {
+        assert!(listing.contains(&format!("{} {:o} root:root", f.dest, f.mode)), "{} mode/owner:\n{listing}", f.dest);
+        if let Source::Asset(c) = f.source {
+            let local = c.iter().map(|c| bed.assets.join(c)).find(|p| p.exists()).unwrap();
+            let want = controlplane::desired::sha256_hex(&std::fs::read(local).unwrap());
+            let got = bed.ssh(&format!("sha256sum {}", f.dest)).unwrap();
+            assert!(got.starts_with(&want), "{} differs", f.dest);
+        }
+    }
+}
+
+#[test]
+fn from_nothing_then_noop_then_one_flag_changed() {
+    let bed = e2e::bed("boot");
+    let args = server_args(&bed, "root");
+
+    // --dry-run on an empty server lists exactly what the real run then does, and changes nothing.
+    let before = snapshot(&bed);
+    let mut dry = args.clone();
+    dry.extend(["--dry-run".into(), "-o".into(), "json".into()]);
+    let out = run_bootstrap(&dry);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(snapshot(&bed), before, "--dry-run must change nothing");
+    let planned: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned_uploads: Vec<String> =
+        planned["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "upload").map(|a| a["dest"].as_str().unwrap().to_string()).collect();
+    assert_eq!(planned_uploads.len(), FILES.len());
+
+    let mut json = args.clone();
+    json.extend(["-o".into(), "json".into()]);
+    let out = run_bootstrap(&json);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "first run failed:\n{stderr}");
+    let first: Value = serde_json::from_str(&stdout).unwrap();
+    let uploaded: Vec<String> = first["uploaded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(uploaded, planned_uploads, "the dry run listed exactly what the run did");
+    let rbac: Vec<&str> = first["rbac"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
+    assert_eq!(rbac, ["created", "created"]);
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"), "no secret in any output");
+    assert_converged(&bed);
+
+    // Nothing changed: 0 bytes, no restart, says so.
+    let since: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
+    let out = run_bootstrap(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("nothing changed"), "{stdout}");
+    let out = run_bootstrap(&json);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["bytesSent"], 0);
+    assert_eq!(again["changed"], false);
+    let now: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
+    assert_eq!(since, now, "a no-op run restarts nothing");
+
+    // One flag: only the apiserver's unit goes up, daemon-reload, only it restarts.
+    let mut set = json.clone();
+    set.extend(["--set".into(), "kube-apiserver.v=3".into()]);
+    let out = run_bootstrap(&set);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["uploaded"], serde_json::json!(["/etc/systemd/system/kube-apiserver.service"]));
+    assert_eq!(r["restarted"], serde_json::json!(["kube-apiserver.service"]));
+    assert!(stderr.contains("systemctl daemon-reload"), "{stderr}");
+    let after: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
+    assert!(e2e::restarted_on_request(since[0], after[0]), "the apiserver was restarted: {since:?} → {after:?}");
+    // The others may lose their leader lease while the apiserver restarts and
+    // be restarted by systemd (NRestarts rises); bootstrap must not restart them.
+    for i in 1..UNITS.len() {
+        assert!(!e2e::restarted_on_request(since[i], after[i]), "{} was restarted by bootstrap", UNITS[i].file_name);
+        assert!(!stderr.contains(&format!("systemctl restart {}", UNITS[i].file_name)), "{stderr}");
+    }
+    assert!(bed.ssh("systemctl show -p ExecStart kube-apiserver").unwrap().contains("--v=3"));
+}
+
+#[test]
+fn a_sudo_user_bootstraps_too() {
+    let bed = e2e::bed("sudo");
+    let out = run_bootstrap(&server_args(&bed, "deploy"));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_converged(&bed);
+    // Files are root's, secrets 0600, though the login was not root.
+    let st = bed.ssh("stat -c '%a %U:%G' /var/lib/kubernetes/ca.key").unwrap();
+    assert_eq!(st.trim(), "600 root:root");
+}
+
+#[test]
+fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
+    let bed = e2e::bed("cut");
+    let args = server_args(&bed, "root");
+    // Watch on the server for the apiserver binary's temp file to appear.
+    let watch = std::thread::spawn({
+        let opts = bed.ssh_options();
+        let dest = bed.dest();
+        move || {
+            Command::new("ssh")
+                .args(opts)
+                .arg(dest)
+                .arg("for i in $(seq 6000); do ls /usr/local/bin/.kube-apiserver.kcp-tmp-* >/dev/null 2>&1 && exit 0; sleep 0.01; done; exit 1")
+                .status()
+                .unwrap()
+                .success()
+        }
+    });
+    let child = Command::new(e2e::plugin("kubectl-bootstrap"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(watch.join().unwrap(), "the upload never started");
+    // Kill the session's ssh master (its control socket lives in /tmp/kcp-PID-N).
+    let killed = Command::new("pkill").args(["-KILL", "-f", &format!("/tmp/kcp-{}-", child.id())]).status().unwrap();
+    assert!(killed.success(), "no ssh master found to kill");
+    let out = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "a lost connection exits 3: {stderr}");
+    let partial = bed.ssh("ls /usr/local/bin/kube-apiserver 2>/dev/null || echo absent").unwrap();
+    assert_eq!(partial.trim(), "absent", "no half-written file at the final path");
+
+    let out = run_bootstrap(&args);
+    assert!(out.status.success(), "the next run completes: {:?}", text(&out));
+    assert_converged(&bed);
+    let temps = bed.ssh("ls -a /usr/local/bin /var/lib/kubernetes /etc/kubernetes/config /etc/systemd/system | grep -c kcp-tmp || true").unwrap();
+    assert_eq!(temps.trim(), "0", "no temp file is left");
+}
+
+#[test]
+fn reset_removes_what_bootstrap_placed_and_keeps_etcd() {
+    let bed = e2e::bed("reset");
+    let out = run_bootstrap(&server_args(&bed, "root"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = e2e::bootstrap(&["reset", &bed.dest(), "-i", &bed.key.display().to_string(), "--known-hosts", &bed.known_hosts.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "reset without --yes and no terminal refuses");
+    let out = e2e::bootstrap(&["reset", &bed.dest(), "-i", &bed.key.display().to_string(), "--known-hosts", &bed.known_hosts.display().to_string(), "--yes"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    for f in FILES {
+        assert_eq!(bed.ssh(&format!("test -e {} && echo present || echo gone", f.dest)).unwrap().trim(), "gone", "{}", f.dest);
+    }
+    assert_eq!(bed.ssh("systemctl is-active etcd").unwrap().trim(), "active");
+    assert_eq!(bed.ssh("test -d /usr/local/bin && echo kept").unwrap().trim(), "kept");
+    assert_eq!(bed.ssh("test -d /var/lib/kubernetes && echo kept || echo gone").unwrap().trim(), "gone");
+}
