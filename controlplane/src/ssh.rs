@@ -76,7 +76,8 @@ fn connect_error(dest: &str, e: &openssh::Error) -> Error {
     } else {
         "check the address, port (-p) and that sshd runs"
     };
-    Error::Connect(format!("cannot connect to {dest}: {}: {hint}", detail.trim().lines().last().unwrap_or("").trim()))
+    let last = detail.trim().lines().last().unwrap_or("").trim().trim_end_matches('.');
+    Error::Connect(format!("cannot connect to {dest}: {last}: {hint}"))
 }
 
 impl Host {

@@ -134,3 +134,33 @@ pub fn generate(dir: &Path, server_ip: IpAddr) -> Result<()> {
     write_file(&dir.join("encryption-config.yaml"), enc.as_bytes(), 0o600)?;
     Ok(())
 }
+
+/// Reissues `kube-api-server.crt`/`.key` in `dir` from the CA there, with
+/// `sans` instead of the guide's names (tests use it to break the SANs).
+pub fn reissue_apiserver(dir: &Path, sans: Vec<String>) -> Result<()> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.crt"))?, ca_key)?;
+    let ca = Ca { pem: std::fs::read_to_string(dir.join("ca.crt"))?, issuer };
+    let mut p = params("kubernetes", None, sans, 365)?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    leaf(dir, "kube-api-server", &ca, p)?;
+    Ok(())
+}
+
+/// Copies an assets directory (binaries stay symlinks) for a test to damage.
+pub fn copy_assets(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            copy_assets(&src, &dst)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}

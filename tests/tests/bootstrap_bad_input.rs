@@ -1,0 +1,130 @@
+//! Each bad input gives its own clear line and documented exit code, and the
+//! server stays byte-for-byte as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use e2e::{run_bootstrap, server_args, snapshot, text};
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    code: i32,
+    line: String,
+}
+
+fn with_assets(bed: &e2e::Bed, user: &str, assets: &Path) -> Vec<String> {
+    let mut a = server_args(bed, user);
+    let i = a.iter().position(|x| x == "--assets").unwrap();
+    a[i + 1] = assets.display().to_string();
+    a
+}
+
+fn damaged(bed: &e2e::Bed, root: &Path, name: &str, damage: impl FnOnce(&Path)) -> PathBuf {
+    let dir = root.join(name);
+    testbed::pki::copy_assets(&bed.assets, &dir).unwrap();
+    damage(&dir);
+    dir
+}
+
+#[test]
+fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
+    let bed = e2e::bed("bad");
+    let tmp = bed.dir.join("cases");
+    let before = snapshot(&bed);
+    let mut cases = Vec::new();
+
+    let d = damaged(&bed, &tmp, "missing", |d| std::fs::remove_file(d.join("service-accounts.key")).unwrap());
+    cases.push(Case {
+        name: "missing asset",
+        args: with_assets(&bed, "root", &d),
+        code: 2,
+        line: format!("error: missing asset {}/service-accounts.key (for /var/lib/kubernetes/service-accounts.key)", d.display()),
+    });
+
+    let d = damaged(&bed, &tmp, "mismatch", |d| std::fs::copy(d.join("service-accounts.key"), d.join("kube-api-server.key")).map(drop).unwrap());
+    cases.push(Case {
+        name: "key that does not match its cert",
+        args: with_assets(&bed, "root", &d),
+        code: 2,
+        line: format!("error: {}/kube-api-server.key does not match the certificate kube-api-server.crt", d.display()),
+    });
+
+    let d = damaged(&bed, &tmp, "arch", |d| {
+        let p = d.join("downloads/controller/kube-controller-manager");
+        let mut b = std::fs::read(&p).unwrap();
+        b[18] = 183; // e_machine = aarch64
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, b).unwrap();
+    });
+    cases.push(Case {
+        name: "binary of another architecture",
+        args: with_assets(&bed, "root", &d),
+        code: 2,
+        line: format!("error: {}/downloads/controller/kube-controller-manager is built for aarch64, the server is x86_64", d.display()),
+    });
+
+    let d = damaged(&bed, &tmp, "sans", |d| {
+        let sans = testbed::pki::apiserver_sans(bed.address.into()).into_iter().filter(|s| s != controlplane::model::SERVICE_IP).collect();
+        testbed::pki::reissue_apiserver(d, sans).unwrap();
+    });
+    cases.push(Case {
+        name: "serving cert without the service IP",
+        args: with_assets(&bed, "root", &d),
+        code: 2,
+        line: format!("error: kube-api-server.crt does not name {} (the kubernetes Service IP (first address of 10.32.0.0/24)): reissue it with that name among its subjectAltNames", controlplane::model::SERVICE_IP),
+    });
+
+    let d = damaged(&bed, &tmp, "kubeconfig", |d| std::fs::write(d.join("kube-scheduler.kubeconfig"), "apiVersion: v1\nclusters: [\n").unwrap());
+    cases.push(Case {
+        name: "malformed kubeconfig",
+        args: with_assets(&bed, "root", &d),
+        code: 2,
+        line: format!("error: {}/kube-scheduler.kubeconfig: not a kubeconfig", d.display()),
+    });
+
+    let mut a = server_args(&bed, "root");
+    a[1] = format!("root@10.240.{}.3", bed.slot);
+    cases.push(Case { name: "unreachable host", args: a, code: 3, line: format!("error: cannot connect to root@10.240.{}.3", bed.slot) });
+
+    let empty = tmp.join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let mut a = server_args(&bed, "root");
+    a[5] = empty.display().to_string();
+    cases.push(Case { name: "unknown host key", args: a, code: 3, line: "the server's host key is unknown or changed".into() });
+
+    let other = tmp.join("other_key");
+    testbed::run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other)).unwrap();
+    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let changed = tmp.join("changed_known_hosts");
+    std::fs::write(&changed, format!("{} {}\n", bed.address, pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" "))).unwrap();
+    let mut a = server_args(&bed, "root");
+    a[5] = changed.display().to_string();
+    cases.push(Case { name: "changed host key", args: a, code: 3, line: "the server's host key is unknown or changed".into() });
+
+    cases.push(Case {
+        name: "user without sudo",
+        args: server_args(&bed, "nosudo"),
+        code: 2,
+        line: format!("error: nosudo@{}: the login user is not root and `sudo -n` is refused", bed.address),
+    });
+
+    let mut a = server_args(&bed, "root");
+    a.extend(["--set".into(), "kube-apiserver.nope=1".into()]);
+    cases.push(Case { name: "unknown override flag", args: a, code: 2, line: "error: --set kube-apiserver.nope=1: kube-apiserver has no flag --nope".into() });
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        let out = run_bootstrap(&c.args);
+        let (stdout, stderr) = text(&out);
+        let matching = stderr.lines().filter(|l| l.contains(&c.line)).count();
+        if out.status.code() != Some(c.code) || matching != 1 {
+            failures.push(format!("{}: exit {:?} (want {}), lines matching `{}`: {matching}\nstdout: {stdout}\nstderr: {stderr}", c.name, out.status.code(), c.code, c.line));
+        }
+        if stderr.contains("PRIVATE KEY") || stdout.contains("PRIVATE KEY") {
+            failures.push(format!("{}: a private key reached the output", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(snapshot(&bed), before, "the server must be byte-for-byte unchanged");
+}
