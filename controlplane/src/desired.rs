@@ -191,17 +191,40 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> 
             }
         }
     }
-    for spec in FILES {
+    // Hash the assets on every core: hundreds of MiB of binaries.
+    let found: Vec<(usize, PathBuf)> = FILES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| match spec.source {
+            Source::Asset(c) => c.iter().map(|c| assets.join(c)).find(|p| p.exists()).map(|p| (i, p)),
+            _ => None,
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hashed: std::sync::Mutex<BTreeMap<usize, std::io::Result<(u64, String)>>> = Default::default();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((i, p)) = found.get(k) else { break };
+                let r = hash_file(p);
+                hashed.lock().expect("hash results").insert(*i, r);
+            });
+        }
+    });
+    let mut hashed = hashed.into_inner().expect("hash results");
+    for (i, spec) in FILES.iter().enumerate() {
         match spec.source {
             Source::Asset(candidates) => {
-                let Some(p) = candidates.iter().map(|c| assets.join(c)).find(|p| p.exists()) else {
+                let Some(p) = found.iter().find(|(j, _)| *j == i).map(|x| x.1.clone()) else {
                     problems.push(Problem::new(
                         format!("missing asset {} (for {})", assets.join(candidates[0]).display(), spec.dest),
                         format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
                     ));
                     continue;
                 };
-                match hash_file(&p) {
+                match hashed.remove(&i).expect("every found asset was hashed") {
                     Ok((size, sha256)) => files.push(DesiredFile { spec, content: Content::Path(p), size, sha256 }),
                     Err(e) => problems.push(Problem::new(format!("cannot read {}: {e}", p.display()), "make it readable by this user")),
                 }

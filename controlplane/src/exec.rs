@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use openssh::Stdio;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,21 +36,28 @@ pub struct Outcome {
     pub phases: Vec<(String, f64)>,
 }
 
-/// Streams one file to the server atomically; returns the bytes sent.
-pub async fn upload(host: &Host, f: &DesiredFile, ui: &Ui) -> Result<u64, Error> {
+/// A file streamed to its temp path and verified, not yet in place.
+pub struct Staged {
+    pub tmp: String,
+    pub index: usize,
+    pub sent: u64,
+    pub secs: f64,
+}
+
+/// Streams one file to a temp file beside its destination, hashing it on the
+/// server as it arrives (`tee | sha256sum`) and refusing a mismatch. The temp
+/// is private (umask 077) until commit gives it its mode and owner.
+pub async fn stage(host: &Host, f: &DesiredFile, index: usize, bar: Option<indicatif::ProgressBar>) -> Result<Staged, Error> {
+    let t0 = Instant::now();
     let dest = f.spec.dest;
     let (dir, name) = dest.rsplit_once('/').unwrap_or(("", dest));
     let tmp = format!("{dir}/.{name}{TEMP_MARKER}{:08x}", rand::random::<u32>());
     let script = format!(
-        "set -e\nt={t}\ntrap 'rm -f \"$t\"' EXIT\numask 077\ncat > \"$t\"\nh=$(sha256sum \"$t\" | cut -d' ' -f1)\n\
-         if [ \"$h\" != {sha} ]; then echo \"{dest}: checksum mismatch after upload\" >&2; exit 1; fi\n\
-         chown {o}:{g} \"$t\"\nchmod {m:o} \"$t\"\nsync \"$t\" 2>/dev/null || true\nmv -f \"$t\" {d}\ntrap - EXIT\n",
+        "set -e\n{hash_cmd}\nt={t}\numask 077\nh=$(tee \"$t\" | $H | cut -d' ' -f1)\n\
+         if [ \"$h\" != {sha} ]; then rm -f \"$t\"; echo \"{dest}: checksum mismatch after upload\" >&2; exit 1; fi\n",
         t = q(&tmp),
         sha = f.sha256,
-        o = f.spec.owner,
-        g = f.spec.group,
-        m = f.spec.mode,
-        d = q(dest),
+        hash_cmd = crate::facts::HASH_CMD,
     );
     let mut child = host
         .command(&script)
@@ -60,7 +68,6 @@ pub async fn upload(host: &Host, f: &DesiredFile, ui: &Ui) -> Result<u64, Error>
         .await
         .map_err(|e| host.lost(e))?;
     let mut stdin = child.stdin().take().expect("piped stdin");
-    let bar = ui.bar(f.size, dest);
     let mut sent = 0u64;
     let write = async {
         match &f.content {
@@ -97,8 +104,30 @@ pub async fn upload(host: &Host, f: &DesiredFile, ui: &Ui) -> Result<u64, Error>
     if !out.status.success() {
         return Err(Error::Server(format!("{}: upload of {dest} failed: {}", host.destination, String::from_utf8_lossy(&out.stderr).trim())));
     }
-    Ok(sent)
+    Ok(Staged { tmp, index, sent, secs: t0.elapsed().as_secs_f64() })
 }
+
+/// Puts staged files in place in one round trip: fsync the temps, give them
+/// their owner and mode, then rename each over its destination.
+pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged]) -> Result<(), Error> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::from("set -e\n");
+    let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
+    script.push_str(&format!("sync {} 2>/dev/null || sync\n", temps.join(" ")));
+    for s in staged {
+        let f = &desired.files[s.index].spec;
+        script.push_str(&format!("chown {}:{} {t} && chmod {:o} {t} && mv -f {t} {}\n", f.owner, f.group, f.mode, q(f.dest), t = q(&s.tmp)));
+    }
+    host.sh_ok(&script).await.map(drop)
+}
+
+/// Files at least this big stream PARALLEL_LARGE at a time; smaller ones
+/// PARALLEL_SMALL at a time, all over the one connection.
+const SMALL_FILE: u64 = 1 << 20;
+const PARALLEL_LARGE: usize = 2;
+const PARALLEL_SMALL: usize = 8;
 
 /// Why a component is not healthy yet.
 #[derive(Debug, Clone)]
@@ -226,10 +255,10 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
 }
 
 /// Runs every action of `plan` in order.
-pub async fn execute(
+pub async fn execute<'a>(
     host: &Host,
     desired: &Desired,
-    plan: &Plan,
+    plan: &'a Plan,
     api_config: kube::Config,
     timeout: Duration,
     ui: &Ui,
@@ -240,6 +269,7 @@ pub async fn execute(
         o.phases.push((name.to_string(), t.elapsed().as_secs_f64()));
         *t = Instant::now();
     };
+    let mut uploads_done = false;
     for a in &plan.actions {
         match a {
             Action::RemoveStale { path } => {
@@ -250,14 +280,44 @@ pub async fn execute(
                 ui.step(&a.line());
                 host.sh_ok(&format!("install -d -m {mode} -o root -g root {}", q(path))).await?;
             }
-            Action::Upload { index, dest, bytes, .. } => {
-                let f = &desired.files[*index];
-                let t0 = Instant::now();
-                let sent = upload(host, f, ui).await?;
-                let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                ui.step(&format!("{} in {:.1}s ({}/s)", a.line(), secs, human_bytes((*bytes as f64 / secs) as u64)));
-                o.bytes_sent += sent;
-                o.uploaded.push(dest.clone());
+            Action::Upload { .. } => {
+                if uploads_done {
+                    continue;
+                }
+                uploads_done = true;
+                let uploads: Vec<&Action> = plan.actions.iter().filter(|a| matches!(a, Action::Upload { .. })).collect();
+                let multi = ui.tty.then(indicatif::MultiProgress::new);
+                // Big files are bandwidth-bound (a couple at a time keeps the
+                // link full), small ones latency-bound (many at a time).
+                let big = |a: &&Action| matches!(a, Action::Upload { bytes, .. } if *bytes >= SMALL_FILE);
+                let (large, small): (Vec<&Action>, Vec<&Action>) = uploads.into_iter().partition(big);
+                let stage_all = |list: Vec<&'a Action>, n: usize| {
+                    futures::stream::iter(list.into_iter().map(|a| {
+                    let Action::Upload { index, .. } = a else { unreachable!() };
+                    let f = &desired.files[*index];
+                    let bar = multi.as_ref().and_then(|m| ui.bar(f.size, f.spec.dest).map(|b| m.add(b)));
+                    async move {
+                        let r = stage(host, f, *index, bar).await;
+                        if let Ok(s) = &r {
+                            ui.step(&format!("{} in {:.1}s ({}/s)", a.line(), s.secs, human_bytes((s.sent as f64 / s.secs.max(1e-3)) as u64)));
+                        }
+                        r
+                    }
+                    }))
+                    .buffer_unordered(n)
+                    .collect::<Vec<Result<Staged, Error>>>()
+                };
+                let (l, m) = futures::join!(stage_all(large, PARALLEL_LARGE), stage_all(small, PARALLEL_SMALL));
+                let mut staged: Vec<Staged> = l.into_iter().chain(m).collect::<Result<_, _>>()?;
+                staged.sort_by_key(|s| s.index);
+                let tc = Instant::now();
+                commit(host, desired, &staged).await?;
+                let commit_secs = tc.elapsed().as_secs_f64();
+                for s in &staged {
+                    o.bytes_sent += s.sent;
+                    o.uploaded.push(desired.files[s.index].spec.dest.to_string());
+                }
+                ui.step(&format!("commit   {} file(s) in place (fsync, chown, chmod, rename) in {commit_secs:.1}s", staged.len()));
             }
             Action::SetMode { dest, mode, owner, group } => {
                 ui.step(&a.line());

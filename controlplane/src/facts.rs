@@ -14,6 +14,11 @@ use crate::Error;
 /// Temp files are `.NAME.kcp-tmp-RANDOM` beside their destination.
 pub const TEMP_MARKER: &str = ".kcp-tmp-";
 
+/// Sets `$H` to the server's fastest sha256 command: OpenSSL's (SHA-NI where
+/// the CPU has it) when installed, else coreutils' sha256sum. Both print the
+/// hash as the first word.
+pub const HASH_CMD: &str = "if command -v openssl >/dev/null 2>&1; then H='openssl dgst -sha256 -r'; else H=sha256sum; fi";
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RemoteFile {
     pub sha256: String,
@@ -71,13 +76,11 @@ pub fn script() -> String {
     let units: Vec<String> = UNITS.iter().map(|u| q(u.file_name)).collect();
     format!(
         r#"T=$(printf '\t')
+{hash_cmd}
 echo "arch${{T}}$(uname -m)"
 if [ -d /run/systemd/system ]; then echo "systemd${{T}}yes"; else echo "systemd${{T}}no"; fi
-for f in {files}; do
-  [ -f "$f" ] || continue
-  h=$(sha256sum "$f" | cut -d' ' -f1)
-  echo "file${{T}}$f${{T}}$h${{T}}$(stat -c "%a${{T}}%U${{T}}%G${{T}}%s" "$f")"
-done
+for f in {files}; do [ -f "$f" ] && printf '%s\0' "$f"; done | xargs -0 -r -P 4 -n 1 $H | sed "s|^|sum${{T}}|"
+for f in {files}; do [ -f "$f" ] && echo "stat${{T}}$f${{T}}$(stat -c "%a${{T}}%U${{T}}%G${{T}}%s" "$f")"; done
 for f in {texts}; do [ -f "$f" ] && echo "text${{T}}$f${{T}}$(base64 -w0 "$f")"; done
 for d in {dirs}; do
   [ -d "$d" ] && echo "dir${{T}}$d${{T}}$(stat -c %a "$d")"
@@ -98,6 +101,7 @@ true
         dirs = dirs.join(" "),
         units = units.join(" "),
         marker = TEMP_MARKER,
+        hash_cmd = HASH_CMD,
     )
 }
 
@@ -119,16 +123,23 @@ pub fn parse_ss(line: &str) -> Option<Listener> {
 /// Parses the gather script's output.
 pub fn parse(out: &str) -> Facts {
     let mut f = Facts::default();
+    let mut sums: BTreeMap<String, String> = BTreeMap::new();
     for line in out.lines() {
         let parts: Vec<&str> = line.split('\t').collect();
         match parts.as_slice() {
             ["arch", a] => f.arch = a.to_string(),
             ["systemd", s] => f.systemd = *s == "yes",
-            ["file", path, sha, mode, owner, group, size] => {
+            ["sum", rest] => {
+                // `HASH  path` (sha256sum) or `HASH *path` (openssl -r).
+                if let Some((sha, path)) = rest.split_once(' ') {
+                    sums.insert(path.trim_start_matches(' ').trim_start_matches('*').to_string(), sha.to_string());
+                }
+            }
+            ["stat", path, mode, owner, group, size] => {
                 f.files.insert(
                     path.to_string(),
                     RemoteFile {
-                        sha256: sha.to_string(),
+                        sha256: String::new(),
                         mode: u32::from_str_radix(mode, 8).unwrap_or(0),
                         owner: owner.to_string(),
                         group: group.to_string(),
@@ -166,6 +177,9 @@ pub fn parse(out: &str) -> Facts {
             _ => {}
         }
     }
+    for (path, file) in f.files.iter_mut() {
+        file.sha256 = sums.remove(path).unwrap_or_default();
+    }
     f
 }
 
@@ -192,11 +206,13 @@ mod tests {
 
     #[test]
     fn parses_every_kind_of_line() {
-        let out = "arch\tx86_64\nsystemd\tyes\nfile\t/usr/local/bin/kubectl\tabc\t755\troot\troot\t42\ntext\t/etc/x\taGk=\ndir\t/var/lib/kubernetes\t700\ndisk\t/var/lib/kubernetes\t/\t1000\nstale\t/var/lib/kubernetes/.ca.key.kcp-tmp-1\nprop\tkube-apiserver.service\tActiveState=active\nprop\tkube-apiserver.service\tNRestarts=2\nss\tLISTEN 0      4096               *:6443             *:*    users:((\"kube-apiserver\",pid=3016,fd=3))\nss\tLISTEN 0 4096 127.0.0.1:2379 0.0.0.0:* users:((\"etcd\",pid=30,fd=8))\n";
+        let out = "arch\tx86_64\nsystemd\tyes\nsum\tabc  /usr/local/bin/kubectl\nsum\tdef */usr/local/bin/kube-apiserver\nstat\t/usr/local/bin/kube-apiserver\t755\troot\troot\t7\nstat\t/usr/local/bin/kubectl\t755\troot\troot\t42\ntext\t/etc/x\taGk=\ndir\t/var/lib/kubernetes\t700\ndisk\t/var/lib/kubernetes\t/\t1000\nstale\t/var/lib/kubernetes/.ca.key.kcp-tmp-1\nprop\tkube-apiserver.service\tActiveState=active\nprop\tkube-apiserver.service\tNRestarts=2\nss\tLISTEN 0      4096               *:6443             *:*    users:((\"kube-apiserver\",pid=3016,fd=3))\nss\tLISTEN 0 4096 127.0.0.1:2379 0.0.0.0:* users:((\"etcd\",pid=30,fd=8))\n";
         let f = parse(out);
         assert_eq!(f.arch, "x86_64");
         assert!(f.systemd);
         assert_eq!(f.files["/usr/local/bin/kubectl"].mode, 0o755);
+        assert_eq!(f.files["/usr/local/bin/kubectl"].sha256, "abc");
+        assert_eq!(f.files["/usr/local/bin/kube-apiserver"].sha256, "def");
         assert_eq!(f.texts["/etc/x"], "hi");
         assert_eq!(f.dirs["/var/lib/kubernetes"], 0o700);
         assert_eq!(f.disk["/var/lib/kubernetes"], ("/".to_string(), 1000));

@@ -169,29 +169,43 @@ async fn server(
         Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {v}: expected vMAJOR.MINOR, e.g. v1.32")))?),
         None => None,
     };
-    let (desired, mut problems) = desired::build(assets, &o, version);
     // The API step's credential: --kubeconfig, else $KUBECONFIG, else ASSETS/admin.kubeconfig.
     let admin_default = assets.join("admin.kubeconfig");
     let admin_path = kube.kubeconfig.clone().or_else(|| std::env::var_os("KUBECONFIG").is_none().then(|| admin_default.clone()));
-    let mut extra = Vec::new();
-    if let Some(p) = &admin_path {
-        match std::fs::read(p) {
-            Ok(b) => extra.push((p.display().to_string(), b)),
-            Err(e) => problems.push(Problem::new(format!("cannot read the admin kubeconfig {}: {e}", p.display()), "pass --kubeconfig FILE (admin credentials for the RBAC step)")),
+    // Local work (hashing hundreds of MiB, certificate checks) runs while we
+    // connect and gather facts.
+    let local = tokio::task::spawn_blocking({
+        let assets = assets.to_path_buf();
+        move || {
+            let (desired, mut problems) = desired::build(&assets, &o, version);
+            let mut extra = Vec::new();
+            if let Some(p) = &admin_path {
+                match std::fs::read(p) {
+                    Ok(b) => extra.push((p.display().to_string(), b)),
+                    Err(e) => problems.push(Problem::new(
+                        format!("cannot read the admin kubeconfig {}: {e}", p.display()),
+                        "pass --kubeconfig FILE (admin credentials for the RBAC step)",
+                    )),
+                }
+            }
+            problems.extend(preflight::local(&desired, &extra));
+            (desired, problems)
         }
-    }
-    problems.extend(preflight::local(&desired, &extra));
-    phase("local checks", &mut t);
-
+    });
     ui.step(&format!("connect  {destination}"));
-    let host = match Host::connect(destination, ssh).await {
-        Ok(h) => h,
-        Err(e) => return Err(Failure { error: e, problems }),
+    let remote = async {
+        let host = Host::connect(destination, ssh).await?;
+        let facts = facts::gather(&host).await;
+        Ok::<_, Error>((host, facts))
     };
-    phase("connect", &mut t);
-    let facts = facts::gather(&host).await.map_err(|e| Failure { error: e, problems: problems.clone() })?;
+    let (local, remote) = tokio::join!(local, remote);
+    let (desired, mut problems) = local.expect("local checks do not panic");
+    phase("connect, gather facts, local checks", &mut t);
+    let (host, facts) = match remote {
+        Ok((host, Ok(facts))) => (host, facts),
+        Ok((_, Err(e))) | Err(e) => return Err(Failure { error: e, problems }),
+    };
     ui.detail(&format!("server: {} ({}), login {}", facts.arch, if facts.systemd { "systemd" } else { "no systemd" }, if host.sudo { "via sudo -n" } else { "root" }));
-    phase("gather facts", &mut t);
     let plan = plan::build(&desired, &facts);
     problems.extend(preflight::remote(&desired, &facts, &plan));
     phase("preflight and plan", &mut t);

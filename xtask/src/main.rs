@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use testbed::Bed;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
@@ -27,6 +29,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Benchmarks on a fresh bed, each against a baseline measured in the same run.
+    Bench,
     /// The local demo: bed up, build the plugins, bootstrap the bed, check it.
     Demo {
         /// Leave the bed running afterwards.
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
             }),
         },
         Cmd::Test { args } => test(&args),
+        Cmd::Bench => bench::run(),
         Cmd::Demo { keep } => demo(keep),
     };
     match r {

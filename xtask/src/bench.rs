@@ -1,0 +1,108 @@
+//! `cargo xtask bench`: speed goals as ratios against baselines measured in the
+//! same run on the same link (the machine is shared and noisy).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use controlplane::model::{Source, FILES};
+use testbed::Bed;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn release_plugins() -> Result<PathBuf> {
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "--release", "--quiet", "--bin", "kubectl-bootstrap", "--bin", "kubectl-cpcheck"])
+        .status()?;
+    if !st.success() {
+        bail!("cargo build --release failed");
+    }
+    Ok(root().join("target/release"))
+}
+
+fn timed(cmd: &mut Command) -> Result<(f64, std::process::Output)> {
+    let t = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((secs, out))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn bootstrap_args(bed: &Bed) -> Vec<String> {
+    vec![
+        "server".into(),
+        bed.dest(),
+        "-i".into(),
+        bed.key.display().to_string(),
+        "--known-hosts".into(),
+        bed.known_hosts.display().to_string(),
+        "--assets".into(),
+        bed.assets.display().to_string(),
+    ]
+}
+
+pub fn run() -> Result<()> {
+    let bin = release_plugins()?;
+    let bed = Bed::up("bench")?;
+    // The same bytes bootstrap uploads from the assets directory.
+    let assets: Vec<String> = FILES
+        .iter()
+        .filter_map(|f| match f.source {
+            Source::Asset(c) => c.iter().find(|p| bed.assets.join(p).exists()).map(|p| p.to_string()),
+            _ => None,
+        })
+        .collect();
+    // Warm the local page cache for both contenders.
+    for a in &assets {
+        std::fs::read(bed.assets.join(a))?;
+    }
+    let ssh = bed.ssh_options().join(" ");
+    let tar = format!(
+        "tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase'",
+        bed.assets.display(),
+        assets.join(" "),
+        bed.dest()
+    );
+    let (tar_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar))?;
+    bed.ssh("rm -rf /root/tarbase && sync")?;
+    // The same, made durable (bootstrap fsyncs before it renames into place).
+    let (tar_sync_secs, _) = timed(Command::new("bash").arg("-c").arg(tar.replace("tar x -C /root/tarbase'", "tar x -C /root/tarbase && sync'")))?;
+    bed.ssh("rm -rf /root/tarbase && sync")?;
+
+    let mut args = bootstrap_args(&bed);
+    args.extend(["-o".into(), "json".into()]);
+    let (first_secs, out) = timed(Command::new(bin.join("kubectl-bootstrap")).args(&args))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let upload_secs = v["phases"].as_array().and_then(|p| p.iter().find(|x| x["name"] == "upload")).and_then(|x| x["seconds"].as_f64()).unwrap_or(f64::NAN);
+    let bytes = v["bytesSent"].as_u64().unwrap_or(0);
+
+    let mut noop = Vec::new();
+    for _ in 0..5 {
+        noop.push(timed(Command::new(bin.join("kubectl-bootstrap")).args(bootstrap_args(&bed)))?.0);
+    }
+    let noop = median(noop);
+
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    println!("bootstrap benchmark (one run, same bed, same link)");
+    println!("  bytes                         {mib:.1} MiB in {} files", v["uploaded"].as_array().map(|a| a.len()).unwrap_or(0));
+    println!("  baseline tar c | ssh tar x    {tar_secs:.2}s ({:.0} MiB/s)", mib / tar_secs);
+    println!("  bootstrap upload phase        {upload_secs:.2}s ({:.0} MiB/s)", mib / upload_secs);
+    println!("  baseline tar … && sync        {tar_sync_secs:.2}s");
+    println!("  ratio upload / tar            {:.2}  (goal <= 1.10)", upload_secs / tar_secs);
+    println!("  ratio upload / (tar && sync)  {:.2}", upload_secs / tar_sync_secs);
+    println!("  bootstrap first deploy, whole {first_secs:.2}s (includes start, health wait, RBAC)");
+    println!("  ratio whole / tar             {:.2}", first_secs / tar_secs);
+    println!("  no-op re-run (median of 5)    {noop:.2}s  (goal <= 2.00)");
+    Ok(())
+}
