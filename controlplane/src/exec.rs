@@ -124,10 +124,11 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged]) -> Result
 }
 
 /// Files at least this big stream PARALLEL_LARGE at a time; smaller ones
-/// PARALLEL_SMALL at a time, all over the one connection.
+/// PARALLEL_SMALL at a time, all over the one connection. Together they stay
+/// well under sshd's default MaxSessions (10 sessions per connection).
 const SMALL_FILE: u64 = 1 << 20;
 const PARALLEL_LARGE: usize = 2;
-const PARALLEL_SMALL: usize = 8;
+const PARALLEL_SMALL: usize = 4;
 
 /// Why a component is not healthy yet.
 #[derive(Debug, Clone)]
