@@ -255,6 +255,32 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
     }
 }
 
+/// Waits until the components that elect a leader (all but the apiserver)
+/// hold their kube-system Lease: until then nothing reconciles.
+async fn wait_leaders(api: &kube::Client, desired: &Desired, timeout: Duration, ui: &Ui) -> Result<(), Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let start = Instant::now();
+    let names: Vec<&str> = desired.units.iter().map(|u| u.spec.component).filter(|c| *c != "kube-apiserver").collect();
+    let leases: kube::Api<Lease> = kube::Api::namespaced(api.clone(), "kube-system");
+    loop {
+        let mut missing = Vec::new();
+        for n in &names {
+            let held = leases.get_opt(n).await.ok().flatten().and_then(|l| l.spec).is_some_and(|s| s.holder_identity.is_some_and(|h| !h.is_empty()));
+            if !held {
+                missing.push(*n);
+            }
+        }
+        if missing.is_empty() {
+            ui.step(&format!("  leaders elected: {}", names.join(", ")));
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Server(format!("no leader Lease in kube-system after {}s for: {}", timeout.as_secs(), missing.join(", "))));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Runs every action of `plan` in order.
 pub async fn execute<'a>(
     host: &Host,
@@ -348,6 +374,7 @@ pub async fn execute<'a>(
                 ui.step(&a.line());
                 let clients = HealthClients::open(host, desired, api_config.clone()).await?;
                 wait_healthy(host, &clients, timeout, ui).await?;
+                wait_leaders(&clients.api, desired, timeout, ui).await?;
                 phase(&mut o, "wait healthy", &mut t);
                 ui.step("  all healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
                 // RBAC uses the same tunnel.

@@ -3,6 +3,7 @@
 //! RBAC objects, host access over SSH, and API client setup.
 
 pub mod api;
+pub mod check;
 pub mod desired;
 pub mod exec;
 pub mod output;

@@ -158,6 +158,11 @@ pub fn unit(component: &str) -> Option<&'static UnitSpec> {
     UNITS.iter().find(|u| u.component == component)
 }
 
+/// The layout entry that places the compiled-in manifest `manifest`.
+pub fn placed(manifest: &str) -> Option<&'static FileSpec> {
+    FILES.iter().find(|f| matches!(f.source, Source::Manifest { path, .. } if path == manifest))
+}
+
 /// The layout entry placed at `dest`.
 pub fn file(dest: &str) -> Option<&'static FileSpec> {
     FILES.iter().find(|f| f.dest == dest)

@@ -1,17 +1,147 @@
 //! `kubectl cpcheck`: a thin command line over the `controlplane` library.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::IpAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use controlplane::api::KubeArgs;
+use controlplane::check::{self, checks, gather, report, Ctx, Status};
+use controlplane::overrides::{desired_units, OverrideArgs, Overrides};
+use controlplane::ssh::{Host, SshArgs};
+use controlplane::{exit, health, Error};
 
 /// Verify a Kubernetes control plane: units, ports, health endpoints, API
 /// objects, RBAC, certificates and configuration consistency.
+///
+/// Exit codes: 0 nothing failed, 1 a check failed, 2 bad input, 3 cannot connect.
 #[derive(Parser)]
 #[command(name = "kubectl cpcheck", bin_name = "kubectl cpcheck", version = controlplane::version_line())]
-struct Cli {}
+struct Cli {
+    /// Check the host too, over SSH: user@host, ssh://user@host:port or a Host alias.
+    #[arg(long = "ssh", value_name = "DESTINATION")]
+    ssh_destination: Option<String>,
+    #[command(flatten)]
+    ssh: SshArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Format,
+    /// Only run the checks of this group (repeatable).
+    #[arg(long = "only", value_name = "GROUP")]
+    only: Vec<String>,
+    /// Skip the check with this id (repeatable).
+    #[arg(long = "skip", value_name = "ID")]
+    skip: Vec<String>,
+    /// CIS checks fail instead of warn.
+    #[arg(long)]
+    strict: bool,
+    /// List the checks (id, group, title) and exit.
+    #[arg(long)]
+    list: bool,
+    /// More detail.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Junit,
+}
+
+fn is_loopback(config: &kube::Config) -> bool {
+    config.cluster_url.host().map(|h| h.trim_matches(['[', ']'])).is_some_and(|h| h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
+async fn run(cli: &Cli) -> Result<u8, Error> {
+    let overrides = Overrides::from_args(&cli.overrides)?;
+    let mut registry = checks::registry();
+    for g in &cli.only {
+        if !check::GROUPS.contains(&g.as_str()) {
+            return Err(Error::Input(format!("--only {g}: unknown group; groups: {}", check::GROUPS.join(", "))));
+        }
+    }
+    for s in &cli.skip {
+        if !registry.iter().any(|c| &c.id == s) {
+            return Err(Error::Input(format!("--skip {s}: no check has that id (kubectl cpcheck --list shows them)")));
+        }
+    }
+    if !cli.only.is_empty() {
+        registry.retain(|c| cli.only.iter().any(|g| g == c.group));
+    }
+    if cli.list {
+        for c in &registry {
+            println!("{:<48} {:<12} {}", c.id, c.group, c.title);
+        }
+        return Ok(exit::OK);
+    }
+
+    // Credentials: an explicit --kubeconfig or --context that cannot be used is bad input;
+    // no kubeconfig at all means the API checks are skipped.
+    let explicit = cli.kube.kubeconfig.is_some() || cli.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
+    let config = match controlplane::api::config(&cli.kube, None).await {
+        Ok(c) => Ok(c),
+        Err(e) if explicit => return Err(e),
+        Err(e) => Err(format!("no API credentials ({e})")),
+    };
+
+    let host = match &cli.ssh_destination {
+        Some(d) => Some(Host::connect(d, &cli.ssh).await?),
+        None => None,
+    };
+    let host_data = match &host {
+        Some(h) => gather::gather(h).await.map_err(|e| e.to_string()),
+        None => Err("no --ssh DESTINATION: host checks need the server".to_string()),
+    };
+    let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
+    let api = match (config, &host) {
+        (Ok(c), Some(h)) if is_loopback(&c) => {
+            let port = c.cluster_url.port_u16().unwrap_or(443);
+            health::api_client(h, c, port).await.map_err(|e| e.to_string())
+        }
+        (Ok(c), _) => kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}")),
+        (Err(e), _) => Err(e),
+    };
+    let mut health_clients = BTreeMap::new();
+    if let Some(h) = &host {
+        let data = host_data.as_ref().ok();
+        for u in controlplane::model::UNITS.iter().filter(|u| u.component != "kube-apiserver") {
+            let installed = data.and_then(|d| d.units.get(u.file_name)).and_then(|i| i.text.as_deref()).and_then(|t| gather::installed_flags(t, u.file_name)).unwrap_or_default();
+            let get = |n: &str| installed.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone());
+            let port = get("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.serving_port);
+            let addr = health::reach_address(&get("bind-address").unwrap_or_else(|| u.bind_address.to_string()));
+            health_clients.insert(u.component, health::anonymous_client(h, addr, port).await.map_err(|e| e.to_string()));
+        }
+    }
+    let ctx = Ctx { strict: cli.strict, desired: desired_units(&overrides), host: host_data, api, api_url, health: health_clients };
+    let results = check::run(&ctx, &registry, &cli.skip).await;
+    if let Some(h) = host {
+        h.close().await;
+    }
+    let summary = check::summarize(&results);
+    match cli.output {
+        Format::Table => print!("{}", report::table(&results, &summary, std::io::stdout().is_terminal())),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&results, &summary)).expect("json")),
+        Format::Junit => print!("{}", report::junit(&results, &summary)),
+    }
+    Ok(if results.iter().any(|r| r.finding.status == Status::Fail) { exit::FAILED } else { exit::OK })
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("error: kubectl cpcheck has no checks in this build yet (tracked as issue 5)");
-    ExitCode::from(controlplane::exit::INPUT)
+    let cli = Cli::parse();
+    let _ = cli.verbose;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
