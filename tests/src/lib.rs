@@ -98,3 +98,30 @@ pub fn active_since(bed: &Bed, unit: &str) -> (u64, u64) {
 pub fn restarted_on_request(before: (u64, u64), after: (u64, u64)) -> bool {
     after.0 != before.0 && after.1 == before.1
 }
+
+/// Runs `kubectl-cpcheck ARGS`.
+pub fn cpcheck(args: &[String]) -> Output {
+    Command::new(plugin("kubectl-cpcheck")).args(args).output().expect("run kubectl-cpcheck")
+}
+
+/// The usual cpcheck arguments for a bed (over SSH, admin kubeconfig).
+pub fn cpcheck_args(bed: &Bed) -> Vec<String> {
+    vec![
+        "--ssh".into(),
+        bed.dest(),
+        "-i".into(),
+        bed.key.display().to_string(),
+        "--known-hosts".into(),
+        bed.known_hosts.display().to_string(),
+        "--kubeconfig".into(),
+        bed.kubeconfig.display().to_string(),
+    ]
+}
+
+/// Bootstraps a bed, failing the test with the plugin's output if it fails.
+pub fn bootstrapped(label: &str) -> Bed {
+    let bed = bed(label);
+    let out = run_bootstrap(&server_args(&bed, "root"));
+    assert!(out.status.success(), "bootstrap failed: {:?}", text(&out));
+    bed
+}

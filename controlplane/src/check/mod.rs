@@ -109,6 +109,20 @@ impl Ctx {
 
 pub const GROUPS: &[&str] = &["host", "ports", "health", "api", "consistency", "rbac", "leader", "cis"];
 
+/// How long one check may take: an apiserver whose etcd is down accepts
+/// requests and never answers them.
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn bounded(f: BoxFuture<'_, Finding>) -> Finding {
+    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(found) => found,
+        Err(_) => Finding::fail(
+            format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+            "the apiserver accepts requests but does not answer: check etcd (systemctl status etcd) and journalctl -u kube-apiserver",
+        ),
+    }
+}
+
 /// Runs `checks` concurrently; `skip` ids are reported as SKIP.
 pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResult> {
     let futs = checks.iter().map(|c| async move {
@@ -120,9 +134,9 @@ pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResul
                     Ok(h) => f(ctx, h),
                     Err(why) => Finding::skip(why.clone()),
                 },
-                Runner::Async(f) => f(ctx).await,
+                Runner::Async(f) => bounded(f(ctx)).await,
                 Runner::Api(f) => match &ctx.api {
-                    Ok(client) => f(ctx, client).await,
+                    Ok(client) => bounded(f(ctx, client)).await,
                     Err(why) => Finding::skip(why.clone()),
                 },
             }

@@ -1,0 +1,176 @@
+//! `kubectl cpcheck` on a real bed set up by `kubectl bootstrap`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e::{cpcheck, cpcheck_args, run_bootstrap, server_args, text};
+use serde_json::Value;
+
+/// id → (status, detail) from `-o json`, and the exit code.
+fn run_json(bed: &e2e::Bed, extra: &[&str]) -> (BTreeMap<String, (String, String)>, i32, Value) {
+    let mut args = cpcheck_args(bed);
+    args.extend(["-o".into(), "json".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = cpcheck(&args);
+    let (stdout, stderr) = text(&out);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    let map = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), (c["status"].as_str().unwrap().to_string(), c["detail"].as_str().unwrap().to_string())))
+        .collect();
+    (map, out.status.code().unwrap_or(-1), v)
+}
+
+/// Runs cpcheck until `id` has `status` (the cluster settles), or fails.
+fn until(bed: &e2e::Bed, id: &str, status: &str) -> (BTreeMap<String, (String, String)>, i32) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (m, code, _) = run_json(bed, &[]);
+        if m.get(id).is_some_and(|s| s.0 == status) {
+            return (m, code);
+        }
+        assert!(Instant::now() < deadline, "{id} never became {status}: {:?}", m.get(id));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn restore(bed: &e2e::Bed) {
+    let out = run_bootstrap(&server_args(bed, "root"));
+    assert!(out.status.success(), "restore by bootstrap failed: {:?}", text(&out));
+    until(bed, "leader.kube-scheduler", "PASS");
+}
+
+#[test]
+fn healthy_then_one_breakage_at_a_time() {
+    let bed = e2e::bootstrapped("cpc");
+
+    // Healthy: everything passes but the CIS checks the guide's flags fail
+    // (and 1.20's plain-HTTP ports), exit 0.
+    let (m, code, report) = run_json(&bed, &[]);
+    let bad: Vec<_> = m.iter().filter(|(id, (s, _))| s != "PASS" && !(s == "WARN" && (id.starts_with("cis.") || *id == "ports.insecure"))).collect();
+    assert!(bad.is_empty(), "unexpected non-PASS: {bad:#?}");
+    assert_eq!(code, 0);
+    assert!(m.iter().filter(|(id, _)| id.starts_with("cis.")).any(|(_, (s, _))| s == "WARN"));
+    assert!(m.len() >= 40, "{} checks", m.len());
+
+    // The JSON validates against the documented schema.
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(e2e::workspace().join("docs/cpcheck.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // --strict turns CIS warnings into failures.
+    let (m, code, _) = run_json(&bed, &["--strict", "--only", "cis"]);
+    assert_eq!(m["cis.1.2.1"].0, "FAIL");
+    assert_eq!(code, 1);
+    // JUnit parses back with one testcase per check.
+    let mut args = cpcheck_args(&bed);
+    args.extend(["-o".into(), "junit".into()]);
+    let out = cpcheck(&args);
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("JUnit is XML");
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), report["checks"].as_array().unwrap().len());
+    assert!(cases.iter().all(|c| c.attribute("name").is_some() && c.attribute("classname").is_some_and(|s| s.starts_with("cpcheck."))));
+    assert_eq!(doc.root_element().attribute("failures"), Some("0"));
+
+    // A key readable by others.
+    bed.ssh("chmod 644 /var/lib/kubernetes/ca.key").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.permissions"].0.as_str(), code), ("FAIL", 1), "{:?}", m["host.permissions"]);
+    assert!(m["host.permissions"].1.contains("/var/lib/kubernetes/ca.key is 0644 root:root"));
+    bed.ssh("chmod 600 /var/lib/kubernetes/ca.key").unwrap();
+
+    // An edited flag in an installed unit (drift), named with its line.
+    bed.ssh("sed -i 's/--v=2/--v=4/' /etc/systemd/system/kube-scheduler.service").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.drift.kube-scheduler"].0.as_str(), code), ("FAIL", 1));
+    assert!(m["host.drift.kube-scheduler"].1.contains("kube-scheduler.service drifted at line 8: installed `--v=4`, expected `--v=2`"), "{:?}", m["host.drift.kube-scheduler"]);
+    restore(&bed);
+
+    // The ClusterRoleBinding deleted.
+    let kc = |args: &str| bed.ssh(&format!("kubectl --kubeconfig /dev/stdin {args} <<'EOF'\n{}\nEOF", std::fs::read_to_string(&bed.kubeconfig).unwrap()));
+    kc("delete clusterrolebinding system:kube-apiserver").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["rbac.clusterrolebinding.system:kube-apiserver"].0.as_str(), code), ("FAIL", 1));
+    assert_eq!(m["rbac.kubelet-access"].0, "FAIL");
+    restore(&bed);
+
+    // A verb removed from the ClusterRole.
+    kc("patch clusterrole system:kube-apiserver-to-kubelet --type=json -p '[{\"op\":\"replace\",\"path\":\"/rules/0/verbs\",\"value\":[\"get\"]}]'").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    let r = &m["rbac.clusterrole.system:kube-apiserver-to-kubelet"];
+    assert_eq!((r.0.as_str(), code), ("FAIL", 1));
+    assert!(r.1.contains("missing verbs \"*\"") && r.1.contains("extra verbs \"get\""), "{r:?}");
+    restore(&bed);
+
+    // The scheduler stopped.
+    bed.ssh("systemctl stop kube-scheduler").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.unit.kube-scheduler"].0.as_str(), code), ("FAIL", 1));
+    assert_eq!(m["health.kube-scheduler"].0, "FAIL");
+    bed.ssh("systemctl start kube-scheduler").unwrap();
+
+    // etcd stopped: readyz names it.
+    bed.ssh("systemctl stop etcd").unwrap();
+    let (m, code) = until(&bed, "health.readyz", "FAIL");
+    assert_eq!(code, 1);
+    assert!(m["health.readyz"].1.contains("[-]etcd failed"), "{:?}", m["health.readyz"]);
+    assert_eq!(m["host.etcd"].0, "FAIL");
+    bed.ssh("systemctl start etcd").unwrap();
+    until(&bed, "health.readyz", "PASS");
+
+    // --service-cluster-ip-range removed from the apiserver (the guide's bug).
+    bed.ssh("sed -i '/--service-cluster-ip-range/d' /etc/systemd/system/kube-apiserver.service && systemctl daemon-reload && systemctl restart kube-apiserver").unwrap();
+    let (m, code) = until(&bed, "health.readyz", "PASS");
+    assert_eq!((m["consistency.service-cidr"].0.as_str(), code), ("FAIL", 1));
+    assert!(m["consistency.service-cidr"].1.contains("kube-apiserver uses 10.0.0.0/24 (its default: the flag is absent), kube-controller-manager 10.32.0.0/24"), "{:?}", m["consistency.service-cidr"]);
+    restore(&bed);
+
+    // Another listener on the apiserver's port while it is stopped.
+    bed.ssh("systemctl stop kube-apiserver && systemd-run --unit=squatter nc -lk 6443 && sleep 1").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["ports.kube-apiserver"].0.as_str(), code), ("FAIL", 1));
+    assert!(m["ports.kube-apiserver"].1.starts_with("6443 is held by nc"), "{:?}", m["ports.kube-apiserver"]);
+}
+
+#[test]
+fn bad_input_is_one_line_with_its_exit_code() {
+    let bed = e2e::bed("cpcbad");
+    let mut args = cpcheck_args(&bed);
+    args[7] = "/nonexistent/kubeconfig".into();
+    let out = cpcheck(&args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --kubeconfig /nonexistent/kubeconfig:"), "{stderr}");
+
+    let mut args = cpcheck_args(&bed);
+    args.extend(["--context".into(), "nope".into()]);
+    let out = cpcheck(&args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+
+    let mut args = cpcheck_args(&bed);
+    args[1] = format!("root@10.240.{}.3", bed.slot);
+    let out = cpcheck(&args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: cannot connect to root@10.240.{}.3", bed.slot)), "{stderr}");
+
+    // Without --ssh the host checks are skipped, with the reason; without
+    // credentials the API checks are.
+    let out = cpcheck(&["--kubeconfig".into(), bed.kubeconfig.display().to_string(), "--only".into(), "host".into(), "-o".into(), "json".into()]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "SKIP" && c["detail"].as_str().unwrap().contains("--ssh")));
+    let mut args = cpcheck_args(&bed);
+    args.truncate(6);
+    args.extend(["--only".into(), "rbac".into(), "-o".into(), "json".into()]);
+    let out = std::process::Command::new(e2e::plugin("kubectl-cpcheck")).args(&args).env("HOME", &bed.dir).env_remove("KUBECONFIG").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "SKIP" && c["detail"].as_str().unwrap().contains("no API credentials")), "{v}");
+}
