@@ -95,31 +95,40 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
         Some(d) => Some(Host::connect(d, &cli.ssh).await?),
         None => None,
     };
-    let host_data = match &host {
-        Some(h) => gather::gather(h).await.map_err(|e| e.to_string()),
-        None => Err("no --ssh DESTINATION: host checks need the server".to_string()),
+    // Host data, the API client and the health tunnels come up concurrently.
+    let gather_host = async {
+        match &host {
+            Some(h) => gather::gather(h).await.map_err(|e| e.to_string()),
+            None => Err("no --ssh DESTINATION: host checks need the server".to_string()),
+        }
     };
     let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
-    let api = match (config, &host) {
-        (Ok(c), Some(h)) if is_loopback(&c) => {
-            let port = c.cluster_url.port_u16().unwrap_or(443);
-            health::api_client(h, c, port).await.map_err(|e| e.to_string())
+    let connect_api = async {
+        match (config, &host) {
+            (Ok(c), Some(h)) if is_loopback(&c) => {
+                let port = c.cluster_url.port_u16().unwrap_or(443);
+                health::api_client(h, c, port).await.map_err(|e| e.to_string())
+            }
+            (Ok(c), _) => kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}")),
+            (Err(e), _) => Err(e),
         }
-        (Ok(c), _) => kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}")),
-        (Err(e), _) => Err(e),
     };
-    let mut health_clients = BTreeMap::new();
-    if let Some(h) = &host {
-        let data = host_data.as_ref().ok();
-        for u in controlplane::model::UNITS.iter().filter(|u| u.component != "kube-apiserver") {
-            let installed = data.and_then(|d| d.units.get(u.file_name)).and_then(|i| i.text.as_deref()).and_then(|t| gather::installed_flags(t, u.file_name)).unwrap_or_default();
-            let get = |n: &str| installed.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone());
-            let port = get("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.serving_port);
-            let addr = health::reach_address(&get("bind-address").unwrap_or_else(|| u.bind_address.to_string()));
-            health_clients.insert(u.component, health::anonymous_client(h, addr, port).await.map_err(|e| e.to_string()));
+    // The controller-manager and scheduler are reached at their compiled-in
+    // (plus overrides) port and bind address.
+    let desired = desired_units(&overrides);
+    let open_health = async {
+        let mut m = BTreeMap::new();
+        if let Some(h) = &host {
+            for u in desired.iter().filter(|u| u.spec.component != "kube-apiserver") {
+                let port = u.flag("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.spec.serving_port);
+                let addr = health::reach_address(u.flag("bind-address").unwrap_or(u.spec.bind_address));
+                m.insert(u.spec.component, health::anonymous_client(h, addr, port).await.map_err(|e| e.to_string()));
+            }
         }
-    }
-    let ctx = Ctx { strict: cli.strict, desired: desired_units(&overrides), host: host_data, api, api_url, health: health_clients };
+        m
+    };
+    let (host_data, api, health_clients) = tokio::join!(gather_host, connect_api, open_health);
+    let ctx = Ctx { strict: cli.strict, desired, host: host_data, api, api_url, health: health_clients };
     let results = check::run(&ctx, &registry, &cli.skip).await;
     if let Some(h) = host {
         h.close().await;

@@ -104,5 +104,68 @@ pub fn run() -> Result<()> {
     println!("  bootstrap first deploy, whole {first_secs:.2}s (includes start, health wait, RBAC)");
     println!("  ratio whole / tar             {:.2}", first_secs / tar_secs);
     println!("  no-op re-run (median of 5)    {noop:.2}s  (goal <= 2.00)");
+    cpcheck(&bin, &bed)
+}
+
+/// Full cpcheck against the guide's manual verification, one command after another.
+fn cpcheck(bin: &Path, bed: &Bed) -> Result<()> {
+    // The guide runs kubectl on the server with admin.kubeconfig in root's home.
+    let scp = Command::new("scp").arg("-q").args(bed.ssh_options()).arg(&bed.kubeconfig).arg(format!("{}:/root/admin.kubeconfig", bed.dest())).status()?;
+    if !scp.success() {
+        bail!("scp admin.kubeconfig failed");
+    }
+    let manual = [
+        "ss -tlp | grep kube",
+        "systemctl is-active kube-apiserver kube-controller-manager kube-scheduler",
+        "systemctl status kube-apiserver --no-pager",
+        "systemctl status kube-scheduler kube-controller-manager --no-pager",
+        "kubectl cluster-info --kubeconfig admin.kubeconfig",
+        "kubectl get node --kubeconfig admin.kubeconfig",
+        "kubectl get pod -A --kubeconfig admin.kubeconfig",
+        "kubectl get service,endpoints --kubeconfig admin.kubeconfig",
+        "kubectl get clusterroles system:kube-apiserver-to-kubelet --kubeconfig admin.kubeconfig",
+        "kubectl get clusterrolebindings system:kube-apiserver --kubeconfig admin.kubeconfig",
+        "kubectl get --raw /version --server https://server.kubernetes.local:6443 --kubeconfig admin.kubeconfig",
+    ];
+    let run_manual = || -> Result<f64> {
+        let t = Instant::now();
+        for c in manual {
+            // One ssh per step, as a person at the jumpbox does it; a step's
+            // own exit status (grep finding nothing) does not stop the sequence.
+            Command::new("ssh").args(bed.ssh_options()).arg(bed.dest()).arg(c).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let args = [
+        "--ssh".to_string(),
+        bed.dest(),
+        "-i".into(),
+        bed.key.display().to_string(),
+        "--known-hosts".into(),
+        bed.known_hosts.display().to_string(),
+        "--kubeconfig".into(),
+        bed.kubeconfig.display().to_string(),
+    ];
+    let run_cpcheck = || -> Result<(f64, usize)> {
+        let t = Instant::now();
+        let out = Command::new(bin.join("kubectl-cpcheck")).args(&args).args(["-o", "json"]).stdin(Stdio::null()).output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("cpcheck -o json")?;
+        Ok((secs, v["checks"].as_array().map(|a| a.len()).unwrap_or(0)))
+    };
+    let (mut m, mut c) = (Vec::new(), Vec::new());
+    let mut checks = 0;
+    for _ in 0..5 {
+        m.push(run_manual()?);
+        let (s, n) = run_cpcheck()?;
+        c.push(s);
+        checks = n;
+    }
+    let (m, c) = (median(m), median(c));
+    println!("\ncpcheck benchmark (median of 5, alternating, same bed)");
+    println!("  guide's manual verification   {m:.2}s ({} commands)", manual.len());
+    println!("  kubectl cpcheck               {c:.2}s ({checks} checks)");
+    println!("  speed-up manual / cpcheck     {:.1}x  (goal >= 5x)", m / c);
+    println!("  cpcheck wall                  {c:.2}s  (goal <= 1.00s)");
     Ok(())
 }

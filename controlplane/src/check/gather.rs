@@ -99,7 +99,7 @@ fn first_script(scheduler_config_path: &str) -> String {
             "systemctl show -p ActiveState -p UnitFileState -p NRestarts -p MainPID {n} 2>/dev/null | sed \"s|^|prop${{T}}{f}${{T}}|\"\n\
              [ -f /etc/systemd/system/{f} ] && echo \"unittext${{T}}{f}${{T}}$(base64 -w0 /etc/systemd/system/{f})\"\n\
              pid=$(systemctl show -p MainPID --value {n} 2>/dev/null); [ -n \"$pid\" ] && [ \"$pid\" != 0 ] && echo \"cmdline${{T}}{f}${{T}}$(base64 -w0 /proc/$pid/cmdline 2>/dev/null)\"\n\
-             [ -x {exe} ] && echo \"version${{T}}{f}${{T}}$(timeout 5 {exe} --version 2>/dev/null | head -1)\"\n",
+             [ -x {exe} ] && (echo \"version${{T}}{f}${{T}}$(timeout 5 {exe} --version 2>/dev/null | head -1)\") &\n",
             f = u.file_name,
             exe = q(u.exec),
         ));
@@ -109,7 +109,7 @@ fn first_script(scheduler_config_path: &str) -> String {
     // /dev/tcp is bash's: the server may have no HTTP client.
     s.push_str("echo \"etcd${T}$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2379 && printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3 | tail -1' 2>&1 | tr -d '\\r\\n')\"\n");
     s.push_str("ip -o -4 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{print \"addr\" T $4}'\n");
-    s.push_str("ip -o -6 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{print \"addr\" T $4}'\ntrue\n");
+    s.push_str("ip -o -6 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{print \"addr\" T $4}'\nwait\ntrue\n");
     s
 }
 
