@@ -109,12 +109,34 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 fn demo(keep: bool) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let mut bed = Bed::up("demo")?;
     bed.teardown_on_drop = !keep;
-    eprintln!("\nThe bed is up:\n{}", bed.env_lines());
-    eprintln!("kubectl bootstrap server is not implemented yet (issue 4): the demo stops after bed up.");
+    eprintln!("\n== the bed is up (a throwaway Debian server with systemd, sshd and etcd):\n{}", bed.env_lines());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo).current_dir(&root).args(["build", "--quiet", "--bin", "kubectl-bootstrap", "--bin", "kubectl-cpcheck"]).status()?;
+    if !st.success() {
+        bail!("building the plugins failed");
+    }
+    // Run them as kubectl plugins: kubectl finds kubectl-* executables on PATH.
+    let path = format!("{}:{}", root.join("target/debug").display(), std::env::var("PATH").unwrap_or_default());
+    let ssh = ["-i".to_string(), bed.key.display().to_string(), "--known-hosts".into(), bed.known_hosts.display().to_string()];
+    let mut boot = Command::new("kubectl");
+    boot.env("PATH", &path).args(["bootstrap", "server", &bed.dest()]).args(&ssh).arg("--assets").arg(&bed.assets);
+    eprintln!("\n== {boot:?}");
+    let st = boot.status()?;
+    if !st.success() {
+        bail!("kubectl bootstrap server failed ({st})");
+    }
+    let mut check = Command::new("kubectl");
+    check.env("PATH", &path).args(["cpcheck", "--ssh", &bed.dest()]).args(&ssh).arg("--kubeconfig").arg(&bed.kubeconfig);
+    eprintln!("\n== {check:?}");
+    let st = check.status()?;
     if keep {
-        eprintln!("left running: cargo xtask bed down --name demo");
+        eprintln!("\nleft running: eval \"$(cargo xtask bed env --name demo)\"; cargo xtask bed down --name demo");
+    }
+    if !st.success() {
+        bail!("kubectl cpcheck found failures ({st})");
     }
     Ok(())
 }
