@@ -15,6 +15,7 @@ pub mod inspect;
 mod error;
 pub mod model;
 pub mod overrides;
+pub mod plugin;
 pub mod rbac;
 pub mod ssh;
 

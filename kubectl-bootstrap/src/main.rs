@@ -76,6 +76,11 @@ enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Print a completion script for the kubectl-bootstrap executable.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell
+        shell: String,
+    },
     /// Print what bootstrap installs: the layout, or one compiled-in file with overrides applied.
     Manifests {
         /// A unit (kube-apiserver.service) or config (kube-scheduler.yaml) to print; the layout when absent.
@@ -327,9 +332,17 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool) -> Result<(), Error>
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = controlplane::plugin::early(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     match cli.command {
+        // Handled by plugin::early before parsing; here only for --help and errors.
+        Command::Completion { shell } => {
+            eprintln!("error: completion {shell}: unknown shell; use bash, zsh, fish, elvish or powershell");
+            ExitCode::from(controlplane::exit::INPUT)
+        }
         Command::Manifests { name, overrides } => {
             match Overrides::from_args(&overrides).and_then(|o| manifests(name.as_deref(), &o)) {
                 Ok(s) => {

@@ -17,7 +17,12 @@ use controlplane::{exit, health, Error};
 ///
 /// Exit codes: 0 nothing failed, 1 a check failed, 2 bad input, 3 cannot connect.
 #[derive(Parser)]
-#[command(name = "kubectl cpcheck", bin_name = "kubectl cpcheck", version = controlplane::version_line())]
+#[command(
+    name = "kubectl cpcheck",
+    bin_name = "kubectl cpcheck",
+    version = controlplane::version_line(),
+    after_help = "`kubectl cpcheck completion bash|zsh|fish` prints a completion script for the kubectl-cpcheck executable."
+)]
 struct Cli {
     /// Check the host too, over SSH: user@host, ssh://user@host:port or a Host alias.
     #[arg(long = "ssh", value_name = "DESTINATION")]
@@ -143,6 +148,9 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = controlplane::plugin::early(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     let _ = cli.verbose;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");

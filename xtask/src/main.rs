@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use testbed::Bed;
 
 mod bench;
+mod release;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -31,6 +32,18 @@ enum Cmd {
     },
     /// Benchmarks on a fresh bed, each against a baseline measured in the same run.
     Bench,
+    /// Build the plugins and put them (and their completion helpers) in PREFIX/bin.
+    Install {
+        /// Default: ~/.local
+        #[arg(long)]
+        prefix: Option<std::path::PathBuf>,
+    },
+    /// Release archives (binary, completion helper, man page, LICENSE) and krew manifests.
+    Dist {
+        /// Archives here and manifests in OUT/plugins (default: dist/ and plugins/).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// The local demo: bed up, build the plugins, bootstrap the bed, check it.
     Demo {
         /// Leave the bed running afterwards.
@@ -175,6 +188,8 @@ fn main() -> ExitCode {
         },
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench::run(),
+        Cmd::Install { prefix } => release::install(prefix),
+        Cmd::Dist { out } => release::dist(out),
         Cmd::Demo { keep } => demo(keep),
     };
     match r {
