@@ -57,7 +57,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    /// Holds private key material or credentials: mode must be 0600.
+    /// Holds private key material or credentials (keys, kubeconfigs, the
+    /// encryption config): never printed or diffed, mode must be 0600.
     pub fn is_secret(self) -> bool {
         matches!(self, FileKind::Key | FileKind::Kubeconfig | FileKind::Secret)
     }

@@ -73,24 +73,10 @@ pub struct DirSpec {
     pub owned: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Binary,
-    Certificate,
-    Key,
-    Kubeconfig,
-    Secret,
-    Config,
-    Unit,
-}
-
-impl FileKind {
-    /// Private keys, kubeconfigs (they embed client keys) and the encryption
-    /// config: never printed, never diffed, always 0600.
-    pub fn is_secret(self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Kubeconfig | FileKind::Secret)
-    }
-}
+/// What a placed file holds; `is_secret` (keys, kubeconfigs, the encryption
+/// config) means never printed, never diffed, always 0600. The same type
+/// codegen parses layout.yaml into.
+pub use codegen::FileKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

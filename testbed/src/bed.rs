@@ -110,6 +110,27 @@ impl Bed {
         ]
     }
 
+    /// The plugins' SSH options for this bed: its key and its known_hosts.
+    pub fn plugin_ssh_args(&self) -> Vec<String> {
+        vec!["-i".into(), self.key.display().to_string(), "--known-hosts".into(), self.known_hosts.display().to_string()]
+    }
+
+    /// `kubectl bootstrap server` arguments for this bed as `user`.
+    pub fn bootstrap_args(&self, user: &str) -> Vec<String> {
+        let mut v = vec!["server".to_string(), format!("{user}@{}", self.address)];
+        v.extend(self.plugin_ssh_args());
+        v.extend(["--assets".into(), self.assets.display().to_string()]);
+        v
+    }
+
+    /// `kubectl cpcheck` arguments for this bed (over SSH, admin kubeconfig).
+    pub fn cpcheck_args(&self) -> Vec<String> {
+        let mut v = vec!["--ssh".to_string(), self.dest()];
+        v.extend(self.plugin_ssh_args());
+        v.extend(["--kubeconfig".into(), self.kubeconfig.display().to_string()]);
+        v
+    }
+
     /// Runs `script` on the server as `user` with the plain ssh client.
     pub fn ssh_as(&self, user: &str, script: &str) -> Result<String> {
         run(Command::new("ssh").args(self.ssh_options()).arg(format!("{user}@{}", self.address)).arg(script))

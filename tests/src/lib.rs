@@ -51,16 +51,7 @@ pub fn bootstrap(args: &[&str]) -> Output {
 
 /// The usual `server` arguments for a bed, as `user`.
 pub fn server_args(bed: &Bed, user: &str) -> Vec<String> {
-    vec![
-        "server".into(),
-        format!("{user}@{}", bed.address),
-        "-i".into(),
-        bed.key.display().to_string(),
-        "--known-hosts".into(),
-        bed.known_hosts.display().to_string(),
-        "--assets".into(),
-        bed.assets.display().to_string(),
-    ]
+    bed.bootstrap_args(user)
 }
 
 pub fn run_bootstrap(args: &[String]) -> Output {
@@ -106,16 +97,7 @@ pub fn cpcheck(args: &[String]) -> Output {
 
 /// The usual cpcheck arguments for a bed (over SSH, admin kubeconfig).
 pub fn cpcheck_args(bed: &Bed) -> Vec<String> {
-    vec![
-        "--ssh".into(),
-        bed.dest(),
-        "-i".into(),
-        bed.key.display().to_string(),
-        "--known-hosts".into(),
-        bed.known_hosts.display().to_string(),
-        "--kubeconfig".into(),
-        bed.kubeconfig.display().to_string(),
-    ]
+    bed.cpcheck_args()
 }
 
 /// Bootstraps a bed, failing the test with the plugin's output if it fails.

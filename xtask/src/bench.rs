@@ -40,16 +40,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bootstrap_args(bed: &Bed) -> Vec<String> {
-    vec![
-        "server".into(),
-        bed.dest(),
-        "-i".into(),
-        bed.key.display().to_string(),
-        "--known-hosts".into(),
-        bed.known_hosts.display().to_string(),
-        "--assets".into(),
-        bed.assets.display().to_string(),
-    ]
+    bed.bootstrap_args("root")
 }
 
 pub fn run() -> Result<()> {
@@ -136,16 +127,7 @@ fn cpcheck(bin: &Path, bed: &Bed) -> Result<()> {
         }
         Ok(t.elapsed().as_secs_f64())
     };
-    let args = [
-        "--ssh".to_string(),
-        bed.dest(),
-        "-i".into(),
-        bed.key.display().to_string(),
-        "--known-hosts".into(),
-        bed.known_hosts.display().to_string(),
-        "--kubeconfig".into(),
-        bed.kubeconfig.display().to_string(),
-    ];
+    let args = bed.cpcheck_args();
     let run_cpcheck = || -> Result<(f64, usize)> {
         let t = Instant::now();
         let out = Command::new(bin.join("kubectl-cpcheck")).args(&args).args(["-o", "json"]).stdin(Stdio::null()).output()?;

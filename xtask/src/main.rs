@@ -133,16 +133,15 @@ fn demo(keep: bool) -> Result<()> {
     }
     // Run them as kubectl plugins: kubectl finds kubectl-* executables on PATH.
     let path = format!("{}:{}", root.join("target/debug").display(), std::env::var("PATH").unwrap_or_default());
-    let ssh = ["-i".to_string(), bed.key.display().to_string(), "--known-hosts".into(), bed.known_hosts.display().to_string()];
     let mut boot = Command::new("kubectl");
-    boot.env("PATH", &path).args(["bootstrap", "server", &bed.dest()]).args(&ssh).arg("--assets").arg(&bed.assets);
+    boot.env("PATH", &path).arg("bootstrap").args(bed.bootstrap_args("root"));
     eprintln!("\n== {boot:?}");
     let st = boot.status()?;
     if !st.success() {
         bail!("kubectl bootstrap server failed ({st})");
     }
     let mut check = Command::new("kubectl");
-    check.env("PATH", &path).args(["cpcheck", "--ssh", &bed.dest()]).args(&ssh).arg("--kubeconfig").arg(&bed.kubeconfig);
+    check.env("PATH", &path).arg("cpcheck").args(bed.cpcheck_args());
     eprintln!("\n== {check:?}");
     let st = check.status()?;
     if keep {
