@@ -186,3 +186,22 @@ fn reset_removes_what_bootstrap_placed_and_keeps_etcd() {
     assert_eq!(bed.ssh("test -d /usr/local/bin && echo kept").unwrap().trim(), "kept");
     assert_eq!(bed.ssh("test -d /var/lib/kubernetes && echo kept || echo gone").unwrap().trim(), "gone");
 }
+
+#[test]
+fn a_component_that_never_gets_healthy_is_named_with_its_status_and_journal() {
+    let bed = e2e::bed("unhealthy");
+    let mut args = server_args(&bed, "root");
+    // An etcd that is not there: the apiserver never becomes ready.
+    args.extend(["--set".into(), "kube-apiserver.etcd-servers=http://127.0.0.1:1".into(), "--timeout".into(), "30s".into()]);
+    let out = run_bootstrap(&args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "a server-side failure exits 1:\n{stderr}");
+    let first = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(first.starts_with("error: kube-apiserver "), "names the component first: {first}\n{stderr}");
+    assert!(stderr.contains("Active:"), "the systemctl status line:\n{stderr}");
+    assert!(stderr.contains("--- journalctl -u kube-apiserver.service (last 20 lines)"), "{stderr}");
+    let journal = stderr.split("--- journalctl -u kube-apiserver.service (last 20 lines)").nth(1).unwrap_or("");
+    let lines = journal.lines().filter(|l| !l.trim().is_empty()).take_while(|l| !l.starts_with("error:")).count();
+    assert!((1..=21).contains(&lines), "{lines} journal lines:\n{journal}");
+    assert!(!stderr.contains("PRIVATE KEY"));
+}
