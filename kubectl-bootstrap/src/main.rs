@@ -38,6 +38,7 @@ enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Deploy, start and prove the control plane on DESTINATION (idempotent).
+    #[command(mut_arg("kubeconfig", |a| a.help("Admin kubeconfig for the RBAC step (default: $KUBECONFIG, else ASSETS/admin.kubeconfig)")))]
     Server {
         /// user@host, ssh://user@host:port, or a Host alias from ~/.ssh/config.
         destination: String,
@@ -57,7 +58,6 @@ enum Command {
         /// How long to wait for the components to become healthy.
         #[arg(long, default_value = "3m", value_name = "DURATION", value_parser = parse_duration)]
         timeout: std::time::Duration,
-        /// Credentials for the API step (default: ASSETS/admin.kubeconfig unless KUBECONFIG is set).
         #[command(flatten)]
         kube: KubeArgs,
         /// The binaries' Kubernetes version, when they cannot run here to say it (another architecture).
