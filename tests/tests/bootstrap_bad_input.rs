@@ -113,6 +113,12 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
     a.extend(["--set".into(), "kube-apiserver.nope=1".into()]);
     cases.push(Case { name: "unknown override flag", args: a, code: 2, line: "error: --set kube-apiserver.nope=1: kube-apiserver has no flag --nope".into() });
 
+    cases.push(Case { name: "assets not a directory", args: with_assets(&bed, "root", Path::new("/nonexistent/assets")), code: 2, line: "error: --assets /nonexistent/assets: not a directory".into() });
+
+    let mut a = server_args(&bed, "root");
+    a.extend(["--kubernetes-version".into(), "latest".into()]);
+    cases.push(Case { name: "malformed --kubernetes-version", args: a, code: 2, line: "error: --kubernetes-version latest: expected vMAJOR.MINOR".into() });
+
     let mut failures = Vec::new();
     for c in &cases {
         let out = run_bootstrap(&c.args);

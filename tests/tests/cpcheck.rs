@@ -162,6 +162,15 @@ fn bad_input_is_one_line_with_its_exit_code() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with(&format!("error: cannot connect to root@10.240.{}.3", bed.slot)), "{stderr}");
 
+    for (flag, value, want) in [("--only", "nope", "error: --only nope: unknown group"), ("--skip", "nope", "error: --skip nope: no check has that id")] {
+        let mut args = cpcheck_args(&bed);
+        args.extend([flag.to_string(), value.to_string()]);
+        let out = cpcheck(&args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.lines().count() == 1 && stderr.starts_with(want), "{stderr}");
+    }
+
     // Without --ssh the host checks are skipped, with the reason; without
     // credentials the API checks are.
     let out = cpcheck(&["--kubeconfig".into(), bed.kubeconfig.display().to_string(), "--only".into(), "host".into(), "-o".into(), "json".into()]);
