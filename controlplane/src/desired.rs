@@ -261,7 +261,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> 
 pub fn serving_ports(d: &Desired) -> BTreeMap<&'static str, u16> {
     d.units
         .iter()
-        .map(|u| (u.spec.component, u.flag("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.spec.serving_port)))
+        .map(|u| (u.spec.component, u.serving_port()))
         .collect()
 }
 

@@ -21,9 +21,7 @@ use crate::rbac::Applied;
 use crate::ssh::Host;
 use crate::Error;
 
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+use crate::ssh::shell_quote as q;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Outcome {
@@ -145,12 +143,11 @@ pub struct HealthClients {
 
 impl HealthClients {
     pub async fn open(host: &Host, desired: &Desired, api_config: kube::Config) -> Result<HealthClients, Error> {
-        let ports = crate::desired::serving_ports(desired);
         let mut others = Vec::new();
         let mut api = None;
         for u in &desired.units {
-            let port = ports[u.spec.component];
-            let addr = health::reach_address(u.flag("bind-address").unwrap_or(u.spec.bind_address));
+            let port = u.serving_port();
+            let addr = health::reach_address(u.bind_address());
             if u.spec.component == "kube-apiserver" {
                 api = Some(health::api_client(host, api_config.clone(), port).await?);
             } else {

@@ -64,9 +64,7 @@ pub struct Facts {
     pub texts: BTreeMap<String, String>,
 }
 
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+use crate::ssh::shell_quote as q;
 
 /// The gather script. Every path comes from the compiled-in layout.
 pub fn script() -> String {

@@ -155,11 +155,16 @@ impl std::fmt::Debug for KubeconfigInfo {
 impl KubeconfigInfo {
     /// The host part of `server` (`server.kubernetes.local`, `127.0.0.1`).
     pub fn host(&self) -> Option<String> {
-        let rest = self.server.split_once("://").map(|x| x.1).unwrap_or(&self.server);
-        let hostport = rest.split('/').next().unwrap_or(rest);
-        let host = if let Some(h) = hostport.strip_prefix('[') { h.split(']').next().unwrap_or(h) } else { hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport) };
-        (!host.is_empty()).then(|| host.to_string())
+        host_of(&self.server)
     }
+}
+
+/// The host part of a server URL such as `https://server.kubernetes.local:6443`.
+pub fn host_of(server: &str) -> Option<String> {
+    let rest = server.split_once("://").map(|x| x.1).unwrap_or(server);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let host = if let Some(h) = hostport.strip_prefix('[') { h.split(']').next().unwrap_or(h) } else { hostport.rsplit_once(':').map(|x| x.0).unwrap_or(hostport) };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {

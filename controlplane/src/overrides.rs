@@ -123,6 +123,16 @@ impl DesiredUnit {
     pub fn flag(&self, name: &str) -> Option<&str> {
         self.flags.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
     }
+
+    /// --secure-port as overridden, else the manifest's derived port.
+    pub fn serving_port(&self) -> u16 {
+        self.flag("secure-port").and_then(|p| p.parse().ok()).unwrap_or(self.spec.serving_port)
+    }
+
+    /// --bind-address as overridden, else the manifest's.
+    pub fn bind_address(&self) -> &str {
+        self.flag("bind-address").unwrap_or(self.spec.bind_address)
+    }
 }
 
 /// Every unit with the overrides applied, in manifest order.

@@ -8,6 +8,11 @@ use openssh::{KnownHosts, Session, SessionBuilder};
 
 use crate::Error;
 
+/// Quotes `s` as one word for the remote POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// SSH options shared by both plugins (the destination is positional in
 /// bootstrap and `--ssh` in cpcheck).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -172,5 +177,16 @@ impl Host {
 
     pub async fn close(self) {
         let _ = self.session.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote_survives_the_remote_shell() {
+        for s in ["plain", "with space", "it's", "$(rm -rf /)", "a'b'c"] {
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", super::shell_quote(s))).output().unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
     }
 }

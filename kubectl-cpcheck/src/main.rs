@@ -125,9 +125,8 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
         let mut m = BTreeMap::new();
         if let Some(h) = &host {
             for u in desired.iter().filter(|u| u.spec.component != "kube-apiserver") {
-                let port = u.flag("secure-port").and_then(|p| p.parse().ok()).unwrap_or(u.spec.serving_port);
-                let addr = health::reach_address(u.flag("bind-address").unwrap_or(u.spec.bind_address));
-                m.insert(u.spec.component, health::anonymous_client(h, addr, port).await.map_err(|e| e.to_string()));
+                let addr = health::reach_address(u.bind_address());
+                m.insert(u.spec.component, health::anonymous_client(h, addr, u.serving_port()).await.map_err(|e| e.to_string()));
             }
         }
         m

@@ -142,7 +142,7 @@ impl Bed {
 
     /// The lines `bed up` prints, for `eval "$(cargo xtask bed up)"`.
     pub fn env_lines(&self) -> String {
-        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let q = controlplane::ssh::shell_quote;
         [
             ("BED_NAME", self.name.clone()),
             ("BED_DEST", self.dest()),

@@ -447,7 +447,7 @@ pub fn registry() -> Vec<Check> {
         if !serving.signed_by(&ca) {
             return Finding::fail("the serving certificate is not signed by the client CA", "reissue kube-api-server.crt from ca.crt");
         }
-        let mut names: Vec<String> = h.kubeconfigs.values().filter_map(|(s, _)| crate::inspect::KubeconfigInfo { server: s.clone(), ca: None, client_cert: None, client_key: None }.host()).collect();
+        let mut names: Vec<String> = h.kubeconfigs.values().filter_map(|(s, _)| crate::inspect::host_of(s)).collect();
         names.sort();
         names.dedup();
         let missing: Vec<&String> = names.iter().filter(|n| !serving.covers(n)).collect();

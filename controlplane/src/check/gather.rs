@@ -52,9 +52,7 @@ pub struct HostData {
     pub encryption_providers: Vec<String>,
 }
 
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+use crate::ssh::shell_quote as q;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.decode(s.trim()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
