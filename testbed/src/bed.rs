@@ -223,7 +223,7 @@ impl Bed {
         phase("overlay and per-run keys", || self.make_root(root))?;
         self.save()?;
         phase("boot systemd", || self.start())?;
-        phase("wait for etcd", || self.wait_etcd())?;
+        phase("wait for etcd", || self.wait_etcd(Duration::from_secs(60)).map(drop))?;
         phase("PKI, kubeconfigs, encryption config", || {
             crate::pki::generate(&self.assets, self.address.into())?;
             self.link_binaries()
@@ -336,12 +336,15 @@ impl Bed {
         self.ssh("exec 3<>/dev/tcp/127.0.0.1/2379 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3 | tail -1")
     }
 
-    fn wait_etcd(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    /// Waits until etcd answers healthy and returns that answer. etcd 3.4's
+    /// /health gives each probe one second to read through raft, so a loaded
+    /// machine sees a passing `false`: one answer is not a verdict.
+    pub fn wait_etcd(&self, within: Duration) -> Result<String> {
+        let deadline = Instant::now() + within;
         loop {
             match self.etcd_health() {
-                Ok(s) if s.contains("\"health\":\"true\"") => return Ok(()),
-                r if Instant::now() > deadline => bail!("etcd did not become healthy within 60s: {r:?}"),
+                Ok(s) if s.contains("\"health\":\"true\"") => return Ok(s),
+                r if Instant::now() > deadline => bail!("etcd did not become healthy within {within:?}; last answer: {r:?}"),
                 _ => std::thread::sleep(Duration::from_millis(500)),
             }
         }

@@ -14,7 +14,7 @@ fn bed_runs_the_real_apiserver_and_leaves_nothing_behind() {
 
     assert_eq!(bed.ssh("systemctl is-system-running").unwrap().trim(), "running");
     assert_eq!(bed.ssh("cat /proc/1/comm").unwrap().trim(), "systemd", "PID 1 is systemd");
-    assert!(bed.etcd_health().unwrap().contains("\"health\":\"true\""), "etcd answers /health");
+    bed.wait_etcd(Duration::from_secs(30)).expect("etcd answers /health");
     assert_eq!(bed.ssh_as("deploy", "sudo -n id -u").unwrap().trim(), "0", "deploy has passwordless sudo");
     assert!(bed.ssh_as("nosudo", "sudo -n true").is_err(), "nosudo has no sudo");
     let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
@@ -74,7 +74,8 @@ fn two_beds_run_side_by_side_on_their_own_addresses() {
     for bed in [&a, &b] {
         let ip = bed.ssh("ip -4 -o addr show scope global | awk '{print $4}'").unwrap();
         assert_eq!(ip.trim(), format!("{}/24", bed.address));
-        assert!(bed.etcd_health().unwrap().contains("true"));
+        let health = bed.wait_etcd(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{}: {e:#}", bed.address));
+        assert!(health.contains("\"health\":\"true\""), "{health}");
     }
     // A host key of another bed is refused: strict checking is real.
     let out = Command::new("ssh")

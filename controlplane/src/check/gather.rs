@@ -104,8 +104,17 @@ fn first_script(scheduler_config_path: &str) -> String {
     }
     s.push_str(&format!("[ -f {p} ] && echo \"schedconf${{T}}$(base64 -w0 {p})\"\n", p = q(scheduler_config_path)));
     s.push_str("ss -Htlnp 2>/dev/null | sed \"s|^|ss${T}|\"\n");
-    // /dev/tcp is bash's: the server may have no HTTP client.
-    s.push_str("echo \"etcd${T}$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2379 && printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3 | tail -1' 2>&1 | tr -d '\\r\\n')\"\n");
+    // /dev/tcp is bash's: the server may have no HTTP client. etcd 3.4
+    // answers `"health":"false"` when a read through raft takes over a
+    // second, which a loaded server sees now and then: ask up to three
+    // times, a second apart, in the background. A refused connection is
+    // a verdict at once.
+    s.push_str(
+        "(for i in 1 2 3; do \
+           e=$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2379 && printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3 | tail -1' 2>&1 | tr -d '\\r\\n'); \
+           case \"$e\" in *'\"health\":\"false\"'*) [ $i = 3 ] || sleep 1 ;; *) break ;; esac; \
+         done; echo \"etcd${T}$e\") &\n",
+    );
     s.push_str("ip -o -4 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{print \"addr\" T $4}'\n");
     s.push_str("ip -o -6 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{print \"addr\" T $4}'\nwait\ntrue\n");
     s
