@@ -116,7 +116,7 @@ fn test(args: &[String]) -> Result<()> {
     timed("kubernetes build", &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).stdout(std::process::Stdio::null()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     timed("cargo build", &mut t, Command::new(&cargo).current_dir(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
-    timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked"]).args(args))?;
+    timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
     print_timings(&t);
     Ok(())
 }
