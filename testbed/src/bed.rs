@@ -206,7 +206,10 @@ impl Bed {
             Ok(()) => Ok(bed),
             Err(e) => {
                 let log = std::fs::read_to_string(bed.dir.join("nspawn.log")).unwrap_or_default();
-                let tail: Vec<_> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                // Units that failed anywhere in the boot, then the last lines.
+                let failed = log.lines().filter(|l| l.contains("FAILED") || l.contains("Failed to")).take(10);
+                let last = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev();
+                let tail: Vec<_> = failed.chain(std::iter::once("…").filter(|_| !log.is_empty())).chain(last).collect();
                 bed.teardown();
                 bed.teardown_on_drop = false;
                 if tail.is_empty() {
@@ -315,12 +318,17 @@ impl Bed {
             if !alive(self.pid) {
                 bail!("systemd-nspawn exited during boot (see {})", self.dir.join("nspawn.log").display());
             }
-            match self.ssh("systemctl is-system-running --wait") {
+            // is-system-running exits 1 when the state is not `running`:
+            // read the state, not the exit status.
+            match self.ssh("systemctl is-system-running --wait; true") {
                 Ok(s) if s.trim() == "running" => return Ok(()),
-                Ok(s) => {
-                    let failed = self.ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1").unwrap_or_default();
-                    bail!("the server booted `{}`; failed units: {}", s.trim(), failed.split_whitespace().collect::<Vec<_>>().join(", "));
+                Ok(s) if !s.trim().is_empty() => {
+                    let why = self
+                        .ssh("for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); do echo \"== $u\"; journalctl -u \"$u\" -n 8 --no-pager -o cat; done")
+                        .unwrap_or_else(|e| e.to_string());
+                    bail!("the server booted `{}`, not `running`; failed units and their last lines:\n{}", s.trim(), why.trim_end());
                 }
+                Ok(_) => last = "systemctl is-system-running printed nothing".into(),
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() > deadline {
