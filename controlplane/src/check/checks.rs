@@ -338,7 +338,7 @@ pub fn registry() -> Vec<Check> {
             let port = serving_port(ctx.host(), "kube-apiserver");
             let ports: Vec<String> = spec.ports.unwrap_or_default().iter().map(|p| format!("{}→{}", p.port, p.target_port.as_ref().map(|t| match t { k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone() }).unwrap_or_default())).collect();
             let want_ports = vec![format!("443→{port}")];
-            let want_ip = ctx.host().map(|h| api_cidr(h)).and_then(|c| crate::preflight::service_ip(&c));
+            let want_ip = ctx.host().map(api_cidr).and_then(|c| crate::preflight::service_ip(&c));
             let mut bad = Vec::new();
             if let Some(w) = &want_ip {
                 if *w != ip {
