@@ -44,8 +44,8 @@ pub struct Staged {
 
 /// The server-side script that receives `files` back to back on stdin: each
 /// goes to a temp file beside its destination (exactly its size, `head -c`),
-/// its sha256 is checked on the server and a mismatch refused, and all are
-/// fsynced before the script succeeds. With OpenSSL's hasher (SHA-NI, ~1.8
+/// its sha256 is checked on the server and a mismatch refused, and their
+/// fsync is started (commit waits for it). With OpenSSL's hasher (SHA-NI, ~1.8
 /// GB/s) a temp is hashed back from the page cache once it has arrived:
 /// cheaper than `tee | hash`, whose 8 KiB pipe copies cost more than the
 /// hash. With only coreutils' slower sha256sum, a large file's hash overlaps
@@ -116,23 +116,13 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         let mut child = cmd.stdin(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
         let mut stdin = child.stdin().take().expect("piped stdin");
         let write = async {
-            let mut buf = vec![0u8; 1 << 18];
             for (_, f) in files {
                 match &f.content {
                     Content::Text(t) => stdin.write_all(t.as_bytes()).await?,
-                    Content::Path(p) => {
-                        // Exactly the size that was hashed: a file that changed
-                        // since fails the server's check instead of shifting the
-                        // files after it.
-                        let mut file = tokio::fs::File::open(p).await?.take(f.size);
-                        loop {
-                            let n = file.read(&mut buf).await?;
-                            if n == 0 {
-                                break;
-                            }
-                            stdin.write_all(&buf[..n]).await?;
-                        }
-                    }
+                    // Exactly the size that was hashed: a file that changed
+                    // since fails the server's check instead of shifting the
+                    // files after it.
+                    Content::Path(p) => drop(tokio::io::copy(&mut tokio::fs::File::open(p).await?.take(f.size), &mut stdin).await?),
                 }
             }
             stdin.shutdown().await?;
