@@ -325,12 +325,9 @@ impl Bed {
                 Ok(s) if !s.trim().is_empty() => {
                     let failed = self.failed_units();
                     let why = self
-                        .ssh("for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); do echo \"== $u\"; journalctl -u \"$u\" -n 8 --no-pager -o cat; done")
+                        .ssh(&failed.iter().map(|u| format!("echo '== {u}'; journalctl -u '{u}' -n 8 --no-pager -o cat\n")).chain(["true".into()]).collect::<String>())
                         .unwrap_or_else(|e| e.to_string());
-                    // A unit the bed does not stand on (a timer's job, say)
-                    // failing is worth a warning, not a lost run; one it
-                    // stands on is not.
-                    if s.trim() == "degraded" && !failed.is_empty() && !failed.iter().any(|u| NEEDED_UNITS.contains(&u.as_str())) {
+                    if degraded_but_usable(s.trim(), &failed) {
                         eprintln!("[bed] warning: the server booted degraded; failed units and their last lines:\n{}", why.trim_end());
                         return Ok(());
                     }
@@ -477,7 +474,13 @@ fn mounted(p: &Path) -> bool {
 
 /// The server's units the bed stands on: a boot with any of them failed is
 /// a failed boot.
-pub const NEEDED_UNITS: &[&str] = &["ssh.service", "etcd.service", "dbus.service", "systemd-journald.service", "systemd-logind.service"];
+const NEEDED_UNITS: &[&str] = &["ssh.service", "etcd.service", "dbus.service", "systemd-journald.service", "systemd-logind.service"];
+
+/// A boot `degraded` only by units the bed does not stand on (a timer's job,
+/// say) is worth a warning, not a lost run; one the bed stands on is not.
+pub fn degraded_but_usable(state: &str, failed: &[String]) -> bool {
+    state == "degraded" && !failed.is_empty() && !failed.iter().any(|u| NEEDED_UNITS.contains(&u.as_str()))
+}
 
 /// Claims the lowest free slot K (10.240.K.0/24) atomically.
 fn claim_slot(name: &str) -> Result<u8> {

@@ -4,4 +4,4 @@
 mod bed;
 pub mod pki;
 
-pub use bed::{base_dir, list, run, Bed, NEEDED_UNITS};
+pub use bed::{base_dir, degraded_but_usable, list, run, Bed};

@@ -138,37 +138,32 @@ fn healthy_then_one_breakage_at_a_time() {
 #[test]
 fn bad_input_is_one_line_with_its_exit_code() {
     let bed = e2e::bed("cpcbad");
-    let mut args = cpcheck_args(&bed);
-    args[7] = "/nonexistent/kubeconfig".into();
-    let out = cpcheck(&args);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Each refusal: its exit code and one line on stderr, returned.
+    let refused = |args: Vec<String>, code: i32| {
+        let out = cpcheck(&args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let with = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut args = cpcheck_args(&bed);
+        f(&mut args);
+        args
+    };
+
+    let stderr = refused(with(&|a| a[7] = "/nonexistent/kubeconfig".into()), 2);
     assert!(stderr.starts_with("error: --kubeconfig /nonexistent/kubeconfig:"), "{stderr}");
 
-    let mut args = cpcheck_args(&bed);
-    args.extend(["--context".into(), "nope".into()]);
-    let out = cpcheck(&args);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = refused(with(&|a| a.extend(["--context".into(), "nope".into()])), 2);
     assert!(stderr.contains("nope"), "{stderr}");
 
-    let mut args = cpcheck_args(&bed);
-    args[1] = format!("root@10.240.{}.3", bed.slot);
-    let out = cpcheck(&args);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = refused(with(&|a| a[1] = format!("root@10.240.{}.3", bed.slot)), 3);
     assert!(stderr.starts_with(&format!("error: cannot connect to root@10.240.{}.3", bed.slot)), "{stderr}");
 
     for (flag, value, want) in [("--only", "nope", "error: --only nope: unknown group"), ("--skip", "nope", "error: --skip nope: no check has that id")] {
-        let mut args = cpcheck_args(&bed);
-        args.extend([flag.to_string(), value.to_string()]);
-        let out = cpcheck(&args);
-        let (_, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.lines().count() == 1 && stderr.starts_with(want), "{stderr}");
+        let stderr = refused(with(&|a| a.extend([flag.to_string(), value.to_string()])), 2);
+        assert!(stderr.starts_with(want), "{stderr}");
     }
 
     // Without --ssh the host checks are skipped, with the reason; without
