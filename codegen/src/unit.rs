@@ -137,14 +137,46 @@ fn unescape(c: char) -> char {
     }
 }
 
+/// Splits `text` into lines the way systemd reads a unit file: a line ends at
+/// `\n`, `\r` or `\0` (`\r\n` is one ending). `str::lines` only knows `\n`:
+/// a value holding `\r` or `\0` would read as one line here and as several
+/// directives to systemd.
+pub fn systemd_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let b = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\n' | b'\0' => {
+                lines.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                lines.push(&text[start..i]);
+                if b.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        lines.push(&text[start..]);
+    }
+    lines
+}
+
 /// Parses a unit file. `path` is only used in error messages and to name the
-/// component (the file stem).
+/// component (the file stem). Lines end where systemd ends them
+/// ([`systemd_lines`]).
 pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ManifestError> {
     let err = |line: usize, msg: String| ManifestError::new(path, line, msg);
     let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     let component = file_name.strip_suffix(".service").unwrap_or(&file_name).to_string();
 
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = systemd_lines(text);
     let mut entries: Vec<Entry> = Vec::new();
     let mut section: Option<(String, usize)> = None;
     let mut sections_seen: Vec<(String, usize)> = Vec::new();
@@ -288,7 +320,9 @@ pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ManifestError> 
 }
 
 /// Quotes a flag value for ExecStart when systemd would otherwise split or
-/// expand it.
+/// expand it. Control characters cannot be written into a unit at all (a
+/// `\n`, `\r` or `\0` ends the line for systemd): [`render_with_flags`]
+/// refuses them before this is called.
 fn quote_value(v: &str) -> String {
     let escaped = v.replace('%', "%%").replace('$', "$$");
     if escaped.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c == ';') {
@@ -298,16 +332,62 @@ fn quote_value(v: &str) -> String {
     }
 }
 
+/// The first control character in `s`, if any: no name or value containing
+/// one can be written into a unit file.
+pub fn control_char(s: &str) -> Option<(usize, char)> {
+    s.char_indices().find(|(_, c)| c.is_control())
+}
+
 /// Renders `text` with its ExecStart flags replaced by `flags` (name, value).
 /// Flags whose name and value are unchanged keep their original spelling, and
-/// an unchanged flag list gives back `text` byte for byte.
-pub fn render_with_flags(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> String {
+/// an unchanged flag list gives back `text` byte for byte. A name or value
+/// holding a control character is refused (it would end the line for systemd
+/// and start a directive of its own); so is a name that is not a plain flag
+/// name. The result is parsed again by systemd's rules and must hold exactly
+/// the original directives with only the flags' values changed.
+pub fn render_with_flags(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> Result<String, String> {
     let same = flags.len() == unit.flags.len()
         && flags.iter().zip(&unit.flags).all(|((n, v), f)| *n == f.name && *v == f.value);
     if same {
-        return unit.text.clone();
+        return Ok(unit.text.clone());
     }
-    let lines: Vec<&str> = unit.text.lines().collect();
+    for (name, value) in flags {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(format!("--{}: not a flag name (letters, digits, '-', '_', '.')", name.escape_debug()));
+        }
+        if let Some((at, c)) = value.as_deref().and_then(control_char) {
+            return Err(format!("--{name}: the value holds the control character {} at byte {at}; systemd would end the line there", c.escape_unicode()));
+        }
+    }
+    let text = render_unchecked(unit, flags);
+    same_directives(unit, &text, flags)?;
+    Ok(text)
+}
+
+/// Parses `text` by systemd's rules and checks it has exactly `unit`'s
+/// directives, in order, with only the ExecStart flags' values being `flags`.
+pub fn same_directives(unit: &ParsedUnit, text: &str, flags: &[(String, Option<String>)]) -> Result<(), String> {
+    let again = parse_unit(Path::new(&unit.file_name), text).map_err(|e| format!("the rendered unit does not parse: line {}: {}", e.line, e.message))?;
+    let key = |e: &Entry| (e.section.clone(), e.key.clone());
+    let (a, b): (Vec<_>, Vec<_>) = (unit.entries.iter().map(key).collect(), again.entries.iter().map(key).collect());
+    if a != b {
+        let extra: Vec<String> = b.iter().filter(|k| !a.contains(k)).map(|(s, k)| format!("[{s}] {k}=")).collect();
+        return Err(format!("the rendered unit has other directives than the manifest{}", if extra.is_empty() { String::new() } else { format!(" (adds {})", extra.join(", ")) }));
+    }
+    for (x, y) in unit.entries.iter().zip(&again.entries) {
+        if x.key != "ExecStart" && x.value != y.value {
+            return Err(format!("the rendered unit changes [{}] {}=", x.section, x.key));
+        }
+    }
+    let got: Vec<(String, Option<String>)> = again.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+    if again.exec != unit.exec || got != flags {
+        return Err("the rendered ExecStart= does not read back as the intended flags".into());
+    }
+    Ok(())
+}
+
+fn render_unchecked(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> String {
+    let lines: Vec<&str> = systemd_lines(&unit.text);
     let (first, last) = unit.exec_lines;
     let indent = lines
         .get(first) // the line after `ExecStart=` (0-based index `first` is line first+1)
@@ -379,16 +459,47 @@ mod tests {
     fn render_unchanged_is_byte_exact_and_changed_is_reparsed_equal() {
         let u = p(OK).unwrap();
         let same: Vec<_> = u.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
-        assert_eq!(render_with_flags(&u, &same), OK);
+        assert_eq!(render_with_flags(&u, &same).unwrap(), OK);
         let mut changed = same.clone();
         changed[0].1 = Some("2 3%".into());
         changed.push(("new".into(), Some("$HOME".into())));
-        let text = render_with_flags(&u, &changed);
+        let text = render_with_flags(&u, &changed).unwrap();
         let again = p(&text).unwrap();
         let got: Vec<_> = again.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
         assert_eq!(got, changed);
         assert!(text.contains("  --b='c d' \\\n"), "unchanged flag keeps its spelling:\n{text}");
         assert!(text.ends_with("WantedBy=multi-user.target\n"));
+    }
+
+    #[test]
+    fn lines_end_at_newline_carriage_return_and_nul_like_systemd() {
+        assert_eq!(systemd_lines("a\nb\r\nc\rd\0e"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(systemd_lines("a\n\nb\n"), ["a", "", "b"]);
+        // A NUL inside a value is a line break to systemd: it starts directives.
+        let u = p("[Unit]\nDescription=X\n[Service]\nExecStart=/x \\\n  --v=2\0StandardInput=data\0ExecStartPre=/bin/sh\n[Install]\nWantedBy=a\n").unwrap();
+        let keys: Vec<&str> = u.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["Description", "ExecStart", "StandardInput", "ExecStartPre", "WantedBy"]);
+        assert_eq!(u.flags.last().unwrap().value.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn render_refuses_control_characters_and_anything_but_flag_values() {
+        let u = p(OK).unwrap();
+        let base: Vec<_> = u.flags.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        for evil in ["2\0StandardInput=data", "2\nX=1", "2\rX=1", "2\u{1b}[2J", "a\tb"] {
+            let mut f = base.clone();
+            f[0].1 = Some(evil.into());
+            let e = render_with_flags(&u, &f).unwrap_err();
+            assert!(e.contains("--a: the value holds the control character"), "{e}");
+        }
+        let mut f = base.clone();
+        f.push(("x=1 \\\nStandardInput".into(), None));
+        assert!(render_with_flags(&u, &f).unwrap_err().contains("not a flag name"));
+        // The read-back check catches a unit that gained a directive.
+        let evil = OK.replace("  --flag\n", "  --flag\nUser=nobody\n");
+        assert!(same_directives(&u, &evil, &base).unwrap_err().contains("adds [Service] User="), "{evil}");
+        let changed = OK.replace("Restart=on-failure", "Restart=always");
+        assert!(same_directives(&u, &changed, &base).unwrap_err().contains("changes [Service] Restart="));
     }
 
     fn bad(text: &str) -> ManifestError {
