@@ -14,12 +14,14 @@ pub struct Cert {
 }
 
 impl Cert {
+    /// Errors never quote the input: a key passed where a certificate
+    /// belongs must not be printed.
     pub fn from_pem(text: &[u8]) -> Result<Cert, String> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|_| "not a PEM certificate".to_string())?;
         if pem.label != "CERTIFICATE" {
-            return Err(format!("PEM block is `{}`, expected CERTIFICATE", pem.label));
+            return Err(format!("its PEM block is {}, expected CERTIFICATE", pem_label(&pem.label)));
         }
-        X509Certificate::from_der(&pem.contents).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        X509Certificate::from_der(&pem.contents).map_err(|_| "its PEM block is not an X.509 certificate".to_string())?;
         Ok(Cert { der: pem.contents })
     }
 
@@ -79,6 +81,21 @@ impl Cert {
     }
 }
 
+/// A PEM label as read from a file, safe to print (`PRIVATE KEY`).
+fn pem_label(label: &str) -> String {
+    let l: String = label.chars().take(40).collect();
+    format!("`{}`", crate::redact::line(&l))
+}
+
+/// Where base64 decoding failed, without the offending byte.
+fn base64_error(e: base64::DecodeError) -> String {
+    match e {
+        base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => format!("not valid base64 at offset {at}"),
+        base64::DecodeError::InvalidLength(_) => "not valid base64 (wrong length)".into(),
+        base64::DecodeError::InvalidPadding => "not valid base64 (bad padding)".into(),
+    }
+}
+
 /// Wraps a PKCS#1 RSAPrivateKey in a PKCS#8 PrivateKeyInfo.
 fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     fn der_len(n: usize) -> Vec<u8> {
@@ -112,18 +129,21 @@ pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, String> {
     let begin = s.lines().find(|l| l.starts_with("-----BEGIN ")).ok_or("not a PEM private key")?;
     let label = begin.trim_start_matches("-----BEGIN ").trim_end_matches("-----");
     let body: String = s.lines().skip_while(|l| !l.starts_with("-----BEGIN ")).skip(1).take_while(|l| !l.starts_with("-----END ")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| format!("PEM body is not base64: {e}"))?;
+    if label == "ENCRYPTED PRIVATE KEY" || s.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err("the key is encrypted: the control plane needs it unencrypted (openssl pkey -in KEY -out KEY.plain)".into());
+    }
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| format!("its PEM body is {}", base64_error(e)))?;
     let pkcs8 = match label {
         "PRIVATE KEY" => der,
         "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
-        "ENCRYPTED PRIVATE KEY" => return Err("the key is encrypted: the control plane needs it unencrypted".into()),
         other => {
             return Err(format!(
-                "unsupported key format `{other}`: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`"
+                "unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`",
+                pem_label(other)
             ))
         }
     };
-    let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|e| format!("not a usable private key: {e}"))?;
+    let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|_| "not a usable private key (PKCS#8: RSA, ECDSA P-256/P-384 or Ed25519)".to_string())?;
     Ok(kp.public_key_raw().to_vec())
 }
 
@@ -167,17 +187,39 @@ pub fn host_of(server: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// Parses a kubeconfig's text. The file holds credentials (or is a key
+/// picked by mistake): errors give positions, never content.
+pub fn parse_kubeconfig(text: &[u8]) -> Result<kube::config::Kubeconfig, String> {
+    let s = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))?;
+    serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {}", crate::redact::yaml_error(&e)))
+}
+
+/// A name from a kubeconfig (context, cluster), safe to print.
+fn name(s: &str) -> String {
+    crate::redact::line(&s.chars().take(80).collect::<String>())
+}
+
 pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {
-    let s = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
-    let kc: kube::config::Kubeconfig = serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {e}"))?;
-    let ctx_name = kc.current_context.clone().ok_or("no current-context")?;
-    let ctx = kc.contexts.iter().find(|c| c.name == ctx_name).and_then(|c| c.context.clone()).ok_or_else(|| format!("current-context `{ctx_name}` is not defined"))?;
-    let cluster = kc.clusters.iter().find(|c| c.name == ctx.cluster).and_then(|c| c.cluster.clone()).ok_or_else(|| format!("cluster `{}` is not defined", ctx.cluster))?;
+    kubeconfig_context(&parse_kubeconfig(text)?, None)
+}
+
+/// The credentials of `context` (default: current-context) of a parsed kubeconfig.
+pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) -> Result<KubeconfigInfo, String> {
+    let ctx_name = match context {
+        Some(c) => c.to_string(),
+        None => kc.current_context.clone().ok_or("no current-context")?,
+    };
+    let ctx = kc.contexts.iter().find(|c| c.name == ctx_name).and_then(|c| c.context.clone()).ok_or_else(|| format!("context `{}` is not defined", name(&ctx_name)))?;
+    let cluster = kc.clusters.iter().find(|c| c.name == ctx.cluster).and_then(|c| c.cluster.clone()).ok_or_else(|| format!("cluster `{}` is not defined", name(&ctx.cluster)))?;
     let server = cluster.server.clone().ok_or("the cluster has no server")?;
-    let b64 = |d: &str, what: &str| base64::engine::general_purpose::STANDARD.decode(d.trim()).map_err(|e| format!("{what} is not base64: {e}"));
+    let b64 = |d: &str, what: &str| base64::engine::general_purpose::STANDARD.decode(d.trim()).map_err(|e| format!("{what} is {}", base64_error(e)));
     let ca = match &cluster.certificate_authority_data {
         Some(d) => Some(Cert::from_pem(&b64(d, "certificate-authority-data")?).map_err(|e| format!("certificate-authority-data: {e}"))?),
         None => None,
+    };
+    let ca = match (ca, &cluster.certificate_authority) {
+        (None, Some(path)) => Some(read_pem_cert(path, "certificate-authority")?),
+        (ca, _) => ca,
     };
     let user = ctx.user.as_ref().and_then(|u| kc.auth_infos.iter().find(|a| &a.name == u)).and_then(|a| a.auth_info.clone());
     let (mut client_cert, mut client_key) = (None, None);
@@ -189,8 +231,23 @@ pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {
             use secrecy::ExposeSecret;
             client_key = Some(b64(d.expose_secret(), "client-key-data")?);
         }
+        if client_cert.is_none() {
+            if let Some(p) = &u.client_certificate {
+                client_cert = Some(read_pem_cert(p, "client-certificate")?);
+            }
+        }
+        if client_key.is_none() {
+            if let Some(p) = &u.client_key {
+                client_key = Some(crate::files::read_regular(std::path::Path::new(p), crate::files::SMALL_FILE_LIMIT).map_err(|e| format!("client-key {}: {e}", name(p)))?);
+            }
+        }
     }
     Ok(KubeconfigInfo { server, ca, client_cert, client_key })
+}
+
+fn read_pem_cert(path: &str, what: &str) -> Result<Cert, String> {
+    let b = crate::files::read_regular(std::path::Path::new(path), crate::files::SMALL_FILE_LIMIT).map_err(|e| format!("{what} {}: {e}", name(path)))?;
+    Cert::from_pem(&b).map_err(|e| format!("{what} {}: {e}", name(path)))
 }
 
 /// The ELF e_machine value for a `uname -m` architecture.
@@ -296,5 +353,16 @@ mod tests {
         assert!(k.ca.is_some() && k.client_cert.is_none());
         assert!(kubeconfig(b"current-context: [").unwrap_err().contains("not a kubeconfig"));
         assert!(kubeconfig(text.replace("current-context: x", "current-context: y").as_bytes()).unwrap_err().contains("`y` is not defined"));
+        // A private key given as a kubeconfig: the position, not the key.
+        let key = KeyPair::generate().unwrap().serialize_pem();
+        let e = kubeconfig(key.as_bytes()).unwrap_err();
+        assert!(e.starts_with("not a kubeconfig: line 1, column 1:"), "{e}");
+        let body = key.lines().nth(1).unwrap();
+        assert!(!e.contains(&body[..16]) && !e.contains("BEGIN"), "{e}");
+        // A key where a certificate belongs, and a bad base64 body.
+        let e = Cert::from_pem(key.as_bytes()).unwrap_err();
+        assert!(!e.contains(&body[..16]), "{e}");
+        let e = private_key_public_raw(b"-----BEGIN PRIVATE KEY-----\nMIIB!!!!\n-----END PRIVATE KEY-----\n").unwrap_err();
+        assert_eq!(e, "its PEM body is not valid base64 at offset 4");
     }
 }

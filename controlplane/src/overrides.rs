@@ -32,7 +32,7 @@ fn known_components() -> String {
 
 fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec, Error> {
     let unit = UNITS.iter().find(|u| u.component == component).ok_or_else(|| {
-        Error::Input(format!("{origin}: unknown component `{component}`; known: {}", known_components()))
+        Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::redact::line(component), known_components()))
     })?;
     let flag = flag.trim_start_matches("--");
     if unit.flag(flag).is_none() {
@@ -55,12 +55,24 @@ impl Overrides {
         for s in &args.set {
             o.set(s)?;
         }
+        o.check_rendering()?;
         Ok(o)
+    }
+
+    /// Renders every unit with these overrides and checks that each reads
+    /// back, by systemd's rules, as the manifest's directives with only flag
+    /// values changed ([`codegen::render_with_flags`]); otherwise nothing may
+    /// be uploaded.
+    pub fn check_rendering(&self) -> Result<(), Error> {
+        for spec in UNITS {
+            render(spec, self).map_err(|e| Error::Input(format!("overrides of {}: {e}; nothing was changed", spec.file_name)))?;
+        }
+        Ok(())
     }
 
     /// Adds one `COMPONENT.FLAG=VALUE`.
     pub fn set(&mut self, s: &str) -> Result<(), Error> {
-        let origin = format!("--set {s}");
+        let origin = format!("--set {}", crate::redact::line(s));
         let (key, value) = s
             .split_once('=')
             .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
@@ -71,6 +83,19 @@ impl Overrides {
     }
 
     fn insert(&mut self, component: &str, flag: &str, value: &str, origin: &str) -> Result<(), Error> {
+        // A control character can only be an attack or an accident: systemd
+        // ends a unit's line at `\n`, `\r` and `\0`, so a value holding one
+        // would start directives of its own.
+        for (what, text) in [("component", component), ("flag", flag), ("value", value)] {
+            if let Some((at, c)) = codegen::control_char(text) {
+                return Err(Error::Input(format!(
+                    "{origin}: {}.{}: the {what} holds the control character {} at byte {at}; a unit flag value cannot contain control characters",
+                    crate::redact::line(component),
+                    crate::redact::line(flag.trim_start_matches("--")),
+                    c.escape_unicode()
+                )));
+            }
+        }
         check(component, flag, origin)?;
         self.by_component
             .entry(component.to_string())
@@ -79,12 +104,14 @@ impl Overrides {
         Ok(())
     }
 
+    /// Reads `COMPONENT: {FLAG: VALUE}` from `path`. The file may be a key
+    /// picked by mistake: errors name its position, never its content.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Input(format!("--config {shown}: cannot read: {e}")))?;
+        let shown = crate::redact::line(&path.display().to_string());
+        let bytes = crate::files::read_regular(path, crate::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("--config {shown}: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Input(format!("--config {shown}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
         let doc: BTreeMap<String, BTreeMap<String, serde_yaml::Value>> = serde_yaml::from_str(&text).map_err(|e| {
-            Error::Input(format!("--config {shown}: {e} (expected `COMPONENT: {{FLAG: VALUE}}`)"))
+            Error::Input(format!("--config {shown}: {} (expected `COMPONENT: {{FLAG: VALUE}}`)", crate::redact::yaml_error(&e)))
         })?;
         let mut o = Self::default();
         for (component, flags) in doc {
@@ -93,7 +120,13 @@ impl Overrides {
                     serde_yaml::Value::String(s) => s,
                     serde_yaml::Value::Number(n) => n.to_string(),
                     serde_yaml::Value::Bool(b) => b.to_string(),
-                    _ => return Err(Error::Input(format!("--config {shown}: {component}.{flag}: value must be a string, number or boolean"))),
+                    _ => {
+                        return Err(Error::Input(format!(
+                            "--config {shown}: {}.{}: value must be a string, number or boolean",
+                            crate::redact::line(&component),
+                            crate::redact::line(&flag)
+                        )))
+                    }
                 };
                 o.insert(&component, &flag, &value, &format!("--config {shown}"))?;
             }
@@ -135,25 +168,25 @@ impl DesiredUnit {
     }
 }
 
-/// Every unit with the overrides applied, in manifest order.
-pub fn desired_units(o: &Overrides) -> Vec<DesiredUnit> {
-    UNITS
+/// One unit with the overrides applied: its flags and its verified text.
+fn render(spec: &'static UnitSpec, o: &Overrides) -> Result<DesiredUnit, String> {
+    let flags: Vec<(String, Option<String>)> = spec
+        .flags
         .iter()
-        .map(|spec| {
-            let flags: Vec<(String, Option<String>)> = spec
-                .flags
-                .iter()
-                .map(|f| {
-                    let v = o.get(spec.component, f.name).map(str::to_string).or(f.value.map(str::to_string));
-                    (f.name.to_string(), v)
-                })
-                .collect();
-            let parsed = codegen::parse_unit(Path::new(spec.file_name), spec.text)
-                .expect("compiled-in units were validated at build time");
-            let text = codegen::render_with_flags(&parsed, &flags);
-            DesiredUnit { spec, flags, text }
+        .map(|f| {
+            let v = o.get(spec.component, f.name).map(str::to_string).or(f.value.map(str::to_string));
+            (f.name.to_string(), v)
         })
-        .collect()
+        .collect();
+    let parsed = codegen::parse_unit(Path::new(spec.file_name), spec.text).expect("compiled-in units were validated at build time");
+    let text = codegen::render_with_flags(&parsed, &flags)?;
+    Ok(DesiredUnit { spec, flags, text })
+}
+
+/// Every unit with the overrides applied, in manifest order. Overrides made
+/// by [`Overrides::from_args`] were checked to render ([`Overrides::check_rendering`]).
+pub fn desired_units(o: &Overrides) -> Vec<DesiredUnit> {
+    UNITS.iter().map(|spec| render(spec, o).expect("overrides are checked to render when they are made")).collect()
 }
 
 #[cfg(test)]
@@ -190,6 +223,33 @@ mod tests {
         assert!(e.contains("kube-scheduler has no flag --nope") && e.contains("known: config, v"), "{e}");
         let e = o.set("kube-scheduler").unwrap_err().to_string();
         assert!(e.contains("expected COMPONENT.FLAG=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_component_and_flag() {
+        for evil in ["2\0StandardInput=data\0ExecStartPre=/bin/sh", "2\nX", "2\rX", "\u{1b}[31m"] {
+            let mut o = Overrides::default();
+            let e = o.set(&format!("kube-apiserver.v={evil}")).unwrap_err();
+            assert_eq!(e.exit_code(), crate::exit::INPUT);
+            let e = e.to_string();
+            assert!(e.contains("kube-apiserver.v: the value holds the control character"), "{e}");
+            assert!(!e.chars().any(|c| c.is_control()), "the message itself is one clean line: {e:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.yaml");
+        std::fs::write(&p, "kube-scheduler:\n  v: \"2\\0StandardInput=data\\0ExecStartPre=/bin/sh\"\n").unwrap();
+        let e = Overrides::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("kube-scheduler.v: the value holds the control character \\u{0}"), "{e}");
+    }
+
+    #[test]
+    fn a_key_given_as_config_is_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.key");
+        std::fs::write(&p, "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n").unwrap();
+        let e = Overrides::from_file(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("--config {}: line 1, column 1:", p.display())), "{e}");
+        assert!(!e.contains("MIGH") && !e.contains("BEGIN"), "{e}");
     }
 
     #[test]

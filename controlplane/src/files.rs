@@ -1,0 +1,89 @@
+//! Local files the plugins read (assets, `--kubeconfig`, `--config`): only
+//! regular files, opened so that a FIFO or a device can never block or feed
+//! the run without end.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Certificates, keys, kubeconfigs and config files are small; anything
+/// larger than this is not one of them.
+pub const SMALL_FILE_LIMIT: u64 = 16 << 20;
+
+/// What a non-regular file is, in words.
+pub fn kind(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Opens `path` (following symlinks) only if it is a regular file. The open
+/// itself does not block on a FIFO (O_NONBLOCK), and the type is checked on
+/// the open handle, so a swap between check and open changes nothing.
+pub fn open_regular(path: &Path) -> Result<(File, u64), String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied (make it readable by this user)".to_string(),
+            _ => format!("cannot open: {e}"),
+        })?;
+    let md = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !md.file_type().is_file() {
+        return Err(format!("is {}, not a regular file", kind(md.file_type())));
+    }
+    Ok((f, md.len()))
+}
+
+/// Reads a regular file of at most `limit` bytes.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let (f, len) = open_regular(path)?;
+    if len > limit {
+        return Err(format!("is {len} bytes, larger than any file of this kind ({limit} at most)"));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    if buf.len() as u64 > limit {
+        return Err(format!("grew past {limit} bytes while being read"));
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_regular(&fifo, 100).unwrap_err(), "is a FIFO, not a regular file");
+        let link = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(read_regular(&link, 100).unwrap_err(), "is a character device, not a regular file");
+        assert_eq!(read_regular(dir.path(), 100).unwrap_err(), "is a directory, not a regular file");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 101]).unwrap();
+        assert!(read_regular(&big, 100).unwrap_err().contains("larger than"));
+        std::fs::write(&big, b"ok").unwrap();
+        assert_eq!(read_regular(&big, 100).unwrap(), b"ok");
+        assert_eq!(read_regular(&dir.path().join("nope"), 100).unwrap_err(), "no such file");
+    }
+}
