@@ -104,9 +104,12 @@ pub fn tokens(m: &Manifests) -> TokenStream {
         let (p, mode, owned) = (&d.path, d.mode, d.owned);
         quote!(DirSpec { path: #p, mode: #mode, owned: #owned })
     });
+    let state_dir = &m.layout.state_dir;
     items.push(quote! {
         /// Directories bootstrap creates (layout.yaml).
         pub const DIRECTORIES: &[DirSpec] = &[#(#dirs),*];
+        /// Bootstrap's own directory on the server (layout.yaml `state: true`).
+        pub const STATE_DIR: &str = #state_dir;
     });
 
     let files = m.layout.files.iter().zip(&m.restarts).map(|(f, restarts)| {

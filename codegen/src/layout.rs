@@ -24,6 +24,10 @@ struct RawDir {
     /// Bootstrap made it and `reset` may remove it once empty.
     #[serde(default)]
     owned: bool,
+    /// Bootstrap's own state on the server (the pending-work marker): exactly
+    /// one directory, owned, 0700.
+    #[serde(default)]
+    state: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -113,6 +117,8 @@ pub struct Layout {
     pub kubernetes_version: String,
     pub directories: Vec<Dir>,
     pub files: Vec<File>,
+    /// The directory marked `state: true`.
+    pub state_dir: String,
 }
 
 fn mode(path: &Path, line: usize, s: &str) -> Result<u32, ManifestError> {
@@ -126,13 +132,27 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Layout, ManifestError> {
     let raw: RawLayout = serde_yaml::from_str(text).map_err(|e| yaml_err(path, 0, &e))?;
     let err = |line, m: String| ManifestError::new(path, line, m);
     let mut directories = Vec::new();
+    let mut state_dir: Option<(String, usize)> = None;
     for (n, d) in raw.directories.iter().enumerate() {
         let line = line_of_item(text, 1, "directories", n);
         if !d.path.starts_with('/') {
             return Err(err(line, format!("directory `{}` is not an absolute path", d.path)));
         }
-        directories.push(Dir { path: d.path.trim_end_matches('/').to_string(), mode: mode(path, line, &d.mode)?, owned: d.owned });
+        let m = mode(path, line, &d.mode)?;
+        if d.state {
+            if let Some((_, first)) = &state_dir {
+                return Err(err(line, format!("only one directory may be `state: true` (the first is at line {first})")));
+            }
+            if !d.owned || m != 0o700 {
+                return Err(err(line, format!("{}: the state directory must be `owned: true` and mode \"0700\"", d.path)));
+            }
+            state_dir = Some((d.path.trim_end_matches('/').to_string(), line));
+        }
+        directories.push(Dir { path: d.path.trim_end_matches('/').to_string(), mode: m, owned: d.owned });
     }
+    let Some((state_dir, _)) = state_dir else {
+        return Err(err(1, "no directory is `state: true`: bootstrap needs one of its own (e.g. /var/lib/kubectl-bootstrap)".into()));
+    };
     let mut files: Vec<File> = Vec::new();
     for (n, f) in raw.files.iter().enumerate() {
         let line = line_of_item(text, 1, "files", n);
@@ -176,5 +196,5 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Layout, ManifestError> {
     if !raw.kubernetes_version.starts_with('v') {
         return Err(err(1, format!("kubernetesVersion `{}` must look like v1.32.3", raw.kubernetes_version)));
     }
-    Ok(Layout { kubernetes_version: raw.kubernetes_version, directories, files })
+    Ok(Layout { kubernetes_version: raw.kubernetes_version, directories, files, state_dir })
 }

@@ -124,13 +124,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
-    let mut f = std::fs::File::open(p)?;
+fn hash_file(p: &Path) -> Result<(u64, String), String> {
+    let (mut f, _) = crate::files::open_regular(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
         if k == 0 {
             break;
         }
@@ -140,15 +140,19 @@ fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// Learns a binary's version by running it with `--version` here.
-pub fn binary_version(path: &Path) -> Result<Version, String> {
-    let out = std::process::Command::new(path)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{} --version` here ({e})", path.display()))?;
+/// How long a binary's `--version` may take before it is given up on.
+pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Learns a binary's version by running it with `--version` here, for at
+/// most `timeout` (then it is killed). Only a regular file is run.
+pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, String> {
+    let shown = crate::redact::line(&path.display().to_string());
+    crate::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
+    let out = crate::local::output_within(std::process::Command::new(path).arg("--version"), timeout)
+        .map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Version::parse(&text).ok_or_else(|| format!("`{} --version` printed no version: {}", path.display(), text.trim()))
+    let first: String = text.trim().chars().take(80).collect();
+    Version::parse(&text).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::redact::line(&first)))
 }
 
 #[derive(Debug, Clone)]
@@ -169,8 +173,9 @@ impl Desired {
 }
 
 /// Resolves every layout file against `assets` and the manifests.
-/// `version` overrides the version learnt from the kube-scheduler binary.
-pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> (Desired, Vec<Problem>) {
+/// `version` overrides the version learnt from the kube-scheduler binary,
+/// whose `--version` probe may take at most `probe_timeout`.
+pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, probe_timeout: std::time::Duration) -> (Desired, Vec<Problem>) {
     let units = desired_units(overrides);
     let mut problems = Vec::new();
     let mut files = Vec::new();
@@ -180,7 +185,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> 
         if let Some(f) = FILES.iter().find(|f| f.kind == FileKind::Binary && f.dest.ends_with("/kube-scheduler")) {
             if let Source::Asset(c) = f.source {
                 if let Some(p) = c.iter().map(|c| assets.join(c)).find(|p| p.is_file()) {
-                    match binary_version(&p) {
+                    match binary_version(&p, probe_timeout.min(VERSION_PROBE_TIMEOUT)) {
                         Ok(v) => scheduler_version = Some(v),
                         Err(e) => problems.push(Problem::new(
                             format!("kube-scheduler version: {e}"),
@@ -202,7 +207,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> 
         .collect();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let hashed: std::sync::Mutex<BTreeMap<usize, std::io::Result<(u64, String)>>> = Default::default();
+    let hashed: std::sync::Mutex<BTreeMap<usize, Result<(u64, String), String>>> = Default::default();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -219,14 +224,17 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>) -> 
             Source::Asset(candidates) => {
                 let Some(p) = found.iter().find(|(j, _)| *j == i).map(|x| x.1.clone()) else {
                     problems.push(Problem::new(
-                        format!("missing asset {} (for {})", assets.join(candidates[0]).display(), spec.dest),
+                        format!("missing asset {} (for {})", crate::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
                         format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
                     ));
                     continue;
                 };
                 match hashed.remove(&i).expect("every found asset was hashed") {
                     Ok((size, sha256)) => files.push(DesiredFile { spec, content: Content::Path(p), size, sha256 }),
-                    Err(e) => problems.push(Problem::new(format!("cannot read {}: {e}", p.display()), "make it readable by this user")),
+                    Err(e) => problems.push(Problem::new(
+                        format!("asset {} {e}", crate::redact::line(&p.display().to_string())),
+                        format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),
+                    )),
                 }
             }
             Source::Manifest { path, text } => {
@@ -296,7 +304,7 @@ mod tests {
     #[test]
     fn missing_assets_are_each_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let (d, problems) = build(dir.path(), &Overrides::default(), Some(Version { major: 1, minor: 32 }));
+        let (d, problems) = build(dir.path(), &Overrides::default(), Some(Version { major: 1, minor: 32 }), std::time::Duration::from_secs(5));
         let assets = FILES.iter().filter(|f| matches!(f.source, Source::Asset(_))).count();
         assert_eq!(problems.len(), assets, "{problems:#?}");
         assert!(problems.iter().all(|p| p.what.starts_with("missing asset")));

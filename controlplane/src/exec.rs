@@ -2,6 +2,10 @@
 //! beside its destination, is sha256-verified on the server, gets its mode and
 //! owner, and only then is renamed into place, so a cut connection never leaves
 //! a half-written file at a final path (the next run removes the temp).
+//!
+//! The commit first records, durably, what it makes necessary (daemon-reload,
+//! restarts: the plan's marker); each systemctl step then clears its line.
+//! A run cut anywhere after the commit is finished by the next one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +16,8 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::desired::{Content, Desired, DesiredFile};
-use crate::facts::TEMP_MARKER;
+use crate::facts::{pending_marker, TEMP_MARKER};
+use crate::lock::Lock;
 use crate::health;
 use crate::model::{DIRECTORIES, FILES, UNITS};
 use crate::output::Ui;
@@ -81,8 +86,14 @@ fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
 /// process stays out of the data path (as `ssh host cmd < file` does); the
 /// progress bar follows the file offset the two share. Anything else is
 /// written through a pipe.
+///
+/// Bounded by progress, not by size: a transfer that moves no byte for the
+/// host's timeout is given up (a slow link may take long, a dead one not).
+/// When the server refuses (a full disk, a checksum mismatch) its words are
+/// the error, not the broken pipe this side sees as a consequence.
 pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<indicatif::ProgressBar>) -> Result<Vec<Staged>, Error> {
     let t0 = Instant::now();
+    let stall = host.timeout.max(Duration::from_secs(5));
     let temps: Vec<String> = files
         .iter()
         .map(|(_, f)| {
@@ -101,13 +112,20 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| host.lost(e))?;
         let wait = child.wait_with_output();
         tokio::pin!(wait);
+        let (mut last_pos, mut last_move) = (0u64, Instant::now());
         loop {
             tokio::select! {
                 r = &mut wait => break r.map_err(|e| host.lost(e))?,
-                _ = tokio::time::sleep(Duration::from_millis(100)), if bar.is_some() => {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     use std::io::Seek;
-                    if let (Some(b), Ok(pos)) = (&bar, (&offset).stream_position()) {
+                    let pos = (&offset).stream_position().unwrap_or(0);
+                    if let Some(b) = &bar {
                         b.set_position(pos);
+                    }
+                    if pos != last_pos {
+                        (last_pos, last_move) = (pos, Instant::now());
+                    } else if last_move.elapsed() > stall {
+                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", host.destination, names(), stall.as_secs())));
                     }
                 }
             }
@@ -129,8 +147,19 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
             drop(stdin);
             Ok::<(), std::io::Error>(())
         };
-        let written = write.await;
-        let out = child.wait_with_output().await.map_err(|e| host.lost(e))?;
+        let written = match tokio::time::timeout(stall * 4, write).await {
+            Ok(w) => w,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress")),
+        };
+        let out = match tokio::time::timeout(stall, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| host.lost(e))?,
+            Err(_) => return Err(Error::Connect(format!("{}: upload of {} got no answer for {}s (--timeout)", host.destination, names(), stall.as_secs()))),
+        };
+        // A server that refused (full disk, checksum) ended the stream
+        // early: its stderr says why, the broken pipe here does not.
+        if !out.status.success() {
+            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::block(String::from_utf8_lossy(&out.stderr).trim()))));
+        }
         written.map_err(|e| host.lost(format!("while sending {}: {e}", names())))?;
         out
     };
@@ -138,32 +167,85 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         b.finish_and_clear();
     }
     if !out.status.success() {
-        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::block(String::from_utf8_lossy(&out.stderr).trim()))));
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: f.size, secs }).collect())
 }
 
-/// Puts staged files in place in one round trip: fsync the temps, give each
-/// its owner and mode, rename it over its destination, then fsync the
-/// directories so the renames survive a crash.
-pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged]) -> Result<(), Error> {
+/// Puts staged files in place in one round trip: check this run still holds
+/// the lock, record what the commit makes necessary (the plan's marker,
+/// written and fsynced before any rename), fsync the temps, then for each
+/// file chown, chmod and rename it over its destination (`mv -T`: never
+/// into a directory), each step checked, then fsync the directories so the
+/// renames survive a crash. Returns the destinations placed, in order; on a
+/// failure the error names the file and the step, and the temps not placed
+/// are removed.
+pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &[String], lock: Option<&Lock<'_>>) -> Result<Vec<String>, Error> {
     if staged.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
+    }
+    let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
+    let mut script = format!("set -e\nfail() {{ echo \"$1\" >&2; exit 1; }}\ntrap 'rm -f {}' EXIT\n", temps.join(" "));
+    if let Some(l) = lock {
+        script.push_str(&l.fence());
+    }
+    if !marker.is_empty() {
+        let m = pending_marker();
+        let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
+        script.push_str(&format!(
+            "printf '%s\\n' {lines} > {t} || fail 'cannot write {m}'\nsync {t} && mv -fT {t} {mq} || fail 'cannot write {m}'\n",
+            lines = lines.join(" "),
+            t = q(&format!("{m}.tmp")),
+            mq = q(&m),
+        ));
     }
     // The data first (staging started each temp's fsync; this waits for
     // whatever is still being written back), then the renames, then the
     // directories that hold them.
-    let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
-    let mut script = format!("set -e\nsync {}\n", temps.join(" "));
+    script.push_str(&format!("sync {} || fail 'fsync of the uploaded files failed'\n", temps.join(" ")));
     let mut dirs = std::collections::BTreeSet::new();
     for s in staged {
         let f = &desired.files[s.index].spec;
-        script.push_str(&format!("chown {}:{} {t} && chmod {:o} {t} && mv -f {t} {}\n", f.owner, f.group, f.mode, q(f.dest), t = q(&s.tmp)));
+        let (t, d) = (q(&s.tmp), q(f.dest));
+        script.push_str(&format!(
+            "chown {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
+             chmod {m:o} {t} || fail 'chmod {m:04o} {dest} failed'\n\
+             if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then fail '{dest} is not a regular file'; fi\n\
+             mv -fT {t} {d} || fail 'rename into {dest} failed'\n\
+             echo placed {d}\n",
+            o = f.owner,
+            g = f.group,
+            m = f.mode,
+            dest = f.dest,
+        ));
         dirs.insert(f.dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }));
     }
-    script.push_str(&format!("sync {}\n", dirs.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ")));
-    host.sh_ok(&script).await.map(drop)
+    script.push_str(&format!("sync {} || fail 'fsync of the directories failed'\ntrap - EXIT\n", dirs.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ")));
+    let out = host.sh(&script).await?;
+    let placed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("placed ")).map(str::to_string).collect();
+    if !out.status.success() {
+        let why = crate::redact::block(String::from_utf8_lossy(&out.stderr).trim());
+        let before = if placed.is_empty() { String::new() } else { format!(" (placed before it: {})", placed.join(", ")) };
+        return Err(Error::Server(format!("{}: commit failed: {why}{before}", host.destination)));
+    }
+    Ok(placed)
+}
+
+/// Removes staged temps that will not be committed (another upload failed).
+async fn discard(host: &Host, staged: &[Staged]) {
+    if staged.is_empty() {
+        return;
+    }
+    let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
+    let _ = host.sh(&format!("rm -f {}", temps.join(" "))).await;
+}
+
+/// A shell line removing `lines` from the pending marker once done.
+fn clear_marker(lines: &[String]) -> String {
+    let m = q(&pending_marker());
+    let exprs: Vec<String> = lines.iter().map(|l| format!("-e {}", q(&format!("/^{}$/d", l.replace('.', "\\."))))).collect();
+    format!("if [ -f {m} ]; then sed -i {} {m} && {{ [ -s {m} ] || rm -f {m}; }}; fi", exprs.join(" "))
 }
 
 /// Files at least this big stream PARALLEL_LARGE at a time, one per session;
@@ -208,7 +290,7 @@ impl HealthClients {
             if status != 200 {
                 let failing = health::failing_checks(&body);
                 let why = if failing.is_empty() {
-                    format!("{} → {}", path.split('?').next().unwrap_or(path), if status == 0 { body.lines().next().unwrap_or("").to_string() } else { format!("HTTP {status}") })
+                    format!("{} → {}", path.split('?').next().unwrap_or(path), if status == 0 { crate::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") })
                 } else {
                     format!("{} failing: {}", path.split('?').next().unwrap_or(path), failing.join(", "))
                 };
@@ -219,7 +301,7 @@ impl HealthClients {
         for (c, client) in &self.others {
             let (status, body) = health::get(client, "/healthz").await;
             if status != 200 {
-                let why = if status == 0 { body.lines().next().unwrap_or("").to_string() } else { format!("HTTP {status}") };
+                let why = if status == 0 { crate::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
                 bad.push(Unhealthy { component: c, why: format!("/healthz → {why}") });
             }
         }
@@ -234,7 +316,7 @@ pub async fn diagnose(host: &Host, unit: &str) -> String {
         u = q(unit)
     );
     match host.sh(&script).await {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_string(),
+        Ok(o) => crate::redact::block(String::from_utf8_lossy(&o.stdout).trim_end()),
         Err(e) => e.to_string(),
     }
 }
@@ -296,33 +378,58 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
     }
 }
 
-/// Waits until the components that elect a leader (all but the apiserver)
-/// hold their kube-system Lease: until then nothing reconciles.
-async fn wait_leaders(api: &kube::Client, desired: &Desired, timeout: Duration, ui: &Ui) -> Result<(), Error> {
+/// Waits until every component that elects a leader (all but the
+/// apiserver) has its kube-system Lease held by a live holder: renewed after
+/// the component last (re)started here, and within the Lease's own
+/// `leaseDurationSeconds`. A Lease still naming a holder that died with the
+/// old process (after a reset, a restart) does not count.
+async fn wait_leaders(host: &Host, api: &kube::Client, desired: &Desired, timeout: Duration, ui: &Ui) -> Result<(), Error> {
     use k8s_openapi::api::coordination::v1::Lease;
     let start = Instant::now();
-    let names: Vec<&str> = desired.units.iter().map(|u| u.spec.component).filter(|c| *c != "kube-apiserver").collect();
+    let electing: Vec<&crate::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).collect();
+    // The server's clock and when each component started, by that clock.
+    let script = format!("date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
+    let asked = std::time::SystemTime::now();
+    let out = host.sh_ok(&script).await?;
+    let mut lines = out.lines();
+    let server_now: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0.0);
+    let local_at = asked.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let skew = if server_now > 0.0 { server_now - local_at } else { 0.0 };
+    let started: Vec<u64> = lines.filter_map(|l| l.strip_prefix("ActiveEnterTimestamp=")).map(|v| v.trim_start_matches('@').parse().unwrap_or(0)).collect();
     let leases: kube::Api<Lease> = kube::Api::namespaced(api.clone(), "kube-system");
+    let mut last = Vec::new();
     loop {
-        let mut missing = Vec::new();
-        for n in &names {
-            let held = leases.get_opt(n).await.ok().flatten().and_then(|l| l.spec).is_some_and(|s| s.holder_identity.is_some_and(|h| !h.is_empty()));
-            if !held {
-                missing.push(*n);
+        let mut waiting = Vec::new();
+        for (i, u) in electing.iter().enumerate() {
+            let c = u.spec.component;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + skew;
+            let verdict = match tokio::time::timeout(Duration::from_secs(5), leases.get_opt(c)).await {
+                Ok(Ok(Some(l))) => health::lease_verdict(&l.spec.unwrap_or_default(), now, started.get(i).copied().unwrap_or(0)),
+                Ok(Ok(None)) => Err("no Lease yet".into()),
+                Ok(Err(e)) => Err(format!("cannot read its Lease: {}", crate::redact::line(&e.to_string()))),
+                Err(_) => Err("reading its Lease got no answer within 5s".into()),
+            };
+            if let Err(why) = verdict {
+                waiting.push(format!("{c}: {why}"));
             }
         }
-        if missing.is_empty() {
-            ui.step(&format!("  leaders elected: {}", names.join(", ")));
+        if waiting.is_empty() {
+            ui.step(&format!("  leaders elected: {}", electing.iter().map(|u| u.spec.component).collect::<Vec<_>>().join(", ")));
             return Ok(());
         }
         if start.elapsed() >= timeout {
-            return Err(Error::Server(format!("no leader Lease in kube-system after {}s for: {}", timeout.as_secs(), missing.join(", "))));
+            return Err(Error::Server(format!("no live leader in kube-system after {}s: {}", timeout.as_secs(), waiting.join("; "))));
+        }
+        if waiting != last && start.elapsed() > Duration::from_secs(5) {
+            ui.step(&format!("  waiting for leaders ({}s): {}", start.elapsed().as_secs(), waiting.join("; ")));
+            last = waiting;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Runs every action of `plan` in order.
+/// Runs every action of `plan` in order. `lock` is this run's lock on the
+/// server (the commit checks it still holds it).
 pub async fn execute(
     host: &Host,
     desired: &Desired,
@@ -330,6 +437,7 @@ pub async fn execute(
     api_config: kube::Config,
     timeout: Duration,
     ui: &Ui,
+    lock: Option<&Lock<'_>>,
 ) -> Result<Outcome, Error> {
     let mut o = Outcome::default();
     let mut t = Instant::now();
@@ -338,6 +446,7 @@ pub async fn execute(
         *t = Instant::now();
     };
     let mut uploads_done = false;
+    let mut clients: Option<HealthClients> = None;
     for a in &plan.actions {
         match a {
             Action::RemoveStale { path } => {
@@ -348,11 +457,16 @@ pub async fn execute(
                 ui.step(&a.line());
                 host.sh_ok(&format!("install -d -m {mode} -o root -g root {}", q(path))).await?;
             }
+            Action::FixDir { path, mode, owner, group, .. } => {
+                ui.step(&a.line());
+                host.sh_ok(&format!("chown {owner}:{group} {p} && chmod {mode} {p}", p = q(path))).await?;
+            }
             Action::Upload { .. } => {
                 if uploads_done {
                     continue;
                 }
                 uploads_done = true;
+                phase(&mut o, "prepare", &mut t);
                 let uploads: Vec<&Action> = plan.actions.iter().filter(|a| matches!(a, Action::Upload { .. })).collect();
                 let multi = ui.tty.then(indicatif::MultiProgress::new);
                 // Big files are bandwidth-bound: a couple at a time keep the
@@ -389,66 +503,89 @@ pub async fn execute(
                     }
                     let r = stage(host, &small, None).await;
                     if let Ok(s) = &r {
+                        let bytes: u64 = s.iter().map(|x| x.sent).sum();
+                        ui.step(&format!("upload   {} small file(s), {}, in one session in {:.1}s", s.len(), human_bytes(bytes), s.first().map(|x| x.secs).unwrap_or(0.0)));
                         for st in s {
-                            ui.step(&format!("{} in one session with {} other small file(s), {:.1}s", line(st.index), s.len() - 1, st.secs));
+                            ui.detail(&line(st.index));
                         }
                     }
                     r
                 };
                 let (l, m) = futures::join!(large, small);
-                let l: Vec<Vec<Staged>> = l.into_iter().collect::<Result<_, _>>()?;
-                let mut staged: Vec<Staged> = l.into_iter().flatten().chain(m?).collect();
+                // Any failure: the temps the other sessions staged go too.
+                let mut staged: Vec<Staged> = Vec::new();
+                let mut failed: Option<Error> = None;
+                for r in l.into_iter().chain(std::iter::once(m)) {
+                    match r {
+                        Ok(v) => staged.extend(v),
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                if let Some(e) = failed {
+                    discard(host, &staged).await;
+                    return Err(e);
+                }
                 staged.sort_by_key(|s| s.index);
                 let tc = Instant::now();
-                commit(host, desired, &staged).await?;
+                let placed = commit(host, desired, &staged, &plan.marker, lock).await?;
                 let commit_secs = tc.elapsed().as_secs_f64();
-                for s in &staged {
+                for s in staged.iter().filter(|s| placed.iter().any(|p| p == desired.files[s.index].spec.dest)) {
                     o.bytes_sent += s.sent;
                     o.uploaded.push(desired.files[s.index].spec.dest.to_string());
                 }
-                ui.step(&format!("commit   {} file(s) in place (chown, chmod, rename, fsync) in {commit_secs:.1}s", staged.len()));
+                ui.step(&format!("commit   {} file(s) in place (chown, chmod, rename, fsync) in {commit_secs:.1}s", placed.len()));
+                phase(&mut o, "upload", &mut t);
             }
             Action::SetMode { dest, mode, owner, group } => {
                 ui.step(&a.line());
                 host.sh_ok(&format!("chown {owner}:{group} {d} && chmod {mode} {d}", d = q(dest))).await?;
             }
-            Action::DaemonReload => {
-                phase(&mut o, "upload", &mut t);
+            Action::DaemonReload { .. } => {
                 ui.step(&a.line());
-                host.sh_ok("systemctl daemon-reload").await?;
+                host.sh_ok(&format!("systemctl daemon-reload\n{}", clear_marker(&["daemon-reload".into()]))).await?;
             }
             Action::Enable { units } => {
                 ui.step(&a.line());
                 host.sh_ok(&format!("systemctl enable --quiet {}", units.join(" "))).await?;
             }
-            Action::Start { unit } => {
+            Action::Stop { units, .. } => {
                 ui.step(&a.line());
-                host.sh_ok(&format!("systemctl start {}", q(unit))).await?;
+                host.sh_ok(&format!("systemctl stop {}", units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))).await?;
+            }
+            Action::Start { unit, .. } => {
+                ui.step(&a.line());
+                host.sh_ok(&format!("systemctl start {u}\n{}", clear_marker(&[format!("restart {unit}")]), u = q(unit))).await?;
                 o.started.push(unit.clone());
             }
             Action::Restart { unit, .. } => {
                 ui.step(&a.line());
-                host.sh_ok(&format!("systemctl restart {}", q(unit))).await?;
+                host.sh_ok(&format!("systemctl restart {u}\n{}", clear_marker(&[format!("restart {unit}")]), u = q(unit))).await?;
                 o.restarted.push(unit.clone());
             }
             Action::WaitHealthy { .. } => {
                 phase(&mut o, "install and start", &mut t);
                 ui.step(&a.line());
-                let clients = HealthClients::open(host, desired, api_config.clone()).await?;
-                wait_healthy(host, &clients, timeout, ui).await?;
-                wait_leaders(&clients.api, desired, timeout, ui).await?;
+                let c = HealthClients::open(host, desired, api_config.clone()).await?;
+                wait_healthy(host, &c, timeout, ui).await?;
+                ui.step("  healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
+                wait_leaders(host, &c.api, desired, timeout, ui).await?;
                 phase(&mut o, "wait healthy", &mut t);
-                ui.step("  all healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
-                // RBAC uses the same tunnel.
-                if plan.actions.iter().any(|a| matches!(a, Action::ApplyRbac { .. })) {
-                    o.rbac = crate::rbac::apply(&clients.api).await?;
-                    for r in &o.rbac {
-                        ui.step(&format!("apply    {} {} {}", r.kind, r.name, r.result));
-                    }
-                    phase(&mut o, "rbac", &mut t);
-                }
+                clients = Some(c);
             }
-            Action::ApplyRbac { .. } => {}
+            Action::ApplyRbac { .. } => {
+                let c = match &clients {
+                    Some(c) => c,
+                    None => clients.insert(HealthClients::open(host, desired, api_config.clone()).await?),
+                };
+                o.rbac = match tokio::time::timeout(timeout, crate::rbac::apply(&c.api)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Error::Server(format!("applying the RBAC got no answer within {}s (--timeout)", timeout.as_secs()))),
+                };
+                for r in &o.rbac {
+                    ui.step(&format!("apply    {} {} {}", r.kind, r.name, r.result));
+                }
+                phase(&mut o, "rbac", &mut t);
+            }
         }
     }
     Ok(o)
@@ -464,12 +601,14 @@ pub async fn reset(host: &Host) -> Result<Vec<String>, Error> {
     let script = format!(
         "set -e\nfor u in {u}; do\n  if systemctl cat \"$u\" >/dev/null 2>&1; then systemctl disable --now --quiet \"$u\" && echo \"stopped and disabled $u\"; fi\ndone\n\
          for f in {f}; do\n  d=$(dirname \"$f\"); b=$(basename \"$f\")\n  for t in \"$d\"/.\"$b\"{m}*; do [ -e \"$t\" ] && rm -f \"$t\"; done\n  if [ -e \"$f\" ]; then rm -f \"$f\" && echo \"removed $f\"; fi\ndone\n\
+         rm -f {marker}\n\
          systemctl daemon-reload\nsystemctl reset-failed {u} 2>/dev/null || true\n\
          for d in {d}; do [ -d \"$d\" ] && rmdir \"$d\" 2>/dev/null && echo \"removed $d/\"; done\ntrue\n",
         u = units.join(" "),
         f = files.join(" "),
         d = dirs.join(" "),
         m = TEMP_MARKER,
+        marker = q(&pending_marker()),
     );
     Ok(host.sh_ok(&script).await?.lines().map(str::to_string).collect())
 }

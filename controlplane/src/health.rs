@@ -44,9 +44,39 @@ pub async fn get(client: &kube::Client, path: &str) -> (u16, String) {
     }
 }
 
-/// The `[-]name failed` lines of a verbose health answer.
+/// The `[-]name failed` lines of a verbose health answer (escaped: the
+/// body comes from the server).
 pub fn failing_checks(body: &str) -> Vec<String> {
-    body.lines().filter(|l| l.starts_with("[-]")).map(|l| l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim().to_string()).collect()
+    body.lines()
+        .filter(|l| l.starts_with("[-]"))
+        .map(|l| crate::redact::line(l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim()))
+        .collect()
+}
+
+/// Is a leader Lease held by a live holder? `now` is the server's clock and
+/// `started` when the component last (re)started there (both seconds since
+/// the epoch; `started` 0 when unknown). Live means renewed after that
+/// start (a Lease naming a holder that died with the previous process does
+/// not count; whole seconds, so one second of margin) and within the
+/// Lease's own `leaseDurationSeconds`. Ok: who holds it and how fresh.
+pub fn lease_verdict(spec: &k8s_openapi::api::coordination::v1::LeaseSpec, now: f64, started: u64) -> Result<String, String> {
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    if holder.is_empty() {
+        return Err("nobody holds its Lease".into());
+    }
+    let holder = crate::redact::line(&holder);
+    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0) else {
+        return Err(format!("its Lease (held by {holder}) was never renewed"));
+    };
+    let duration = spec.lease_duration_seconds.unwrap_or(15).max(1) as f64;
+    if started > 0 && renewed < started as f64 + 1.0 {
+        return Err(format!("its Lease names {holder}, last renewed before the component (re)started: a holder that is gone"));
+    }
+    let age = (now - renewed).max(0.0);
+    if age > duration {
+        return Err(format!("its Lease was renewed {age:.0}s ago by {holder}, longer ago than its leaseDurationSeconds ({duration:.0})"));
+    }
+    Ok(format!("held by {holder}, renewed {age:.0}s ago (lease {duration:.0}s)"))
 }
 
 /// The address a component's serving port is reached at from the server itself.
@@ -60,6 +90,21 @@ pub fn reach_address(bind_address: &str) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_live_only_if_renewed_after_the_start_and_within_its_duration() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let at = |s: i64| Some(MicroTime(k8s_openapi::jiff::Timestamp::from_second(s).unwrap()));
+        let lease = |renew: i64| LeaseSpec { holder_identity: Some("server_abc".into()), renew_time: at(renew), lease_duration_seconds: Some(15), ..Default::default() };
+        assert!(lease_verdict(&lease(1000), 1005.0, 900).unwrap().starts_with("held by server_abc, renewed 5s ago"));
+        // Renewed 27 s ago, lease of 15 s: not fresh (the old threshold was 60 s).
+        assert!(lease_verdict(&lease(1000), 1027.0, 900).unwrap_err().contains("longer ago than its leaseDurationSeconds (15)"));
+        // The old process renewed it just before the new one started: a dead holder.
+        assert!(lease_verdict(&lease(1000), 1003.0, 1000).unwrap_err().contains("a holder that is gone"));
+        assert!(lease_verdict(&lease(1002), 1003.0, 1000).is_ok());
+        assert!(lease_verdict(&LeaseSpec::default(), 1.0, 0).unwrap_err().contains("nobody holds"));
+    }
 
     #[test]
     fn failing_sub_checks_are_named() {

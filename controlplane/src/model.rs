@@ -139,6 +139,9 @@ mod generated {
 }
 pub use generated::*;
 
+/// The component that serves the API; the others are its clients.
+pub const APISERVER: &str = "kube-apiserver";
+
 /// The unit of `component`, if the manifests define one.
 pub fn unit(component: &str) -> Option<&'static UnitSpec> {
     UNITS.iter().find(|u| u.component == component)

@@ -17,8 +17,9 @@ pub fn service_ip(cidr: &str) -> Option<String> {
 
 /// Local checks: certificates, keys, kubeconfigs, encryption config, and the
 /// serving certificate's names. `extra_kubeconfigs` are local-only
-/// kubeconfigs the run uses (the admin credential for the API step).
-pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<Problem> {
+/// kubeconfigs the run uses (the admin credential for the API step: the one
+/// `--kubeconfig`, `KUBECONFIG` or the default selects), already parsed.
+pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::KubeconfigInfo, String>)>) -> Vec<Problem> {
     let mut p = Vec::new();
     let mut certs: BTreeMap<&str, Cert> = BTreeMap::new();
     for f in &desired.files {
@@ -61,13 +62,13 @@ pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<
     let api = desired.unit("kube-apiserver");
     let serving = api.and_then(|u| u.flag("tls-cert-file")).and_then(|d| certs.get(d));
     let ca = api.and_then(|u| u.flag("client-ca-file")).and_then(|d| certs.get(d));
-    let mut kubeconfigs: Vec<(String, Vec<u8>)> = desired
+    let mut kubeconfigs: Vec<(String, Result<inspect::KubeconfigInfo, String>)> = desired
         .files
         .iter()
         .filter(|f| f.spec.kind == FileKind::Kubeconfig)
-        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), b)))
+        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), inspect::kubeconfig(&b))))
         .collect();
-    kubeconfigs.extend(extra_kubeconfigs.iter().cloned());
+    kubeconfigs.extend(extra_kubeconfigs);
     let mut names: Vec<(String, String)> = Vec::new();
     if let Some(u) = api {
         let cidr = u.flag("service-cluster-ip-range").unwrap_or(APISERVER_DEFAULT_SERVICE_CIDR);
@@ -77,12 +78,12 @@ pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<
         }
     }
     names.push(("127.0.0.1".into(), "loopback".into()));
-    for (name, bytes) in &kubeconfigs {
-        match inspect::kubeconfig(bytes) {
+    for (name, parsed) in &kubeconfigs {
+        match parsed {
             Err(e) => p.push(Problem::new(format!("{name}: {e}"), "regenerate it (the guide's step 05)")),
             Ok(k) => {
                 if let Some(h) = k.host() {
-                    names.push((h, format!("the server of {name}")));
+                    names.push((crate::redact::line(&h), format!("the server of {name}")));
                 }
                 match (&k.ca, serving) {
                     (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
@@ -103,7 +104,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<
                             }
                         }
                     }
-                    _ => p.push(Problem::new(format!("{name}: no embedded client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
+                    _ => p.push(Problem::new(format!("{name}: no client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
                 }
             }
         }
@@ -127,16 +128,18 @@ pub fn local(desired: &Desired, extra_kubeconfigs: &[(String, Vec<u8>)]) -> Vec<
 
 fn asset_name(f: &crate::desired::DesiredFile) -> String {
     match &f.content {
-        crate::desired::Content::Path(p) => p.display().to_string(),
+        crate::desired::Content::Path(p) => crate::redact::line(&p.display().to_string()),
         crate::desired::Content::Text(_) => f.spec.dest.to_string(),
     }
 }
 
+/// The encryption config holds the key that encrypts Secrets at rest:
+/// errors give positions and field names, never values.
 fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
-    let v: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| format!("not YAML: {e}"))?;
+    let v: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| format!("not YAML: {}", crate::redact::yaml_error(&e)))?;
     let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     if kind != "EncryptionConfiguration" && kind != "EncryptionConfig" {
-        return Err(format!("kind is `{kind}`, expected EncryptionConfiguration"));
+        return Err("its kind is not EncryptionConfiguration".into());
     }
     let ok = v.get("resources").and_then(|r| r.as_sequence()).is_some_and(|r| !r.is_empty());
     if !ok {
@@ -145,11 +148,65 @@ fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Unit directories that take precedence over /etc/systemd/system: a unit
+/// file there replaces the one bootstrap installs.
+const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/systemd/system.control/", "/run/systemd/transient/", "/run/systemd/generator.early/"];
+
 /// Remote checks on the gathered facts and the plan.
 pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
     let mut p = Vec::new();
+    let show = crate::redact::line;
     if !facts.systemd {
         p.push(Problem::new("the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
+    }
+    // Every destination is a regular file or absent: `mv` would put a file
+    // *into* a directory, and replace a symlink rather than what it points at.
+    for f in &desired.files {
+        if let Some(r) = facts.files.get(f.spec.dest).filter(|r| !r.is_regular()) {
+            p.push(Problem::new(
+                format!("{} on the server is {}, not a regular file", f.spec.dest, show(&r.kind)),
+                format!("move it away (mv {0} {0}.old): bootstrap places a regular file there", f.spec.dest),
+            ));
+        }
+    }
+    // Directories: bootstrap's own are corrected by the plan; a shared one
+    // anyone else may write to lets them replace what bootstrap places.
+    for d in crate::model::DIRECTORIES {
+        let Some(r) = facts.dirs.get(d.path) else { continue };
+        if r.kind != "directory" {
+            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, show(&r.kind)), format!("move it away (mv {0} {0}.old)", d.path)));
+            continue;
+        }
+        if d.owned {
+            continue;
+        }
+        let loose = r.mode & 0o002 != 0 || (r.mode & 0o020 != 0 && r.group != "root") || r.owner != "root";
+        if loose {
+            p.push(Problem::new(
+                format!("{}/ is {:04o} {}:{}: writable by other users, who could replace what bootstrap places there", d.path, r.mode, show(&r.owner), show(&r.group)),
+                format!("chown root:root {0} && chmod go-w {0}", d.path),
+            ));
+        }
+    }
+    // Drop-ins and overriding unit files change what runs without showing
+    // in the unit bootstrap installs.
+    for u in &desired.units {
+        let Some(st) = facts.units.get(u.spec.file_name) else { continue };
+        if !st.drop_ins.is_empty() {
+            let paths: Vec<String> = st.drop_ins.iter().map(|d| show(d)).collect();
+            p.push(Problem::new(
+                format!("{} has drop-in(s) that change it: {}", u.spec.file_name, paths.join(", ")),
+                format!("remove them (rm {} && systemctl daemon-reload), or make the change with --set/--config so it is in the unit", paths.join(" ")),
+            ));
+        }
+        let dest = crate::model::placed(u.spec.manifest).map(|f| f.dest).unwrap_or_default();
+        let installed = facts.files.contains_key(dest);
+        if !st.fragment.is_empty() && st.fragment != dest && (installed || OVERRIDING_UNIT_DIRS.iter().any(|d| st.fragment.starts_with(d))) {
+            p.push(Problem::new(
+                format!("systemd loads {} from {}, which overrides {dest}", u.spec.file_name, show(&st.fragment)),
+                format!("remove {} and run systemctl daemon-reload", show(&st.fragment)),
+            ));
+        }
     }
     for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
         if let Err(e) = inspect::check_elf(&f.head(64), &facts.arch) {
@@ -161,7 +218,7 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
         for l in facts.listeners.iter().filter(|l| l.port == port) {
             if l.process.as_deref() != Some(comm.as_str()) {
                 let who = match (&l.process, l.pid) {
-                    (Some(n), Some(pid)) => format!("{n} (pid {pid})"),
+                    (Some(n), Some(pid)) => format!("{} (pid {pid})", crate::redact::line(n)),
                     _ => "another process".into(),
                 };
                 p.push(Problem::new(format!("port {port} ({component}) is held by {who}"), "stop it or free the port"));

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 
 use crate::Error;
 
@@ -39,11 +39,20 @@ pub struct Host {
     pub session: Session,
     pub destination: String,
     pub sudo: bool,
+    /// How long one remote script may run (`--timeout`); the server's
+    /// `timeout` stops it there too.
+    pub timeout: Duration,
     _control_dir: tempfile_dir::TempDir,
 }
 
+/// A master idle this long exits by itself: the last safety net should this
+/// process die by SIGKILL, which nothing can catch.
+const MASTER_IDLE_EXIT: usize = 120;
+
 /// A short-lived private directory for the control socket: socket paths are
-/// limited to 108 bytes, so it lives directly under /tmp.
+/// limited to 108 bytes, so it lives directly under /tmp. It is registered
+/// with [`crate::interrupt`] while it exists, so a signal closes its master
+/// and removes it.
 mod tempfile_dir {
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
@@ -52,7 +61,10 @@ mod tempfile_dir {
             for n in 0..100u32 {
                 let p = std::path::PathBuf::from(format!("/tmp/kcp-{}-{n}", std::process::id()));
                 match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-                    Ok(()) => return Ok(Self(p)),
+                    Ok(()) => {
+                        crate::interrupt::register_dir(&p);
+                        return Ok(Self(p));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(e),
                 }
@@ -63,8 +75,33 @@ mod tempfile_dir {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+            crate::interrupt::unregister_dir(&self.0);
         }
     }
+}
+
+/// An ssh_config for this run when a jump host is used: ssh starts the jump
+/// connection as a separate `ssh -F FILE … -W` process that sees none of the
+/// command line's `-o` options, only this file, so the jump host's key is
+/// checked against the same known_hosts, as strictly, as the server's. The
+/// user's own configuration follows (first value wins in ssh_config).
+fn jump_config(args: &SshArgs) -> String {
+    let mut c = String::from("# kubectl plugins: this run's SSH settings, then the user's own\n");
+    if let Some(kh) = &args.known_hosts {
+        c.push_str(&format!("UserKnownHostsFile \"{}\"\nGlobalKnownHostsFile /dev/null\n", kh.display()));
+    }
+    c.push_str(if args.accept_new_host_key { "StrictHostKeyChecking accept-new\n" } else { "StrictHostKeyChecking yes\n" });
+    c.push_str("BatchMode yes\nServerAliveInterval 10\nConnectTimeout 15\n");
+    if let Some(k) = &args.identity {
+        c.push_str(&format!("IdentityFile \"{}\"\n", k.display()));
+    }
+    c.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
+    c
+}
+
+/// A path that can be written into ssh_config between double quotes.
+fn config_safe(p: &std::path::Path) -> bool {
+    p.to_str().is_some_and(|s| !s.contains('"') && codegen::control_char(s).is_none())
 }
 
 /// Turns ssh's own words into one line that says what to do.
@@ -86,16 +123,22 @@ fn connect_error(dest: &str, e: &openssh::Error) -> Error {
 }
 
 impl Host {
-    pub async fn connect(destination: &str, args: &SshArgs) -> Result<Host, Error> {
+    /// Connects to `destination`; `timeout` bounds the connection and every
+    /// remote script run through [`Host::sh`].
+    pub async fn connect(destination: &str, args: &SshArgs, timeout: Duration) -> Result<Host, Error> {
+        if destination.starts_with('-') || codegen::control_char(destination).is_some() {
+            return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::redact::line(destination))));
+        }
         let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
         let mut b = SessionBuilder::default();
         b.control_directory(&dir.0)
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(15)))
             .server_alive_interval(Duration::from_secs(10))
+            .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(MASTER_IDLE_EXIT).expect("non-zero")))
             .known_hosts_check(if args.accept_new_host_key { KnownHosts::Add } else { KnownHosts::Strict });
         if let Some(k) = &args.identity {
             if !k.is_file() {
-                return Err(Error::Input(format!("-i {}: no such key file", k.display())));
+                return Err(Error::Input(format!("-i {}: no such key file", crate::redact::line(&k.display().to_string()))));
             }
             b.keyfile(k);
         }
@@ -103,24 +146,37 @@ impl Host {
             b.port(p);
         }
         if let Some(j) = &args.jump {
+            if j.starts_with('-') || codegen::control_char(j).is_some() {
+                return Err(Error::Input(format!("-J `{}`: not a host", crate::redact::line(j))));
+            }
+            for p in args.known_hosts.iter().chain(args.identity.iter()) {
+                if !config_safe(p) {
+                    return Err(Error::Input(format!("{}: a path with a quote or control character cannot be used with -J", crate::redact::line(&p.display().to_string()))));
+                }
+            }
+            let cfg = dir.0.join("ssh_config");
+            std::fs::write(&cfg, jump_config(args)).map_err(|e| Error::Input(format!("cannot write {}: {e}", cfg.display())))?;
+            b.config_file(&cfg);
             b.jump_hosts([j]);
         }
         if let Some(kh) = &args.known_hosts {
             b.user_known_hosts_file(kh);
         }
-        let session = b.connect_mux(destination).await.map_err(|e| connect_error(destination, &e))?;
-        let uid = session
-            .command("id")
-            .arg("-u")
-            .output()
+        let session = match tokio::time::timeout(timeout.max(Duration::from_secs(1)) + Duration::from_secs(5), b.connect_mux(destination)).await {
+            Ok(r) => r.map_err(|e| connect_error(destination, &e))?,
+            Err(_) => return Err(Error::Connect(format!("cannot connect to {destination}: no answer within {}s: check the address, port (-p) and that sshd runs", timeout.as_secs()))),
+        };
+        let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
             .await
+            .map_err(|_| Error::Connect(format!("{destination}: `id -u` did not answer within {}s", timeout.as_secs())))?
             .map_err(|e| Error::Connect(format!("{destination}: cannot run a command: {e}")))?;
         let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        Ok(Host { session, destination: destination.to_string(), sudo: !root, _control_dir: dir })
+        Ok(Host { session, destination: destination.to_string(), sudo: !root, timeout, _control_dir: dir })
     }
 
     /// `sh -c script` as root (through `sudo -n` for a non-root login), to
-    /// spawn with piped stdin for streaming.
+    /// spawn with piped stdin for streaming. Not bounded in time: the
+    /// caller bounds it (uploads watch their progress instead).
     pub fn command(&self, script: &str) -> openssh::Command<'_> {
         if self.sudo {
             let mut c = self.session.command("sudo");
@@ -137,21 +193,45 @@ impl Host {
         Error::Connect(format!("{}: lost the SSH connection: {e}", self.destination))
     }
 
-    /// Runs `script` with `sh -c` as root (through `sudo -n` for a non-root login).
+    /// Runs `script` with `sh -c` as root (through `sudo -n` for a non-root
+    /// login), for at most the host's timeout: the server's `timeout`
+    /// stops the script, and this side stops waiting a little later.
     pub async fn sh(&self, script: &str) -> Result<std::process::Output, Error> {
-        self.command(script).output().await.map_err(|e| self.lost(e))
+        self.sh_within(script, self.timeout).await
+    }
+
+    pub async fn sh_within(&self, script: &str, limit: Duration) -> Result<std::process::Output, Error> {
+        let secs = limit.as_secs().max(1);
+        let mut c = if self.sudo {
+            let mut c = self.session.command("sudo");
+            c.arg("-n").arg("timeout");
+            c
+        } else {
+            self.session.command("timeout")
+        };
+        c.arg("-k").arg("5").arg(secs.to_string()).arg("sh").arg("-c").arg(script);
+        match tokio::time::timeout(Duration::from_secs(secs + 10), c.output()).await {
+            Ok(r) => {
+                let out = r.map_err(|e| self.lost(e))?;
+                if out.status.code() == Some(124) || out.status.code() == Some(137) {
+                    return Err(Error::Server(format!("{}: `{}` did not finish within {secs}s (--timeout)", self.destination, first_line(script))));
+                }
+                Ok(out)
+            }
+            Err(_) => Err(Error::Connect(format!("{}: no answer within {}s (--timeout): the connection is stuck", self.destination, secs + 10))),
+        }
     }
 
     /// Runs `script` and returns its stdout; a non-zero exit is a server error
-    /// carrying stderr.
+    /// carrying stderr (control characters escaped).
     pub async fn sh_ok(&self, script: &str) -> Result<String, Error> {
         let out = self.sh(script).await?;
         if !out.status.success() {
             return Err(Error::Server(format!(
                 "{}: `{}` failed: {}",
                 self.destination,
-                script.lines().next().unwrap_or(script),
-                String::from_utf8_lossy(&out.stderr).trim()
+                first_line(script),
+                crate::redact::block(String::from_utf8_lossy(&out.stderr).trim())
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -178,6 +258,10 @@ impl Host {
     pub async fn close(self) {
         let _ = self.session.close().await;
     }
+}
+
+fn first_line(script: &str) -> &str {
+    script.lines().find(|l| !l.trim().is_empty() && !l.starts_with("set -")).unwrap_or(script)
 }
 
 #[cfg(test)]

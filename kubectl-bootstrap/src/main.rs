@@ -75,6 +75,9 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// How long to wait for the server (and for another run's lock).
+        #[arg(long, default_value = "3m", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Print a completion script for the kubectl-bootstrap executable.
     Completion {
@@ -127,7 +130,8 @@ fn diff(a: &Action, desired: &Desired, facts: &Facts) -> Option<String> {
     match (&f.content, facts.texts.get(f.spec.dest)) {
         (Content::Text(new), Some(old)) => {
             let d = similar::TextDiff::from_lines(old.as_str(), new.as_str());
-            Some(d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string())
+            // The server's side is the server's text: escaped.
+            Some(controlplane::redact::block(&d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string()))
         }
         _ => {
             let old = facts.files.get(f.spec.dest).map(|r| r.sha256.as_str()).unwrap_or("-");
@@ -168,54 +172,74 @@ async fn server(
     };
     let o = Overrides::from_args(overrides)?;
     if !assets.is_dir() {
-        return Err(Error::Input(format!("--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)", assets.display())).into());
+        return Err(Error::Input(format!("--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)", controlplane::redact::line(&assets.display().to_string()))).into());
     }
     let version = match kubernetes_version {
-        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {v}: expected vMAJOR.MINOR, e.g. v1.32")))?),
+        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::redact::line(v))))?),
         None => None,
     };
-    // The API step's credential: --kubeconfig, else $KUBECONFIG, else ASSETS/admin.kubeconfig.
+    // The API step's credential: --kubeconfig, else $KUBECONFIG, else
+    // ASSETS/admin.kubeconfig. It is checked like the assets' kubeconfigs
+    // before anything changes.
     let admin_default = assets.join("admin.kubeconfig");
-    let admin_path = kube.kubeconfig.clone().or_else(|| std::env::var_os("KUBECONFIG").is_none().then(|| admin_default.clone()));
     // Local work (hashing hundreds of MiB, certificate checks) runs while we
     // connect and gather facts.
     let local = tokio::task::spawn_blocking({
         let assets = assets.to_path_buf();
+        let kube = kube.clone();
+        let admin_default = admin_default.clone();
         move || {
-            let (desired, mut problems) = desired::build(&assets, &o, version);
+            let (desired, mut problems) = desired::build(&assets, &o, version, timeout);
             let mut extra = Vec::new();
-            if let Some(p) = &admin_path {
-                match std::fs::read(p) {
-                    Ok(b) => extra.push((p.display().to_string(), b)),
-                    Err(e) => problems.push(Problem::new(
-                        format!("cannot read the admin kubeconfig {}: {e}", p.display()),
-                        "pass --kubeconfig FILE (admin credentials for the RBAC step)",
-                    )),
+            let resolved = match controlplane::api::resolve(&kube, Some(&admin_default)) {
+                Ok(r) => {
+                    let info = controlplane::inspect::kubeconfig_context(&r.kubeconfig, r.context.as_deref());
+                    extra.push((format!("the admin kubeconfig ({})", r.shown), info));
+                    Some(r)
                 }
-            }
-            problems.extend(preflight::local(&desired, &extra));
-            (desired, problems)
+                Err(e) => {
+                    problems.push(Problem::new(format!("the admin kubeconfig: {e}"), "pass --kubeconfig FILE (admin credentials for the RBAC step)"));
+                    None
+                }
+            };
+            problems.extend(preflight::local(&desired, extra));
+            (desired, problems, resolved)
         }
     });
     ui.step(&format!("connect  {destination}"));
     let remote = async {
-        let host = Host::connect(destination, ssh).await?;
-        let facts = facts::gather(&host).await;
-        Ok::<_, Error>((host, facts))
+        let host = Host::connect(destination, ssh, timeout).await?;
+        Ok::<_, Error>(host)
     };
-    let (local, remote) = tokio::join!(local, remote);
-    let (desired, mut problems) = local.expect("local checks do not panic");
+    let (local, host) = tokio::join!(local, remote);
+    let (desired, mut problems, resolved) = local.expect("local checks do not panic");
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => return Err(Failure { error: e, problems }),
+    };
+    // One run per server: wait for any other (a dry run changes nothing and
+    // does not wait). The facts are read under the lock.
+    let lock = if dry_run {
+        None
+    } else {
+        match controlplane::lock::Lock::acquire(&host, timeout, ui).await {
+            Ok(l) => Some(l),
+            Err(e) => return Err(Failure { error: e, problems }),
+        }
+    };
+    let facts = match facts::gather(&host).await {
+        Ok(f) => f,
+        Err(e) => return Err(Failure { error: e, problems }),
+    };
     phase("connect, gather facts, local checks", &mut t);
-    let (host, facts) = match remote {
-        Ok((host, Ok(facts))) => (host, facts),
-        Ok((_, Err(e))) | Err(e) => return Err(Failure { error: e, problems }),
-    };
     ui.detail(&format!("server: {} ({}), login {}", facts.arch, if facts.systemd { "systemd" } else { "no systemd" }, if host.sudo { "via sudo -n" } else { "root" }));
     let plan = plan::build(&desired, &facts);
     problems.extend(preflight::remote(&desired, &facts, &plan));
     phase("preflight and plan", &mut t);
     if !problems.is_empty() {
         let n = problems.len();
+        release(lock).await;
+        host.close().await;
         return Err(Failure { error: Error::Input(format!("preflight found {n} problem{}; nothing on {destination} was changed", if n == 1 { "" } else { "s" })), problems });
     }
     if let Some(v) = desired.scheduler_version {
@@ -236,6 +260,7 @@ async fn server(
                 }
             }
         }
+        release(lock).await;
         host.close().await;
         let v = json!({
             "apiVersion": "kubectl-bootstrap/v1",
@@ -251,8 +276,9 @@ async fn server(
         return Ok((v, text));
     }
 
-    let config = controlplane::api::config(kube, Some(&admin_default)).await?;
-    let outcome = exec::execute(&host, &desired, &plan, config, timeout, ui).await;
+    let config = controlplane::api::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), timeout).await?;
+    let outcome = exec::execute(&host, &desired, &plan, config, timeout, ui, lock.as_ref()).await;
+    release(lock).await;
     host.close().await;
     let outcome = outcome?;
     phases.extend(outcome.phases.iter().cloned());
@@ -306,7 +332,13 @@ fn summary(v: &serde_json::Value) -> String {
     s.trim_end().to_string()
 }
 
-async fn reset(destination: &str, ssh: &SshArgs, yes: bool) -> Result<(), Error> {
+async fn release(lock: Option<controlplane::lock::Lock<'_>>) {
+    if let Some(l) = lock {
+        l.release().await;
+    }
+}
+
+async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::Duration) -> Result<(), Error> {
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(Error::Input("reset removes the control plane: pass --yes (standard input is not a terminal to ask)".into()));
@@ -318,8 +350,16 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool) -> Result<(), Error>
             return Err(Error::Input("reset cancelled".into()));
         }
     }
-    let host = Host::connect(destination, ssh).await?;
-    let done = exec::reset(&host).await;
+    let host = Host::connect(destination, ssh, timeout).await?;
+    let ui = Ui::new(false);
+    let done = match controlplane::lock::Lock::acquire(&host, timeout, &ui).await {
+        Ok(lock) => {
+            let done = exec::reset(&host).await;
+            lock.release().await;
+            done
+        }
+        Err(e) => Err(e),
+    };
     host.close().await;
     let done = done?;
     if done.is_empty() {
@@ -329,6 +369,14 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool) -> Result<(), Error>
         println!("{l}");
     }
     Ok(())
+}
+
+/// A signal stopped the run: the SSH master, its tunnels and the control
+/// directory are gone already ([`controlplane::interrupt::guard`]); say so
+/// and exit now, without waiting for work that was abandoned.
+fn interrupted(sig: controlplane::interrupt::Signal) -> ! {
+    eprintln!("error: stopped by {}: the SSH connection is closed; the server keeps no half-written file, and the next run finishes what this one started", sig.name());
+    std::process::exit(sig.exit_code().into())
 }
 
 fn main() -> ExitCode {
@@ -355,16 +403,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Reset { destination, ssh, yes } => match rt.block_on(reset(&destination, &ssh, yes)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        Command::Reset { destination, ssh, yes, timeout } => match rt.block_on(controlplane::interrupt::guard(reset(&destination, &ssh, yes, timeout))) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
                 eprintln!("error: {e}");
                 ExitCode::from(e.exit_code())
             }
+            Err(sig) => interrupted(sig),
         },
         Command::Server { destination, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
             let ui = Ui::new(verbose);
-            let r = rt.block_on(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui));
+            let r = match rt.block_on(controlplane::interrupt::guard(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui))) {
+                Ok(r) => r,
+                Err(sig) => interrupted(sig),
+            };
             match r {
                 Ok((v, text)) => {
                     match output {

@@ -48,6 +48,9 @@ struct Cli {
     /// List the checks (id, group, title) and exit.
     #[arg(long)]
     list: bool,
+    /// How long to wait for the server and the API; no check waits longer (each at most 10s).
+    #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = controlplane::output::parse_duration)]
+    timeout: std::time::Duration,
     /// More detail.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -90,14 +93,14 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     // Credentials: an explicit --kubeconfig or --context that cannot be used is bad input;
     // no kubeconfig at all means the API checks are skipped.
     let explicit = cli.kube.kubeconfig.is_some() || cli.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
-    let config = match controlplane::api::config(&cli.kube, None).await {
+    let config = match controlplane::api::config(&cli.kube, None, cli.timeout).await {
         Ok(c) => Ok(c),
         Err(e) if explicit => return Err(e),
         Err(e) => Err(format!("no API credentials ({e})")),
     };
 
     let host = match &cli.ssh_destination {
-        Some(d) => Some(Host::connect(d, &cli.ssh).await?),
+        Some(d) => Some(Host::connect(d, &cli.ssh, cli.timeout).await?),
         None => None,
     };
     // Host data, the API client and the health tunnels come up concurrently.
@@ -132,7 +135,7 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
         m
     };
     let (host_data, api, health_clients) = tokio::join!(gather_host, connect_api, open_health);
-    let ctx = Ctx { strict: cli.strict, desired, host: host_data, api, api_url, health: health_clients };
+    let ctx = Ctx { strict: cli.strict, desired, host: host_data, api, api_url, health: health_clients, timeout: cli.timeout };
     let results = check::run(&ctx, &registry, &cli.skip).await;
     if let Some(h) = host {
         h.close().await;
@@ -153,11 +156,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = cli.verbose;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(&cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
+    match rt.block_on(controlplane::interrupt::guard(run(&cli))) {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+        Err(sig) => {
+            eprintln!("error: stopped by {}", sig.name());
+            std::process::exit(sig.exit_code().into())
         }
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 
-use super::gather::{installed_flags, running_flags, HostData};
+use super::gather::{installed_argv, installed_flags, running_flags, unit_parse_error, HostData};
 use super::{Check, Ctx, Finding, Runner};
 use crate::health;
 use crate::inspect::Cert;
@@ -126,6 +126,10 @@ pub fn registry() -> Vec<Check> {
             let Some(want) = ctx.desired.iter().find(|d| d.spec.component == c) else { return Finding::skip("not in the manifests") };
             match h.units.get(f).and_then(|i| i.text.as_deref()) {
                 None => Finding::fail(format!("{dest} is missing"), "kubectl bootstrap server DEST"),
+                Some(t) if unit_parse_error(t, f).is_some() => Finding::fail(
+                    format!("{dest} does not parse by systemd's rules: {}", unit_parse_error(t, f).unwrap_or_default()),
+                    "kubectl bootstrap server DEST (re-installs it and restarts the unit)",
+                ),
                 Some(t) => match first_difference(t, &want.text) {
                     None => Finding::pass(format!("{dest} matches")),
                     Some((line, got, exp)) => Finding::fail(
@@ -147,10 +151,73 @@ pub fn registry() -> Vec<Check> {
             Some((line, got, exp)) => Finding::fail(format!("{sc_dest} drifted at line {line}: installed `{got}`, expected `{exp}`"), "kubectl bootstrap server DEST"),
         }
     }));
+    // New checks get new ids; these are the state an interrupted change leaves.
+    for u in UNITS {
+        let (c, f) = (u.component, u.file_name);
+        v.push(host_check(&format!("host.running.{c}"), "host", &format!("{c} runs the flags of its installed unit"), move |_, h| {
+            let Some(i) = h.units.get(f) else { return Finding::skip(format!("{f} is not installed")) };
+            let Some(text) = i.text.as_deref() else { return Finding::skip(format!("{f} is not installed")) };
+            let Some(want) = installed_argv(text, f) else {
+                return Finding::fail(format!("{f} does not parse: {}", unit_parse_error(text, f).unwrap_or_default()), "kubectl bootstrap server DEST");
+            };
+            if i.cmdline.is_empty() {
+                return Finding::skip(format!("{c} is not running (see host.unit.{c})"));
+            }
+            match crate::plan::argv_difference(&i.cmdline, &want) {
+                None => Finding::pass(format!("pid {}: {} flags as in {f}", i.main_pid, want.len() - 1)),
+                Some(d) => Finding::fail(format!("pid {} runs other flags than {f}: {d}", i.main_pid), format!("systemctl daemon-reload && systemctl restart {f} (or kubectl bootstrap server DEST)")),
+            }
+        }));
+        v.push(host_check(&format!("host.reload.{c}"), "host", &format!("systemd has read the current {f}"), move |_, h| {
+            match h.units.get(f) {
+                Some(i) if i.need_daemon_reload => Finding::fail(format!("{f} changed on disk since systemd read it (NeedDaemonReload=yes)"), format!("systemctl daemon-reload && systemctl restart {f}")),
+                Some(_) => Finding::pass("NeedDaemonReload=no"),
+                None => Finding::skip(format!("{f} is not installed")),
+            }
+        }));
+        let dest = crate::model::placed(u.manifest).map(|x| x.dest).unwrap_or("");
+        v.push(host_check(&format!("host.dropins.{c}"), "host", &format!("nothing but {dest} defines {f}"), move |_, h| {
+            let Some(i) = h.units.get(f) else { return Finding::skip(format!("{f} is not installed")) };
+            let mut bad: Vec<String> = i.drop_ins.iter().map(|d| format!("drop-in {d}")).collect();
+            if !i.fragment.is_empty() && i.fragment != dest {
+                bad.push(format!("loaded from {} instead of {dest}", i.fragment));
+            }
+            if bad.is_empty() {
+                Finding::pass(format!("{dest}, no drop-ins"))
+            } else {
+                Finding::fail(bad.join(", "), format!("remove them (then systemctl daemon-reload && systemctl restart {f}); put changes in the manifests or --set"))
+            }
+        }));
+    }
+    v.push(host_check("host.directories", "host", "the layout's directories have their modes and owners", |_, h| {
+        let mut bad = Vec::new();
+        for d in crate::model::DIRECTORIES {
+            let Some(p) = h.dirs.get(d.path) else {
+                bad.push(format!("{} is missing", d.path));
+                continue;
+            };
+            if p.kind != "directory" {
+                bad.push(format!("{} is {}", d.path, p.kind));
+            } else if d.owned && (p.mode != d.mode || p.owner != "root" || p.group != "root") {
+                bad.push(format!("{} is {:04o} {}:{}, expected {:04o} root:root", d.path, p.mode, p.owner, p.group, d.mode));
+            } else if !d.owned && (p.mode & 0o002 != 0 || (p.mode & 0o020 != 0 && p.group != "root") || p.owner != "root") {
+                bad.push(format!("{} is {:04o} {}:{}: writable by others", d.path, p.mode, p.owner, p.group));
+            }
+        }
+        if bad.is_empty() {
+            Finding::pass(format!("{} directories as the layout says", crate::model::DIRECTORIES.len()))
+        } else {
+            Finding::fail(bad.join(", "), "kubectl bootstrap server DEST fixes its own directories; chown root:root DIR && chmod go-w DIR for shared ones")
+        }
+    }));
     v.push(host_check("host.paths", "host", "every path a flag references exists", |_, h| {
         let mut missing = Vec::new();
         let mut n = 0;
         for u in UNITS {
+            if let Some(e) = h.units.get(u.file_name).and_then(|i| i.text.as_deref()).and_then(|t| unit_parse_error(t, u.file_name)) {
+                missing.push(format!("{} does not parse ({e})", u.file_name));
+                continue;
+            }
             let Some(flags) = installed(h, u.component) else { continue };
             for (name, value) in &flags {
                 if codegen::OUTPUT_FLAGS.contains(&name.as_str()) {
@@ -587,18 +654,17 @@ pub fn registry() -> Vec<Check> {
     }));
 
     // ---- leader
-    for c in ["kube-controller-manager", "kube-scheduler"] {
-        v.push(api_check(&format!("leader.{c}"), "leader", &format!("{c} holds a fresh leader Lease"), move |_, client| {
+    for c in UNITS.iter().map(|u| u.component).filter(|c| *c != crate::model::APISERVER) {
+        v.push(api_check(&format!("leader.{c}"), "leader", &format!("{c} holds a fresh leader Lease"), move |ctx, client| {
             async move {
                 match Api::<Lease>::namespaced(client.clone(), "kube-system").get_opt(c).await {
                     Ok(Some(l)) => {
-                        let spec = l.spec.unwrap_or_default();
-                        let holder = spec.holder_identity.unwrap_or_default();
-                        let age = spec.renew_time.map(|t| (k8s_openapi::jiff::Timestamp::now() - t.0).get_seconds());
-                        match age {
-                            Some(s) if s <= 60 => Finding::pass(format!("held by {holder}, renewed {s}s ago")),
-                            Some(s) => Finding::fail(format!("renewed {s}s ago by {holder}"), format!("systemctl status {c}; journalctl -u {c}")),
-                            None => Finding::fail("never renewed", format!("journalctl -u {c}")),
+                        // Judged by the server's clock when there is one, and by the Lease's own duration.
+                        let skew = ctx.host().map(|h| h.skew).unwrap_or(0.0);
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + skew;
+                        match health::lease_verdict(&l.spec.unwrap_or_default(), now, 0) {
+                            Ok(d) => Finding::pass(d),
+                            Err(why) => Finding::fail(format!("{c}: {why}"), format!("systemctl status {c}; journalctl -u {c}")),
                         }
                     }
                     Ok(None) => Finding::fail(format!("no Lease kube-system/{c}"), format!("systemctl status {c} (leader election has not happened)")),

@@ -20,6 +20,12 @@ pub struct UnitInfo {
     pub enabled: String,
     pub restarts: u32,
     pub main_pid: u32,
+    /// systemd runs an older version of the unit than the file on disk.
+    pub need_daemon_reload: bool,
+    /// Drop-ins that change the unit.
+    pub drop_ins: Vec<String>,
+    /// The unit file systemd loaded.
+    pub fragment: String,
     /// The installed unit file, if any.
     pub text: Option<String>,
     /// The running process's argv.
@@ -50,6 +56,12 @@ pub struct HostData {
     pub kubeconfigs: BTreeMap<String, (String, Option<String>)>,
     /// Provider names of the encryption config, in order.
     pub encryption_providers: Vec<String>,
+    /// The layout's directories: mode, owner, group, type (following links).
+    pub dirs: BTreeMap<String, PathInfo>,
+    /// The server's clock (seconds since the epoch) when it was read.
+    pub now: f64,
+    /// The server's clock minus this machine's, in seconds.
+    pub skew: f64,
 }
 
 use crate::ssh::shell_quote as q;
@@ -71,6 +83,9 @@ fn parse_first(out: &str, d: &mut HostData) {
                         "UnitFileState" => u.enabled = v.into(),
                         "NRestarts" => u.restarts = v.parse().unwrap_or(0),
                         "MainPID" => u.main_pid = v.parse().unwrap_or(0),
+                        "NeedDaemonReload" => u.need_daemon_reload = v == "yes",
+                        "DropInPaths" => u.drop_ins = v.split_whitespace().map(str::to_string).collect(),
+                        "FragmentPath" => u.fragment = v.to_string(),
                         _ => {}
                     }
                 }
@@ -84,17 +99,26 @@ fn parse_first(out: &str, d: &mut HostData) {
             ["ss", rest] => d.listeners.extend(parse_ss(rest)),
             ["etcd", rest] => d.etcd_health = rest.to_string(),
             ["addr", a] => d.addresses.push(a.split('/').next().unwrap_or(a).to_string()),
+            ["now", t] => d.now = t.trim().parse().unwrap_or(0.0),
+            ["dir", path, rest] => {
+                let f: Vec<&str> = rest.split('\t').collect();
+                if f.len() == 4 {
+                    d.dirs.insert(path.to_string(), PathInfo { mode: u32::from_str_radix(f[0], 8).unwrap_or(0), owner: f[1].into(), group: f[2].into(), kind: f[3].into() });
+                }
+            }
             _ => {}
         }
     }
 }
 
 fn first_script(scheduler_config_path: &str) -> String {
-    let mut s = String::from("T=$(printf '\\t')\n");
+    let mut s = String::from("T=$(printf '\\t')\necho \"now${T}$(date +%s.%N)\"\n");
+    let dirs: Vec<String> = crate::model::DIRECTORIES.iter().map(|d| q(d.path)).collect();
+    s.push_str(&format!("for d in {}; do [ -e \"$d\" ] && echo \"dir${{T}}$d${{T}}$(stat -L -c \"%a${{T}}%U${{T}}%G${{T}}%F\" \"$d\")\"; done\n", dirs.join(" ")));
     for u in UNITS {
         let n = q(u.file_name);
         s.push_str(&format!(
-            "systemctl show -p ActiveState -p UnitFileState -p NRestarts -p MainPID {n} 2>/dev/null | sed \"s|^|prop${{T}}{f}${{T}}|\"\n\
+            "systemctl show -p ActiveState -p UnitFileState -p NRestarts -p MainPID -p NeedDaemonReload -p DropInPaths -p FragmentPath {n} 2>/dev/null | sed \"s|^|prop${{T}}{f}${{T}}|\"\n\
              [ -f /etc/systemd/system/{f} ] && echo \"unittext${{T}}{f}${{T}}$(base64 -w0 /etc/systemd/system/{f})\"\n\
              pid=$(systemctl show -p MainPID --value {n} 2>/dev/null); [ -n \"$pid\" ] && [ \"$pid\" != 0 ] && echo \"cmdline${{T}}{f}${{T}}$(base64 -w0 /proc/$pid/cmdline 2>/dev/null)\"\n\
              [ -x {exe} ] && (echo \"version${{T}}{f}${{T}}$(timeout 5 {exe} --version 2>/dev/null | head -1)\") &\n",
@@ -179,6 +203,24 @@ pub fn installed_flags(text: &str, file_name: &str) -> Option<Vec<(String, Optio
     codegen::parse_unit(std::path::Path::new(file_name), text).ok().map(|u| u.flags.into_iter().map(|f| (f.name, f.value)).collect())
 }
 
+/// Why an installed unit does not parse (by systemd's rules), if it does not.
+pub fn unit_parse_error(text: &str, file_name: &str) -> Option<String> {
+    codegen::parse_unit(std::path::Path::new(file_name), text).err().map(|e| format!("line {}: {}", e.line, crate::redact::line(&e.message)))
+}
+
+/// The argv an installed unit's ExecStart gives its process.
+pub fn installed_argv(text: &str, file_name: &str) -> Option<Vec<String>> {
+    let u = codegen::parse_unit(std::path::Path::new(file_name), text).ok()?;
+    Some(
+        std::iter::once(u.exec)
+            .chain(u.flags.into_iter().map(|f| match f.value {
+                Some(v) => format!("--{}={v}", f.name),
+                None => format!("--{}", f.name),
+            }))
+            .collect(),
+    )
+}
+
 /// Flags of the running process (`--name=value` words of its argv).
 pub fn running_flags(cmdline: &[String]) -> Vec<(String, Option<String>)> {
     cmdline
@@ -195,8 +237,12 @@ pub fn running_flags(cmdline: &[String]) -> Vec<(String, Option<String>)> {
 pub async fn gather(host: &Host) -> Result<HostData, Error> {
     let mut d = HostData::default();
     let sc = crate::model::placed(SCHEDULER_CONFIG.manifest).map(|f| f.dest).unwrap_or_default();
+    let asked = std::time::SystemTime::now();
     let first = host.sh_ok(&first_script(sc)).await?;
     parse_first(&first, &mut d);
+    if d.now > 0.0 {
+        d.skew = d.now - asked.duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs_f64()).unwrap_or(0.0);
+    }
     // What the installed (or else compiled-in) flags reference.
     let mut paths: Vec<String> = FILES.iter().map(|f| f.dest.to_string()).collect();
     let mut certs: Vec<String> = FILES.iter().filter(|f| f.kind == FileKind::Certificate).map(|f| f.dest.to_string()).collect();

@@ -41,18 +41,24 @@ pub struct Finding {
     pub remediation: Option<String>,
 }
 
+/// Details carry text from the server (unit lines, process names, answers):
+/// every constructor escapes control characters, so no output format ever
+/// receives them raw.
 impl Finding {
+    fn new(status: Status, d: impl Into<String>, fix: Option<String>) -> Self {
+        Finding { status, detail: crate::redact::line(&d.into()), remediation: fix.map(|f| crate::redact::line(&f)) }
+    }
     pub fn pass(d: impl Into<String>) -> Self {
-        Finding { status: Status::Pass, detail: d.into(), remediation: None }
+        Self::new(Status::Pass, d, None)
     }
     pub fn warn(d: impl Into<String>, fix: impl Into<String>) -> Self {
-        Finding { status: Status::Warn, detail: d.into(), remediation: Some(fix.into()) }
+        Self::new(Status::Warn, d, Some(fix.into()))
     }
     pub fn fail(d: impl Into<String>, fix: impl Into<String>) -> Self {
-        Finding { status: Status::Fail, detail: d.into(), remediation: Some(fix.into()) }
+        Self::new(Status::Fail, d, Some(fix.into()))
     }
     pub fn skip(d: impl Into<String>) -> Self {
-        Finding { status: Status::Skip, detail: d.into(), remediation: None }
+        Self::new(Status::Skip, d, None)
     }
 }
 
@@ -99,6 +105,8 @@ pub struct Ctx {
     pub api_url: String,
     /// /healthz clients of the controller-manager and scheduler (over SSH).
     pub health: BTreeMap<&'static str, Result<kube::Client, String>>,
+    /// `--timeout`: no check waits longer.
+    pub timeout: std::time::Duration,
 }
 
 impl Ctx {
@@ -109,22 +117,24 @@ impl Ctx {
 
 pub const GROUPS: &[&str] = &["host", "ports", "health", "api", "consistency", "rbac", "leader", "cis"];
 
-/// How long one check may take: an apiserver whose etcd is down accepts
-/// requests and never answers them.
+/// How long one check may take at most (less when `--timeout` is shorter):
+/// an apiserver whose etcd is down accepts requests and never answers them.
 pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn bounded(f: BoxFuture<'_, Finding>) -> Finding {
-    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+async fn bounded(f: BoxFuture<'_, Finding>, limit: std::time::Duration) -> Finding {
+    match tokio::time::timeout(limit, f).await {
         Ok(found) => found,
         Err(_) => Finding::fail(
-            format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+            format!("no answer within {}s", limit.as_secs()),
             "the apiserver accepts requests but does not answer: check etcd (systemctl status etcd) and journalctl -u kube-apiserver",
         ),
     }
 }
 
-/// Runs `checks` concurrently; `skip` ids are reported as SKIP.
+/// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, limit)`;
+/// `skip` ids are reported as SKIP.
 pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResult> {
+    let limit = ctx.timeout.min(CHECK_TIMEOUT);
     let futs = checks.iter().map(|c| async move {
         let finding = if skip.iter().any(|s| s == &c.id) {
             Finding::skip("skipped by --skip")
@@ -134,9 +144,9 @@ pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResul
                     Ok(h) => f(ctx, h),
                     Err(why) => Finding::skip(why.clone()),
                 },
-                Runner::Async(f) => bounded(f(ctx)).await,
+                Runner::Async(f) => bounded(f(ctx), limit).await,
                 Runner::Api(f) => match &ctx.api {
-                    Ok(client) => bounded(f(ctx, client)).await,
+                    Ok(client) => bounded(f(ctx, client), limit).await,
                     Err(why) => Finding::skip(why.clone()),
                 },
             }

@@ -55,8 +55,23 @@ pub fn json(results: &[CheckResult], summary: &Summary) -> serde_json::Value {
     })
 }
 
+/// Text for an XML attribute or element: markup escaped, and every control
+/// character (which XML 1.0 cannot carry at all, not even as a reference)
+/// written out as `\u{…}`.
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// JUnit XML: one testsuite per group, one testcase per check; FAIL is a

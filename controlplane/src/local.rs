@@ -1,0 +1,55 @@
+//! Local child processes, bounded in time and killed on a signal.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` (stdin closed, output captured) for at most `timeout`; a
+/// process still running then is killed and the call fails. While it runs it
+/// is registered with [`crate::interrupt`], so a signal kills it too.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    crate::interrupt::register_pid(pid);
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(r) = r {
+                let _ = r.take(1 << 20).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::interrupt::unregister_pid(pid);
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no result within {}s; stopped it", timeout.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    crate::interrupt::unregister_pid(pid);
+    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_hangs_is_stopped_at_the_timeout() {
+        let t = Instant::now();
+        let e = output_within(Command::new("sleep").arg("30"), Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let o = output_within(Command::new("echo").arg("hi"), Duration::from_secs(5)).unwrap();
+        assert_eq!(o.stdout, b"hi\n");
+    }
+}
