@@ -37,6 +37,9 @@ pub struct Outcome {
     pub rbac: Vec<Applied>,
     /// Seconds per phase, in order.
     pub phases: Vec<(String, f64)>,
+    /// Seconds from the first systemctl step of the apiserver's restart
+    /// (stopping its clients, or the restart itself) to its /readyz ok.
+    pub api_restart_to_ready: Option<f64>,
 }
 
 /// A file streamed to its temp path and verified, not yet in place.
@@ -158,7 +161,7 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         // A server that refused (full disk, checksum) ended the stream
         // early: its stderr says why, the broken pipe here does not.
         if !out.status.success() {
-            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::block(String::from_utf8_lossy(&out.stderr).trim()))));
+            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
         }
         written.map_err(|e| host.lost(format!("while sending {}: {e}", names())))?;
         out
@@ -167,7 +170,7 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         b.finish_and_clear();
     }
     if !out.status.success() {
-        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::block(String::from_utf8_lossy(&out.stderr).trim()))));
+        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: f.size, secs }).collect())
@@ -186,7 +189,12 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &
         return Ok(Vec::new());
     }
     let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
-    let mut script = format!("set -e\nfail() {{ echo \"$1\" >&2; exit 1; }}\ntrap 'rm -f {}' EXIT\n", temps.join(" "));
+    // Each step's own words are kept and reported on the one line that says
+    // which file and which step failed.
+    let mut script = format!(
+        "set -e\nfail() {{ echo \"$1${{o:+: $o}}\" | tr '\\n' ' ' >&2; exit 1; }}\nrun() {{ o=$(\"$@\" 2>&1); }}\ntrap 'rm -f {}' EXIT\n",
+        temps.join(" ")
+    );
     if let Some(l) = lock {
         script.push_str(&l.fence());
     }
@@ -194,7 +202,7 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &
         let m = pending_marker();
         let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
         script.push_str(&format!(
-            "printf '%s\\n' {lines} > {t} || fail 'cannot write {m}'\nsync {t} && mv -fT {t} {mq} || fail 'cannot write {m}'\n",
+            "o=; printf '%s\\n' {lines} > {t} || fail 'cannot write {m}'\nrun sync {t} || fail 'cannot write {m}'\nrun mv -fT {t} {mq} || fail 'cannot write {m}'\n",
             lines = lines.join(" "),
             t = q(&format!("{m}.tmp")),
             mq = q(&m),
@@ -203,16 +211,16 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &
     // The data first (staging started each temp's fsync; this waits for
     // whatever is still being written back), then the renames, then the
     // directories that hold them.
-    script.push_str(&format!("sync {} || fail 'fsync of the uploaded files failed'\n", temps.join(" ")));
+    script.push_str(&format!("run sync {} || fail 'fsync of the uploaded files failed'\n", temps.join(" ")));
     let mut dirs = std::collections::BTreeSet::new();
     for s in staged {
         let f = &desired.files[s.index].spec;
         let (t, d) = (q(&s.tmp), q(f.dest));
         script.push_str(&format!(
-            "chown {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
-             chmod {m:o} {t} || fail 'chmod {m:04o} {dest} failed'\n\
-             if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then fail '{dest} is not a regular file'; fi\n\
-             mv -fT {t} {d} || fail 'rename into {dest} failed'\n\
+            "run chown {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
+             run chmod {m:o} {t} || fail 'chmod {m:04o} {dest} failed'\n\
+             if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then o=; fail '{dest} is not a regular file'; fi\n\
+             run mv -fT {t} {d} || fail 'rename into {dest} failed'\n\
              echo placed {d}\n",
             o = f.owner,
             g = f.group,
@@ -221,11 +229,11 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &
         ));
         dirs.insert(f.dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }));
     }
-    script.push_str(&format!("sync {} || fail 'fsync of the directories failed'\ntrap - EXIT\n", dirs.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ")));
+    script.push_str(&format!("run sync {} || fail 'fsync of the directories failed'\ntrap - EXIT\n", dirs.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ")));
     let out = host.sh(&script).await?;
     let placed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("placed ")).map(str::to_string).collect();
     if !out.status.success() {
-        let why = crate::redact::block(String::from_utf8_lossy(&out.stderr).trim());
+        let why = crate::redact::line(String::from_utf8_lossy(&out.stderr).trim());
         let before = if placed.is_empty() { String::new() } else { format!(" (placed before it: {})", placed.join(", ")) };
         return Err(Error::Server(format!("{}: commit failed: {why}{before}", host.destination)));
     }
@@ -321,8 +329,11 @@ pub async fn diagnose(host: &Host, unit: &str) -> String {
     }
 }
 
-async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &Ui) -> Result<(), Error> {
+/// Waits until every component answers healthy; returns when the
+/// apiserver first answered ready.
+async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &Ui) -> Result<Instant, Error> {
     let start = Instant::now();
+    let mut api_ready: Option<Instant> = None;
     let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
     let restarts = |out: &str| -> BTreeMap<String, u32> {
         let mut m = BTreeMap::new();
@@ -342,8 +353,11 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
     let mut last_report = Instant::now();
     loop {
         let bad = clients.check().await;
+        if api_ready.is_none() && !bad.iter().any(|b| b.component == crate::model::APISERVER) {
+            api_ready = Some(Instant::now());
+        }
         if bad.is_empty() {
-            return Ok(());
+            return Ok(api_ready.unwrap_or_else(Instant::now));
         }
         // A unit restarting again and again will not get healthy: stop waiting.
         let now = restarts(&host.sh_ok(&show).await?);
@@ -387,24 +401,42 @@ async fn wait_leaders(host: &Host, api: &kube::Client, desired: &Desired, timeou
     use k8s_openapi::api::coordination::v1::Lease;
     let start = Instant::now();
     let electing: Vec<&crate::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).collect();
-    // The server's clock and when each component started, by that clock.
-    let script = format!("date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
+    // The server's name and clock, and when each component started there.
+    let script = format!("hostname; date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
     let asked = std::time::SystemTime::now();
     let out = host.sh_ok(&script).await?;
     let mut lines = out.lines();
+    let hostname = lines.next().unwrap_or("").trim().to_string();
     let server_now: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0.0);
     let local_at = asked.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let skew = if server_now > 0.0 { server_now - local_at } else { 0.0 };
     let started: Vec<u64> = lines.filter_map(|l| l.strip_prefix("ActiveEnterTimestamp=")).map(|v| v.trim_start_matches('@').parse().unwrap_or(0)).collect();
     let leases: kube::Api<Lease> = kube::Api::namespaced(api.clone(), "kube-system");
     let mut last = Vec::new();
+    let mut released: Vec<&str> = Vec::new();
     loop {
+        host.alive().await?;
         let mut waiting = Vec::new();
         for (i, u) in electing.iter().enumerate() {
             let c = u.spec.component;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + skew;
+            let since = started.get(i).copied().unwrap_or(0);
             let verdict = match tokio::time::timeout(Duration::from_secs(5), leases.get_opt(c)).await {
-                Ok(Ok(Some(l))) => health::lease_verdict(&l.spec.unwrap_or_default(), now, started.get(i).copied().unwrap_or(0)),
+                Ok(Ok(Some(l))) => {
+                    let verdict = health::lease_verdict(&l.spec.clone().unwrap_or_default(), now, since);
+                    // Held by this server's previous process, which is gone
+                    // (it renewed last before the component restarted here):
+                    // release it as that process would have on a clean exit,
+                    // so the new one need not wait the Lease out.
+                    if verdict.is_err() && !released.contains(&c) && health::held_by_previous_local_process(&l, &hostname, since) {
+                        match tokio::time::timeout(Duration::from_secs(5), leases.replace(c, &kube::api::PostParams::default(), &health::released(l))).await {
+                            Ok(Ok(_)) => ui.step(&format!("  released {c}'s Lease: its holder stopped with the process this run replaced")),
+                            _ => ui.detail(&format!("could not release {c}'s Lease (someone else changed it); waiting it out")),
+                        }
+                        released.push(c);
+                    }
+                    verdict
+                }
                 Ok(Ok(None)) => Err("no Lease yet".into()),
                 Ok(Err(e)) => Err(format!("cannot read its Lease: {}", crate::redact::line(&e.to_string()))),
                 Err(_) => Err("reading its Lease got no answer within 5s".into()),
@@ -447,6 +479,7 @@ pub async fn execute(
     };
     let mut uploads_done = false;
     let mut clients: Option<HealthClients> = None;
+    let mut api_restart: Option<Instant> = None;
     for a in &plan.actions {
         match a {
             Action::RemoveStale { path } => {
@@ -549,6 +582,7 @@ pub async fn execute(
                 host.sh_ok(&format!("systemctl enable --quiet {}", units.join(" "))).await?;
             }
             Action::Stop { units, .. } => {
+                api_restart.get_or_insert_with(Instant::now);
                 ui.step(&a.line());
                 host.sh_ok(&format!("systemctl stop {}", units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))).await?;
             }
@@ -558,6 +592,9 @@ pub async fn execute(
                 o.started.push(unit.clone());
             }
             Action::Restart { unit, .. } => {
+                if crate::model::unit(crate::model::APISERVER).is_some_and(|u| u.file_name == unit) {
+                    api_restart.get_or_insert_with(Instant::now);
+                }
                 ui.step(&a.line());
                 host.sh_ok(&format!("systemctl restart {u}\n{}", clear_marker(&[format!("restart {unit}")]), u = q(unit))).await?;
                 o.restarted.push(unit.clone());
@@ -566,7 +603,8 @@ pub async fn execute(
                 phase(&mut o, "install and start", &mut t);
                 ui.step(&a.line());
                 let c = HealthClients::open(host, desired, api_config.clone()).await?;
-                wait_healthy(host, &c, timeout, ui).await?;
+                let ready = wait_healthy(host, &c, timeout, ui).await?;
+                o.api_restart_to_ready = api_restart.map(|t| ready.duration_since(t).as_secs_f64());
                 ui.step("  healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
                 wait_leaders(host, &c.api, desired, timeout, ui).await?;
                 phase(&mut o, "wait healthy", &mut t);

@@ -87,6 +87,31 @@ pub fn reach_address(bind_address: &str) -> IpAddr {
     }
 }
 
+/// Was `lease` last held by a process of this server (`hostname`, as
+/// client-go names holders `HOSTNAME_UUID`) that renewed it before the
+/// component last started here (`started`, server seconds)? Then its holder
+/// is a process that no longer runs.
+pub fn held_by_previous_local_process(lease: &k8s_openapi::api::coordination::v1::Lease, hostname: &str, started: u64) -> bool {
+    let Some(spec) = &lease.spec else { return false };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    let renewed = spec.renew_time.as_ref().map(|t| t.0.as_second()).unwrap_or(i64::MAX);
+    !hostname.is_empty() && started > 0 && holder.starts_with(&format!("{hostname}_")) && renewed < started as i64
+}
+
+/// `lease` released the way client-go releases it on a clean exit: no
+/// holder, a one-second duration. Keeps the resourceVersion, so the write
+/// fails if anyone changed the Lease since it was read.
+pub fn released(mut lease: k8s_openapi::api::coordination::v1::Lease) -> k8s_openapi::api::coordination::v1::Lease {
+    if let Some(spec) = lease.spec.as_mut() {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+    }
+    lease
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +129,16 @@ mod tests {
         assert!(lease_verdict(&lease(1000), 1003.0, 1000).unwrap_err().contains("a holder that is gone"));
         assert!(lease_verdict(&lease(1002), 1003.0, 1000).is_ok());
         assert!(lease_verdict(&LeaseSpec::default(), 1.0, 0).unwrap_err().contains("nobody holds"));
+        // Only this server's previous process is released.
+        use k8s_openapi::api::coordination::v1::Lease;
+        let l = Lease { spec: Some(lease(1000)), ..Default::default() };
+        assert!(held_by_previous_local_process(&l, "server", 1001));
+        assert!(!held_by_previous_local_process(&l, "server", 999), "renewed after the start: the live process");
+        assert!(!held_by_previous_local_process(&l, "server2", 1001), "another server's holder");
+        assert!(!held_by_previous_local_process(&l, "", 1001));
+        let r = released(l);
+        assert_eq!(r.spec.as_ref().unwrap().holder_identity.as_deref(), Some(""));
+        assert_eq!(r.spec.as_ref().unwrap().lease_duration_seconds, Some(1));
     }
 
     #[test]

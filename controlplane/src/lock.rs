@@ -78,7 +78,7 @@ impl<'h> Lock<'h> {
                 .command(&script(&info))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .await
                 .map_err(|e| host.lost(e))?;

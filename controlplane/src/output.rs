@@ -3,6 +3,41 @@
 
 use std::io::IsTerminal;
 
+/// `println!` that never panics: a reader that went away (`| head`, a
+/// closed pipe) must not turn a run into a crash. The same for the others.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+        let _ = std::io::stdout().flush();
+    }};
+}
+
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+#[macro_export]
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     pub tty: bool,
@@ -16,12 +51,12 @@ impl Ui {
 
     /// One line of progress.
     pub fn step(&self, line: &str) {
-        eprintln!("{line}");
+        crate::errln!("{line}");
     }
 
     pub fn detail(&self, line: &str) {
         if self.verbose {
-            eprintln!("  {line}");
+            crate::errln!("  {line}");
         }
     }
 

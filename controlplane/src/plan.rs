@@ -69,7 +69,7 @@ impl Action {
             Action::Stop { units, because } => format!("systemctl stop {} ({because})", units.join(" ")),
             Action::Start { unit, because } => format!("systemctl start {unit}{}", why(because)),
             Action::Restart { unit, because } => format!("systemctl restart {unit}{}", why(because)),
-            Action::WaitHealthy { components } => format!("wait     until healthy: {}", components.join(", ")),
+            Action::WaitHealthy { components } => format!("wait     until healthy: {} (and leaders; a Lease left by a process stopped here is released)", components.join(", ")),
             Action::ApplyRbac { cluster_roles, cluster_role_bindings } => format!(
                 "apply    ClusterRole {} / ClusterRoleBinding {} (server-side)",
                 cluster_roles.join(", "),

@@ -148,6 +148,16 @@ fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// `stat -c %F`'s words with an article: `a directory`, `a symbolic link`.
+fn a(kind: &str) -> String {
+    let k = crate::redact::line(kind);
+    if k.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {k}")
+    } else {
+        format!("a {k}")
+    }
+}
+
 /// Unit directories that take precedence over /etc/systemd/system: a unit
 /// file there replaces the one bootstrap installs.
 const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/systemd/system.control/", "/run/systemd/transient/", "/run/systemd/generator.early/"];
@@ -164,7 +174,7 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
     for f in &desired.files {
         if let Some(r) = facts.files.get(f.spec.dest).filter(|r| !r.is_regular()) {
             p.push(Problem::new(
-                format!("{} on the server is {}, not a regular file", f.spec.dest, show(&r.kind)),
+                format!("{} on the server is {}, not a regular file", f.spec.dest, a(&r.kind)),
                 format!("move it away (mv {0} {0}.old): bootstrap places a regular file there", f.spec.dest),
             ));
         }
@@ -174,7 +184,7 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
     for d in crate::model::DIRECTORIES {
         let Some(r) = facts.dirs.get(d.path) else { continue };
         if r.kind != "directory" {
-            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, show(&r.kind)), format!("move it away (mv {0} {0}.old)", d.path)));
+            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, a(&r.kind)), format!("move it away (mv {0} {0}.old)", d.path)));
             continue;
         }
         if d.owned {

@@ -189,6 +189,34 @@ impl Host {
         }
     }
 
+    /// Fails with one clear line unless commands can run as root here
+    /// (root login, or passwordless `sudo -n`).
+    pub async fn require_root(&self) -> Result<(), Error> {
+        if !self.sudo {
+            return Ok(());
+        }
+        let out = self.sh_within("true", Duration::from_secs(30)).await?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Input(format!(
+                "{}: the login user is not root and `sudo -n` is refused ({}): log in as root, or allow passwordless sudo",
+                self.destination,
+                crate::redact::line(err.trim().lines().next().unwrap_or(""))
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails with a connection error once the SSH master is gone (waits
+    /// that only use its tunnels would otherwise not notice).
+    pub async fn alive(&self) -> Result<(), Error> {
+        match tokio::time::timeout(Duration::from_secs(10), self.session.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.lost(e)),
+            Err(_) => Err(self.lost("the SSH master does not answer")),
+        }
+    }
+
     pub fn lost(&self, e: impl std::fmt::Display) -> Error {
         Error::Connect(format!("{}: lost the SSH connection: {e}", self.destination))
     }
@@ -231,7 +259,7 @@ impl Host {
                 "{}: `{}` failed: {}",
                 self.destination,
                 first_line(script),
-                crate::redact::block(String::from_utf8_lossy(&out.stderr).trim())
+                crate::redact::line(String::from_utf8_lossy(&out.stderr).trim())
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -90,10 +90,13 @@ enum Command {
         name: Option<String>,
         #[command(flatten)]
         overrides: OverrideArgs,
+        /// Render the scheduler config for binaries of this release (as bootstrap does for the ones it ships).
+        #[arg(long, value_name = "vX.Y")]
+        kubernetes_version: Option<String>,
     },
 }
 
-fn manifests(name: Option<&str>, o: &Overrides) -> Result<String, Error> {
+fn manifests(name: Option<&str>, o: &Overrides, version: Option<Version>) -> Result<String, Error> {
     let units = desired_units(o);
     let Some(name) = name else {
         let mut out = String::new();
@@ -114,7 +117,10 @@ fn manifests(name: Option<&str>, o: &Overrides) -> Result<String, Error> {
         return Ok(d.text.clone());
     }
     if SCHEDULER_CONFIG.manifest.ends_with(name) {
-        return Ok(SCHEDULER_CONFIG.text.to_string());
+        return match version {
+            None => Ok(SCHEDULER_CONFIG.text.to_string()),
+            Some(v) => desired::render_scheduler_config(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {v}: older than v1.19, which no scheduler config here fits"))),
+        };
     }
     let known: Vec<_> = units.iter().map(|d| d.spec.file_name).chain([SCHEDULER_CONFIG.manifest.rsplit('/').next().unwrap_or_default()]).collect();
     Err(Error::Input(format!("no compiled-in manifest named `{name}`; known: {}", known.join(", "))))
@@ -209,6 +215,7 @@ async fn server(
     ui.step(&format!("connect  {destination}"));
     let remote = async {
         let host = Host::connect(destination, ssh, timeout).await?;
+        host.require_root().await?;
         Ok::<_, Error>(host)
     };
     let (local, host) = tokio::join!(local, remote);
@@ -293,6 +300,7 @@ async fn server(
         "started": outcome.started,
         "restarted": outcome.restarted,
         "rbac": outcome.rbac,
+        "apiserverRestartToReadySeconds": outcome.api_restart_to_ready.map(|s| (s * 1000.0).round() / 1000.0),
         "phases": phases.iter().map(|(n, s)| json!({"name": n, "seconds": (s * 1000.0).round() / 1000.0})).collect::<Vec<_>>(),
         "elapsedSeconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     });
@@ -343,7 +351,7 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
         if !std::io::stdin().is_terminal() {
             return Err(Error::Input("reset removes the control plane: pass --yes (standard input is not a terminal to ask)".into()));
         }
-        eprint!("This stops the control plane on {destination} and removes what bootstrap placed (etcd stays). Continue? [y/N] ");
+        controlplane::err!("This stops the control plane on {destination} and removes what bootstrap placed (etcd stays). Continue? [y/N] ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer).map_err(|e| Error::Input(e.to_string()))?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -351,6 +359,7 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
         }
     }
     let host = Host::connect(destination, ssh, timeout).await?;
+    host.require_root().await?;
     let ui = Ui::new(false);
     let done = match controlplane::lock::Lock::acquire(&host, timeout, &ui).await {
         Ok(lock) => {
@@ -363,10 +372,10 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
     host.close().await;
     let done = done?;
     if done.is_empty() {
-        println!("nothing to reset on {destination}");
+        controlplane::outln!("nothing to reset on {destination}");
     }
     for l in done {
-        println!("{l}");
+        controlplane::outln!("{l}");
     }
     Ok(())
 }
@@ -375,7 +384,7 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
 /// directory are gone already ([`controlplane::interrupt::guard`]); say so
 /// and exit now, without waiting for work that was abandoned.
 fn interrupted(sig: controlplane::interrupt::Signal) -> ! {
-    eprintln!("error: stopped by {}: the SSH connection is closed; the server keeps no half-written file, and the next run finishes what this one started", sig.name());
+    controlplane::errln!("error: stopped by {}: the SSH connection is closed; the server keeps no half-written file, and the next run finishes what this one started", sig.name());
     std::process::exit(sig.exit_code().into())
 }
 
@@ -388,17 +397,22 @@ fn main() -> ExitCode {
     match cli.command {
         // Handled by plugin::early before parsing; here only for --help and errors.
         Command::Completion { shell } => {
-            eprintln!("error: completion {shell}: unknown shell; use bash, zsh, fish, elvish or powershell");
+            controlplane::errln!("error: completion {shell}: unknown shell; use bash, zsh, fish, elvish or powershell");
             ExitCode::from(controlplane::exit::INPUT)
         }
-        Command::Manifests { name, overrides } => {
-            match Overrides::from_args(&overrides).and_then(|o| manifests(name.as_deref(), &o)) {
+        Command::Manifests { name, overrides, kubernetes_version } => {
+            let version = match kubernetes_version.as_deref().map(|v| Version::parse(v).ok_or(v)) {
+                None => Ok(None),
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(v)) => Err(Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::redact::line(v)))),
+            };
+            match version.and_then(|v| Overrides::from_args(&overrides).and_then(|o| manifests(name.as_deref(), &o, v))) {
                 Ok(s) => {
-                    print!("{s}");
+                    controlplane::out!("{s}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    controlplane::errln!("error: {e}");
                     ExitCode::from(e.exit_code())
                 }
             }
@@ -406,7 +420,7 @@ fn main() -> ExitCode {
         Command::Reset { destination, ssh, yes, timeout } => match rt.block_on(controlplane::interrupt::guard(reset(&destination, &ssh, yes, timeout))) {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(e)) => {
-                eprintln!("error: {e}");
+                controlplane::errln!("error: {e}");
                 ExitCode::from(e.exit_code())
             }
             Err(sig) => interrupted(sig),
@@ -420,19 +434,19 @@ fn main() -> ExitCode {
             match r {
                 Ok((v, text)) => {
                     match output {
-                        Format::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
-                        Format::Text => println!("{text}"),
+                        Format::Json => controlplane::outln!("{}", serde_json::to_string_pretty(&v).expect("json")),
+                        Format::Text => controlplane::outln!("{text}"),
                     }
                     ExitCode::SUCCESS
                 }
                 Err(Failure { error, problems }) => {
                     for p in &problems {
-                        eprintln!("error: {p}");
+                        controlplane::errln!("error: {p}");
                     }
-                    eprintln!("error: {error}");
+                    controlplane::errln!("error: {error}");
                     if output == Format::Json {
                         let v = json!({"apiVersion": "kubectl-bootstrap/v1", "kind": "Error", "error": error.to_string(), "exitCode": error.exit_code(), "problems": problems});
-                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                        controlplane::outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
                     }
                     ExitCode::from(error.exit_code())
                 }

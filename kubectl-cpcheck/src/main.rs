@@ -85,7 +85,7 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     }
     if cli.list {
         for c in &registry {
-            println!("{:<48} {:<12} {}", c.id, c.group, c.title);
+            controlplane::outln!("{:<48} {:<12} {}", c.id, c.group, c.title);
         }
         return Ok(exit::OK);
     }
@@ -142,9 +142,9 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     }
     let summary = check::summarize(&results);
     match cli.output {
-        Format::Table => print!("{}", report::table(&results, &summary, std::io::stdout().is_terminal())),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&results, &summary)).expect("json")),
-        Format::Junit => print!("{}", report::junit(&results, &summary)),
+        Format::Table => controlplane::out!("{}", report::table(&results, &summary, std::io::stdout().is_terminal())),
+        Format::Json => controlplane::outln!("{}", serde_json::to_string_pretty(&report::json(&results, &summary)).expect("json")),
+        Format::Junit => controlplane::out!("{}", report::junit(&results, &summary)),
     }
     Ok(if results.iter().any(|r| r.finding.status == Status::Fail) { exit::FAILED } else { exit::OK })
 }
@@ -159,11 +159,11 @@ fn main() -> ExitCode {
     match rt.block_on(controlplane::interrupt::guard(run(&cli))) {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
-            eprintln!("error: {e}");
+            controlplane::errln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
         Err(sig) => {
-            eprintln!("error: stopped by {}", sig.name());
+            controlplane::errln!("error: stopped by {}", sig.name());
             std::process::exit(sig.exit_code().into())
         }
     }

@@ -80,7 +80,8 @@ impl Bed {
     pub fn netns(&self) -> String {
         format!("kcpbed-{}", self.slot)
     }
-    fn veth_host(&self) -> String {
+    /// The host side of the bed's link (tests take it down to cut the link).
+    pub fn veth_host(&self) -> String {
         format!("kcpbed{}h", self.slot)
     }
     fn merged(&self) -> PathBuf {
@@ -129,6 +130,12 @@ impl Bed {
         v.extend(self.plugin_ssh_args());
         v.extend(["--kubeconfig".into(), self.kubeconfig.display().to_string()]);
         v
+    }
+
+    /// Takes the bed's link down (`up` false) or up again: a cut the SSH
+    /// client only notices by its keepalives.
+    pub fn link(&self, up: bool) -> Result<()> {
+        run(Command::new("ip").args(["link", "set", &self.veth_host(), if up { "up" } else { "down" }])).map(drop)
     }
 
     /// Runs `script` on the server as `user` with the plain ssh client.

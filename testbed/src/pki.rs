@@ -147,6 +147,48 @@ pub fn reissue_apiserver(dir: &Path, sans: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Reissues `kube-api-server.crt`/`.key` in `dir` with the guide's names
+/// for `server_ip`, valid from two days ago until yesterday: expired.
+pub fn reissue_apiserver_expired(dir: &Path, server_ip: IpAddr) -> Result<()> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.crt"))?, ca_key)?;
+    let ca = Ca { pem: std::fs::read_to_string(dir.join("ca.crt"))?, issuer };
+    let mut p = params("kubernetes", None, apiserver_sans(server_ip), 365)?;
+    p.not_before = OffsetDateTime::now_utc() - Duration::days(2);
+    p.not_after = OffsetDateTime::now_utc() - Duration::days(1);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    leaf(dir, "kube-api-server", &ca, p)?;
+    Ok(())
+}
+
+/// The base64 bodies of every private key the assets in `dir` hold: the
+/// `*.key` files, the kubeconfigs' client-key-data, the encryption
+/// config's secret. Tests check no part of them reaches any output.
+pub fn secret_bodies(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let pem_body = |pem: &str| -> String { pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>() };
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !p.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if name.ends_with(".key") {
+            out.push(pem_body(&text));
+        } else if name.ends_with(".kubeconfig") {
+            for l in text.lines().filter_map(|l| l.trim().strip_prefix("client-key-data:")) {
+                let pem = String::from_utf8(B64.decode(l.trim())?)?;
+                out.push(pem_body(&pem));
+                out.push(l.trim().to_string());
+            }
+        } else if name == "encryption-config.yaml" {
+            out.extend(text.lines().filter_map(|l| l.trim().strip_prefix("secret:")).map(|s| s.trim().to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// Copies an assets directory (binaries stay symlinks) for a test to damage.
 pub fn copy_assets(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;

@@ -9,6 +9,14 @@ use std::sync::OnceLock;
 
 pub use testbed::Bed;
 
+pub mod faults;
+
+/// The last lines of a plugin's stderr, for a failure message.
+pub fn redact_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
 /// Brings up a fresh bed or fails the test saying why (never skips).
 pub fn bed(label: &str) -> Bed {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -71,9 +79,26 @@ pub fn snapshot(bed: &Bed) -> String {
              find \"$d\" -xdev \\( -type f -o -type d -o -type l \\) -printf '%p %m %u:%g %y\\n'; \
              find \"$d\" -xdev -type f -exec sha256sum {} +; \
            else echo \"absent $d\"; fi; \
-         done | sort; systemctl list-unit-files 'kube-*' --no-legend 2>/dev/null; true",
+         done | sort; systemctl list-unit-files 'kube-*' --no-legend 2>/dev/null; \
+         for u in kube-apiserver kube-controller-manager kube-scheduler; do \
+           systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic -p NeedDaemonReload \"$u\"; done; true",
     )
     .expect("snapshot")
+}
+
+/// Where some part (any 12 consecutive characters) of a private key body
+/// from `secrets` ([`testbed::pki::secret_bodies`]) appears in `text`.
+pub fn leak(text: &str, secrets: &[String]) -> Option<String> {
+    for body in secrets {
+        let b: Vec<char> = body.chars().collect();
+        for w in b.windows(12) {
+            let w: String = w.iter().collect();
+            if text.contains(&w) {
+                return Some(w);
+            }
+        }
+    }
+    None
 }
 
 /// (ActiveEnterTimestampMonotonic, NRestarts) of a unit: a restart someone

@@ -134,3 +134,17 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(snapshot(&bed), before, "the server must be byte-for-byte unchanged");
 }
+
+/// A reader that goes away (`| head`) ends the output, not the plugin with a
+/// panic.
+#[test]
+fn a_closed_pipe_is_not_a_crash() {
+    use std::io::Read;
+    for (bin, args) in [("kubectl-bootstrap", vec!["manifests"]), ("kubectl-cpcheck", vec!["--list"])] {
+        let mut child = Command::new(e2e::plugin(bin)).args(&args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut one = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut one).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(0), "{bin} {args:?}: a closed stdout is not a crash (101 is a panic)");
+    }
+}

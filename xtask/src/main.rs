@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use testbed::Bed;
 
 mod bench;
+mod faults;
 mod release;
 
 #[derive(Parser)]
@@ -32,6 +33,18 @@ enum Cmd {
     },
     /// Benchmarks on a fresh bed, each against a baseline measured in the same run.
     Bench,
+    /// The full fault campaign (cut connections, SIGINTs) plus the hostile inputs; writes RELIABILITY.md.
+    Faults {
+        /// Replay a campaign (its seed is printed and written in RELIABILITY.md).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Connection cuts, spread over upload, commit, daemon-reload/restart and the health wait.
+        #[arg(long, default_value_t = 24)]
+        cuts: usize,
+        /// SIGINTs at random points.
+        #[arg(long, default_value_t = 12)]
+        sigints: usize,
+    },
     /// Build the plugins and put them (and their completion helpers) in PREFIX/bin.
     Install {
         /// Default: ~/.local
@@ -187,6 +200,7 @@ fn main() -> ExitCode {
         },
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench::run(),
+        Cmd::Faults { seed, cuts, sigints } => faults::run(seed, cuts, sigints),
         Cmd::Install { prefix } => release::install(prefix),
         Cmd::Dist { out } => release::dist(out),
         Cmd::Demo { keep } => demo(keep),
