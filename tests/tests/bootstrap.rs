@@ -1,6 +1,7 @@
 //! `kubectl bootstrap server` on the real bed.
 
 use std::process::Command;
+use std::str::FromStr;
 
 use controlplane::model::{Source, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, UNITS};
 use e2e::{active_since, run_bootstrap, server_args, snapshot, text};
@@ -183,6 +184,18 @@ fn reset_removes_what_bootstrap_placed_and_keeps_etcd() {
     let bed = e2e::bed("reset");
     let out = run_bootstrap(&server_args(&bed, "root"));
     assert!(out.status.success(), "{:?}", text(&out));
+    // The leaders before the reset: after it, "leaders elected" must mean
+    // live ones, not the Leases the dead processes left.
+    let holders = |bed: &e2e::Bed| -> Vec<(String, String)> {
+        ["kube-controller-manager", "kube-scheduler"]
+            .iter()
+            .map(|c| {
+                let v: Value = serde_json::from_str(&kubectl(bed, &["-n", "kube-system", "get", "lease", c, "-o", "json"])).unwrap();
+                (v["spec"]["holderIdentity"].as_str().unwrap_or("").to_string(), v["spec"]["renewTime"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    };
+    let old = holders(&bed);
     let out = e2e::bootstrap(&["reset", &bed.dest(), "-i", &bed.key.display().to_string(), "--known-hosts", &bed.known_hosts.display().to_string()]);
     assert_eq!(out.status.code(), Some(2), "reset without --yes and no terminal refuses");
     let out = e2e::bootstrap(&["reset", &bed.dest(), "-i", &bed.key.display().to_string(), "--known-hosts", &bed.known_hosts.display().to_string(), "--yes"]);
@@ -193,6 +206,18 @@ fn reset_removes_what_bootstrap_placed_and_keeps_etcd() {
     assert_eq!(bed.ssh("systemctl is-active etcd").unwrap().trim(), "active");
     assert_eq!(bed.ssh("test -d /usr/local/bin && echo kept").unwrap().trim(), "kept");
     assert_eq!(bed.ssh("test -d /var/lib/kubernetes && echo kept || echo gone").unwrap().trim(), "gone");
+
+    // Deployed again.
+    let out = run_bootstrap(&server_args(&bed, "root"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let new = holders(&bed);
+    for ((c, (h0, _)), (h1, renewed)) in ["kube-controller-manager", "kube-scheduler"].iter().zip(&old).zip(&new) {
+        assert_ne!(h0, h1, "{c}: still the old holder {h0}");
+        let started = bed.ssh(&format!("systemctl show --timestamp=unix -p ActiveEnterTimestamp {c}")).unwrap();
+        let started: i64 = started.trim().trim_start_matches("ActiveEnterTimestamp=@").parse().unwrap();
+        let renewed = k8s_openapi::jiff::Timestamp::from_str(renewed).unwrap().as_second();
+        assert!(renewed >= started, "{c}: renewed at {renewed}, before its unit started at {started}");
+    }
 }
 
 #[test]

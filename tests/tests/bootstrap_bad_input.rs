@@ -139,12 +139,49 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
 /// panic.
 #[test]
 fn a_closed_pipe_is_not_a_crash() {
-    use std::io::Read;
     for (bin, args) in [("kubectl-bootstrap", vec!["manifests"]), ("kubectl-cpcheck", vec!["--list"])] {
-        let mut child = Command::new(e2e::plugin(bin)).args(&args).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let mut one = [0u8; 1];
-        child.stdout.take().unwrap().read_exact(&mut one).unwrap();
+        let mut child = Command::new(e2e::plugin(bin)).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        // Gone before the plugin writes a byte: its first write fails (EPIPE).
+        drop(child.stdout.take());
+        drop(child.stderr.take());
         let st = child.wait().unwrap();
         assert_eq!(st.code(), Some(0), "{bin} {args:?}: a closed stdout is not a crash (101 is a panic)");
     }
+}
+
+/// A jump host (-J) is checked against --known-hosts as strictly as the
+/// server: reached when its key is there, refused (exit 3) when it is not.
+#[test]
+fn a_jump_host_is_checked_against_known_hosts_like_the_server() {
+    let bed = e2e::bed("jump");
+    let key_line = std::fs::read_to_string(&bed.known_hosts).unwrap();
+    let hostkey: Vec<&str> = key_line.split_whitespace().skip(1).take(2).collect();
+    let dir = bed.dir.join("jump");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The server is reached as 127.0.0.1 *from the jump host* (itself).
+    let both = dir.join("both");
+    std::fs::write(&both, format!("{} {}\n127.0.0.1 {}\n", bed.address, hostkey.join(" "), hostkey.join(" "))).unwrap();
+    let target_only = dir.join("target_only");
+    std::fs::write(&target_only, format!("127.0.0.1 {}\n", hostkey.join(" "))).unwrap();
+    let args = |kh: &std::path::Path| -> Vec<String> {
+        vec![
+            "server".into(),
+            "root@127.0.0.1".into(),
+            "-J".into(),
+            format!("root@{}", bed.address),
+            "-i".into(),
+            bed.key.display().to_string(),
+            "--known-hosts".into(),
+            kh.display().to_string(),
+            "--assets".into(),
+            bed.assets.display().to_string(),
+            "--dry-run".into(),
+        ]
+    };
+    let out = e2e::run_bootstrap(&args(&both));
+    assert!(out.status.success(), "through the jump host: {:?}", text(&out));
+    let out = e2e::run_bootstrap(&args(&target_only));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("error: cannot connect to root@127.0.0.1"), "{stderr}");
 }

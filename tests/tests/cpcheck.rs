@@ -128,6 +128,58 @@ fn healthy_then_one_breakage_at_a_time() {
     assert!(m["consistency.service-cidr"].1.contains("kube-apiserver uses 10.0.0.0/24 (its default: the flag is absent), kube-controller-manager 10.32.0.0/24"), "{:?}", m["consistency.service-cidr"]);
     restore(&bed);
 
+    // A unit changed on disk that systemd has not read, then read but the
+    // process not restarted: the two states an interrupted change leaves.
+    bed.ssh("sed -i 's/--v=2/--v=5/' /etc/systemd/system/kube-scheduler.service").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.reload.kube-scheduler"].0.as_str(), code), ("FAIL", 1), "{:?}", m["host.reload.kube-scheduler"]);
+    assert!(m["host.reload.kube-scheduler"].1.contains("NeedDaemonReload=yes"));
+    bed.ssh("systemctl daemon-reload").unwrap();
+    let (m, _, _) = run_json(&bed, &[]);
+    assert_eq!(m["host.reload.kube-scheduler"].0, "PASS");
+    assert_eq!(m["host.running.kube-scheduler"].0, "FAIL", "{:?}", m["host.running.kube-scheduler"]);
+    assert!(m["host.running.kube-scheduler"].1.contains("--v=2 (unit: --v=5)"), "{:?}", m["host.running.kube-scheduler"]);
+    restore(&bed);
+    let (m, _, _) = run_json(&bed, &[]);
+    assert_eq!(m["host.running.kube-scheduler"].0, "PASS");
+
+    // A drop-in, and one of bootstrap's directories with a loose mode
+    // (bootstrap puts it back).
+    bed.ssh("mkdir -p /etc/systemd/system/kube-controller-manager.service.d && printf '[Service]\nEnvironment=A=1\n' > /etc/systemd/system/kube-controller-manager.service.d/x.conf && systemctl daemon-reload && chmod 0755 /var/lib/kubernetes").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.dropins.kube-controller-manager"].0.as_str(), code), ("FAIL", 1));
+    assert!(m["host.dropins.kube-controller-manager"].1.contains("drop-in /etc/systemd/system/kube-controller-manager.service.d/x.conf"), "{:?}", m["host.dropins.kube-controller-manager"]);
+    assert_eq!(m["host.directories"].0, "FAIL");
+    assert!(m["host.directories"].1.contains("/var/lib/kubernetes is 0755 root:root, expected 0700 root:root"), "{:?}", m["host.directories"]);
+    bed.ssh("rm -r /etc/systemd/system/kube-controller-manager.service.d && systemctl daemon-reload").unwrap();
+    let mut dry = server_args(&bed, "root");
+    dry.push("--dry-run".into());
+    let out = run_bootstrap(&dry);
+    assert!(text(&out).0.contains("chmod    /var/lib/kubernetes/ → 0700 root:root (was 0755 root:root)"), "the plan shows the fix: {:?}", text(&out));
+    restore(&bed);
+    let (m, _, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.dropins.kube-controller-manager"].0.as_str(), m["host.directories"].0.as_str()), ("PASS", "PASS"));
+
+    // What the server says is escaped everywhere, and an installed unit that
+    // does not parse is a FAIL, never a skip.
+    bed.ssh("printf '[Unit]\nDescription=x\n[Service]\nExecStart=/usr/local/bin/kube-scheduler --v=2\n\\033[2Jgarbage\n[Install]\nWantedBy=multi-user.target\n' > /etc/systemd/system/kube-scheduler.service").unwrap();
+    let (m, code, _) = run_json(&bed, &[]);
+    assert_eq!((m["host.drift.kube-scheduler"].0.as_str(), code), ("FAIL", 1));
+    assert!(m["host.drift.kube-scheduler"].1.contains("does not parse by systemd's rules: line 5"), "{:?}", m["host.drift.kube-scheduler"]);
+    assert!(m["host.drift.kube-scheduler"].1.contains("\\u{1b}[2Jgarbage"), "escaped: {:?}", m["host.drift.kube-scheduler"]);
+    assert_eq!(m["host.running.kube-scheduler"].0, "FAIL");
+    for format in ["table", "junit"] {
+        let mut args = cpcheck_args(&bed);
+        args.extend(["-o".into(), format.into()]);
+        let out = cpcheck(&args);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(!stdout.contains('\u{1b}'), "{format}: no raw escape from the server");
+        if format == "junit" {
+            roxmltree::Document::parse(&stdout).expect("JUnit stays XML whatever the server says");
+        }
+    }
+    restore(&bed);
+
     // Another listener on the apiserver's port while it is stopped.
     bed.ssh("systemctl stop kube-apiserver && systemd-run --unit=squatter nc -lk 6443 && sleep 1").unwrap();
     let (m, code, _) = run_json(&bed, &[]);

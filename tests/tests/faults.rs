@@ -55,8 +55,11 @@ fn a_failing_commit_step_fails_the_run_naming_the_file_and_reports_it_not_upload
     let unit = "/etc/systemd/system/kube-apiserver.service";
     let before = bed.ssh(&format!("sha256sum {unit}")).unwrap();
     for (tool, step) in [("chown", format!("chown root:root {unit} failed")), ("mv", format!("rename into {unit} failed"))] {
-        // The server's own tool fails (first on root's PATH).
-        bed.ssh(&format!("printf '#!/bin/sh\\necho \"{tool}: Operation not permitted\" >&2\\nexit 1\\n' > /usr/local/sbin/{tool} && chmod 755 /usr/local/sbin/{tool}")).unwrap();
+        // The server's own tool fails for that file (first on root's PATH).
+        bed.ssh(&format!(
+            "printf '#!/bin/sh\\ncase \"$*\" in *kube-apiserver.service*) echo \"{tool}: Operation not permitted\" >&2; exit 1;; esac\\nexec /bin/{tool} \"$@\"\\n' > /usr/local/sbin/{tool} && chmod 755 /usr/local/sbin/{tool}"
+        ))
+        .unwrap();
         let mut args = with_set(&bed, "kube-apiserver.v=3");
         args.extend(["-o".into(), "json".into()]);
         let out = run_bootstrap(&args);
