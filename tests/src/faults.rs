@@ -73,7 +73,7 @@ pub fn trials(seed: u64, cuts: usize, sigints: usize) -> Vec<Trial> {
             Phase::Upload => 900,
             Phase::Commit => 80,
             Phase::Restart => 1500,
-            Phase::Wait => 8000,
+            Phase::Wait => 3000,
         };
         let change = match phase {
             Phase::Upload => Change::FirstDeploy,
