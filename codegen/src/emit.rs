@@ -6,8 +6,8 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use crate::layout::Source;
-use crate::model::Manifests;
+use crate::layout::{FileKind, Source};
+use crate::model::{Manifests, APISERVER_DEFAULT_SERVICE_CIDR, OUTPUT_FLAGS};
 
 fn opt(s: &Option<String>) -> TokenStream {
     match s {
@@ -40,6 +40,29 @@ pub fn tokens(m: &Manifests) -> TokenStream {
         pub const KUBERNETES_VERSION: &str = #kv;
     });
 
+    // The kinds of placed file, defined here from codegen's own: which are
+    // secret is decided once, where layout.yaml is read.
+    let kinds: Vec<Ident> = FileKind::ALL.iter().map(|k| Ident::new(k.ident(), Span::call_site())).collect();
+    let secret: Vec<Ident> = FileKind::ALL.iter().filter(|k| k.is_secret()).map(|k| Ident::new(k.ident(), Span::call_site())).collect();
+    let (default_cidr, output_flags) = (APISERVER_DEFAULT_SERVICE_CIDR, OUTPUT_FLAGS);
+    items.push(quote! {
+        /// What a placed file holds (layout.yaml `kind`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FileKind { #(#kinds),* }
+        impl FileKind {
+            /// Holds private key material or credentials: never printed or
+            /// diffed, mode 0600 (codegen refuses a layout that says otherwise).
+            pub fn is_secret(self) -> bool {
+                matches!(self, #(FileKind::#secret)|*)
+            }
+        }
+        /// kube-apiserver's built-in --service-cluster-ip-range when the flag is absent.
+        pub const APISERVER_DEFAULT_SERVICE_CIDR: &str = #default_cidr;
+        /// Flags whose path the component writes, not reads: they need not exist
+        /// before it starts, and nothing uploads them.
+        pub const OUTPUT_FLAGS: &[&str] = &[#(#output_flags),*];
+    });
+
     let mut unit_idents = Vec::new();
     for c in &m.components {
         let u = &c.unit;
@@ -60,6 +83,10 @@ pub fn tokens(m: &Manifests) -> TokenStream {
             quote!(PathRef { path: #path, by: #by, output: #output })
         });
         let (port, bind) = (c.serving_port, &c.bind_address);
+        let insecure = match c.insecure_port {
+            Some(p) => quote!(Some(#p)),
+            None => quote!(None),
+        };
         let doc = format!(" `{manifest}`, compiled in.");
         items.push(quote! {
             #[doc = #doc]
@@ -75,6 +102,7 @@ pub fn tokens(m: &Manifests) -> TokenStream {
                 restart_sec: #restart_sec,
                 wanted_by: #wanted_by,
                 serving_port: #port,
+                insecure_port: #insecure,
                 bind_address: #bind,
                 paths: &[#(#paths),*],
                 text: #text,

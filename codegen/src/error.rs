@@ -24,3 +24,9 @@ impl fmt::Display for ManifestError {
 }
 
 impl std::error::Error for ManifestError {}
+
+impl From<unitfile::ParseError> for ManifestError {
+    fn from(e: unitfile::ParseError) -> Self {
+        ManifestError { path: e.path, line: e.line, message: e.message }
+    }
+}

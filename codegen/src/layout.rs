@@ -61,6 +61,10 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [FileKind] =
+        &[FileKind::Binary, FileKind::Certificate, FileKind::Key, FileKind::Kubeconfig, FileKind::Secret, FileKind::Config, FileKind::Unit];
+
     /// Holds private key material or credentials (keys, kubeconfigs, the
     /// encryption config): never printed or diffed, mode must be 0600.
     pub fn is_secret(self) -> bool {

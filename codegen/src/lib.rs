@@ -10,7 +10,6 @@ mod error;
 mod layout;
 mod model;
 mod rbac;
-mod unit;
 mod yaml;
 
 pub use config::{parse_scheduler_config, SchedulerConfig};
@@ -19,7 +18,7 @@ pub use error::ManifestError;
 pub use layout::{parse_layout, FileKind, Layout, Source};
 pub use model::{default_secure_port, first_address, load, Manifests, APISERVER_DEFAULT_SERVICE_CIDR, OUTPUT_FLAGS};
 pub use rbac::{parse_rbac, Rbac};
-pub use unit::{control_char, parse_unit, render_with_flags, same_directives, systemd_lines, ParsedUnit, UnitFlag};
+pub use unitfile::{parse_unit, ParsedUnit, UnitFlag};
 
 use std::path::Path;
 

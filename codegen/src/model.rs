@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{parse_scheduler_config, SchedulerConfig};
 use crate::layout::{parse_layout, FileKind, Layout, Source};
 use crate::rbac::{check_refs, parse_rbac, Rbac};
-use crate::unit::{parse_unit, ParsedUnit};
+use unitfile::{parse_unit, ParsedUnit};
 use crate::ManifestError;
 
 /// Flags whose path the component writes rather than reads: they need not
@@ -17,6 +17,17 @@ pub const OUTPUT_FLAGS: &[&str] = &["audit-log-path", "log-file", "log-dir", "ce
 
 /// The apiserver's built-in --service-cluster-ip-range when the flag is absent.
 pub const APISERVER_DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/24";
+
+/// The plain-HTTP port a component of releases before 1.23 opens when
+/// --port is absent (the controller-manager's 10252, the scheduler's 10251;
+/// the apiserver's insecure port is bound to loopback and gone in 1.20+).
+pub fn default_insecure_port(component: &str) -> Option<u16> {
+    match component {
+        "kube-controller-manager" => Some(10252),
+        "kube-scheduler" => Some(10251),
+        _ => None,
+    }
+}
 
 /// Each control-plane component's secure port when --secure-port is absent.
 pub fn default_secure_port(component: &str) -> Option<u16> {
@@ -42,6 +53,8 @@ pub struct Component {
     /// Path of the unit relative to manifests/.
     pub manifest: String,
     pub serving_port: u16,
+    /// Its plain-HTTP port in older releases, unless `--port=0` closes it.
+    pub insecure_port: Option<u16>,
     pub bind_address: String,
     pub paths: Vec<PathRef>,
 }
@@ -196,7 +209,11 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
                 }
             }
         }
-        components.push(Component { unit, manifest, serving_port: port, bind_address, paths });
+        let insecure_port = match unit.flag("port") {
+            Some(f) => f.value.as_deref().and_then(|v| v.parse::<u16>().ok()).filter(|p| *p != 0),
+            None => default_insecure_port(&unit.component),
+        };
+        components.push(Component { unit, manifest, serving_port: port, insecure_port, bind_address, paths });
     }
     let Some(sc_file) = placed(&sc_rel) else {
         return Err(lerr(1, format!("layout.yaml does not place {sc_rel}")));

@@ -39,6 +39,8 @@ pub struct UnitSpec {
     pub wanted_by: &'static [&'static str],
     /// --secure-port, or the component's documented default (6443/10257/10259).
     pub serving_port: u16,
+    /// The plain-HTTP port releases before 1.23 open unless `--port=0`.
+    pub insecure_port: Option<u16>,
     /// --bind-address, or 0.0.0.0.
     pub bind_address: &'static str,
     pub paths: &'static [PathRef],
@@ -73,10 +75,6 @@ pub struct DirSpec {
     pub owned: bool,
 }
 
-/// What a placed file holds; `is_secret` (keys, kubeconfigs, the encryption
-/// config) means never printed, never diffed, always 0600. The same type
-/// codegen parses layout.yaml into.
-pub use codegen::FileKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -139,6 +137,17 @@ mod generated {
 }
 pub use generated::*;
 
+/// The first usable address of a CIDR (`10.32.0.0/24` → `10.32.0.1`): the
+/// `kubernetes` Service's ClusterIP for a service range.
+pub fn first_address(cidr: &str) -> Option<std::net::IpAddr> {
+    use std::net::IpAddr;
+    match cidr.parse::<ipnet::IpNet>().ok()? {
+        ipnet::IpNet::V4(n) if n.prefix_len() < 32 => Some(IpAddr::V4((u32::from(n.network()) + 1).into())),
+        ipnet::IpNet::V6(n) if n.prefix_len() < 128 => Some(IpAddr::V6((u128::from(n.network()) + 1).into())),
+        _ => None,
+    }
+}
+
 /// The component that serves the API; the others are its clients.
 pub const APISERVER: &str = "kube-apiserver";
 
@@ -168,13 +177,21 @@ mod tests {
         for u in UNITS {
             let on_disk = std::fs::read_to_string(format!("{MANIFESTS}/{}", u.manifest)).unwrap();
             assert_eq!(u.text, on_disk, "{} is stale: rebuild", u.manifest);
-            let parsed = codegen::parse_unit(std::path::Path::new(u.manifest), &on_disk).unwrap();
+            let parsed = unitfile::parse_unit(std::path::Path::new(u.manifest), &on_disk).unwrap();
             let flags: Vec<_> = parsed.flags.iter().map(|f| (f.name.as_str(), f.value.as_deref())).collect();
             let consts: Vec<_> = u.flags.iter().map(|f| (f.name, f.value)).collect();
             assert_eq!(flags, consts);
         }
         let sc = std::fs::read_to_string(format!("{MANIFESTS}/{}", SCHEDULER_CONFIG.manifest)).unwrap();
         assert_eq!(SCHEDULER_CONFIG.text, sc);
+    }
+
+    #[test]
+    fn the_service_ip_is_the_first_address_of_the_range() {
+        assert_eq!(first_address(SERVICE_CIDR).map(|i| i.to_string()).as_deref(), Some(SERVICE_IP));
+        assert_eq!(first_address("10.96.0.0/12").unwrap().to_string(), "10.96.0.1");
+        assert_eq!(first_address("fd00::/108").unwrap().to_string(), "fd00::1");
+        assert_eq!(first_address("nope"), None);
     }
 
     #[test]

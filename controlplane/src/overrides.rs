@@ -61,7 +61,7 @@ impl Overrides {
 
     /// Renders every unit with these overrides and checks that each reads
     /// back, by systemd's rules, as the manifest's directives with only flag
-    /// values changed ([`codegen::render_with_flags`]); otherwise nothing may
+    /// values changed ([`unitfile::render_with_flags`]); otherwise nothing may
     /// be uploaded.
     pub fn check_rendering(&self) -> Result<(), Error> {
         for spec in UNITS {
@@ -87,7 +87,7 @@ impl Overrides {
         // ends a unit's line at `\n`, `\r` and `\0`, so a value holding one
         // would start directives of its own.
         for (what, text) in [("component", component), ("flag", flag), ("value", value)] {
-            if let Some((at, c)) = codegen::control_char(text) {
+            if let Some((at, c)) = unitfile::control_char(text) {
                 return Err(Error::Input(format!(
                     "{origin}: {}.{}: the {what} holds the control character {} at byte {at}; a unit flag value cannot contain control characters",
                     crate::redact::line(component),
@@ -178,8 +178,8 @@ fn render(spec: &'static UnitSpec, o: &Overrides) -> Result<DesiredUnit, String>
             (f.name.to_string(), v)
         })
         .collect();
-    let parsed = codegen::parse_unit(Path::new(spec.file_name), spec.text).expect("compiled-in units were validated at build time");
-    let text = codegen::render_with_flags(&parsed, &flags)?;
+    let parsed = unitfile::parse_unit(Path::new(spec.file_name), spec.text).expect("compiled-in units were validated at build time");
+    let text = unitfile::render_with_flags(&parsed, &flags)?;
     Ok(DesiredUnit { spec, flags, text })
 }
 

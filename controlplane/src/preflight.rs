@@ -7,12 +7,12 @@ use crate::desired::{Desired, Problem};
 use crate::facts::Facts;
 use crate::inspect::{self, Cert};
 use crate::model::FileKind;
-use codegen::APISERVER_DEFAULT_SERVICE_CIDR;
+use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
 use crate::plan::{human_bytes, Action, Plan};
 
 /// First address of a CIDR (the `kubernetes` Service's ClusterIP).
 pub fn service_ip(cidr: &str) -> Option<String> {
-    codegen::first_address(cidr).map(|ip| ip.to_string())
+    crate::model::first_address(cidr).map(|ip| ip.to_string())
 }
 
 /// Local checks: certificates, keys, kubeconfigs, encryption config, and the

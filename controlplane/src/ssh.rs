@@ -101,7 +101,7 @@ fn jump_config(args: &SshArgs) -> String {
 
 /// A path that can be written into ssh_config between double quotes.
 fn config_safe(p: &std::path::Path) -> bool {
-    p.to_str().is_some_and(|s| !s.contains('"') && codegen::control_char(s).is_none())
+    p.to_str().is_some_and(|s| !s.contains('"') && unitfile::control_char(s).is_none())
 }
 
 /// Turns ssh's own words into one line that says what to do.
@@ -126,7 +126,7 @@ impl Host {
     /// Connects to `destination`; `timeout` bounds the connection and every
     /// remote script run through [`Host::sh`].
     pub async fn connect(destination: &str, args: &SshArgs, timeout: Duration) -> Result<Host, Error> {
-        if destination.starts_with('-') || codegen::control_char(destination).is_some() {
+        if destination.starts_with('-') || unitfile::control_char(destination).is_some() {
             return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::redact::line(destination))));
         }
         let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
@@ -146,7 +146,7 @@ impl Host {
             b.port(p);
         }
         if let Some(j) = &args.jump {
-            if j.starts_with('-') || codegen::control_char(j).is_some() {
+            if j.starts_with('-') || unitfile::control_char(j).is_some() {
                 return Err(Error::Input(format!("-J `{}`: not a host", crate::redact::line(j))));
             }
             for p in args.known_hosts.iter().chain(args.identity.iter()) {

@@ -15,7 +15,7 @@ use super::{Check, Ctx, Finding, Runner};
 use crate::health;
 use crate::inspect::Cert;
 use crate::model::{CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, SCHEDULER_CONFIG, UNITS};
-use codegen::APISERVER_DEFAULT_SERVICE_CIDR;
+use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
 
 type Flags = Vec<(String, Option<String>)>;
 
@@ -220,7 +220,7 @@ pub fn registry() -> Vec<Check> {
             }
             let Some(flags) = installed(h, u.component) else { continue };
             for (name, value) in &flags {
-                if codegen::OUTPUT_FLAGS.contains(&name.as_str()) {
+                if crate::model::OUTPUT_FLAGS.contains(&name.as_str()) {
                     continue;
                 }
                 for p in value.as_deref().unwrap_or("").split(',').filter(|p| p.starts_with('/')) {

@@ -200,17 +200,17 @@ fn parse_second(out: &str, d: &mut HostData) {
 
 /// A unit's flags as installed: parsed from the installed unit file.
 pub fn installed_flags(text: &str, file_name: &str) -> Option<Vec<(String, Option<String>)>> {
-    codegen::parse_unit(std::path::Path::new(file_name), text).ok().map(|u| u.flags.into_iter().map(|f| (f.name, f.value)).collect())
+    unitfile::parse_unit(std::path::Path::new(file_name), text).ok().map(|u| u.flags.into_iter().map(|f| (f.name, f.value)).collect())
 }
 
 /// Why an installed unit does not parse (by systemd's rules), if it does not.
 pub fn unit_parse_error(text: &str, file_name: &str) -> Option<String> {
-    codegen::parse_unit(std::path::Path::new(file_name), text).err().map(|e| format!("line {}: {}", e.line, crate::redact::line(&e.message)))
+    unitfile::parse_unit(std::path::Path::new(file_name), text).err().map(|e| format!("line {}: {}", e.line, crate::redact::line(&e.message)))
 }
 
 /// The argv an installed unit's ExecStart gives its process.
 pub fn installed_argv(text: &str, file_name: &str) -> Option<Vec<String>> {
-    let u = codegen::parse_unit(std::path::Path::new(file_name), text).ok()?;
+    let u = unitfile::parse_unit(std::path::Path::new(file_name), text).ok()?;
     Some(
         std::iter::once(u.exec)
             .chain(u.flags.into_iter().map(|f| match f.value {
@@ -253,7 +253,7 @@ pub async fn gather(host: &Host) -> Result<HostData, Error> {
         for (name, value) in flags {
             let Some(v) = value else { continue };
             for part in v.split(',').filter(|p| p.starts_with('/')) {
-                if !codegen::OUTPUT_FLAGS.contains(&name.as_str()) && !paths.iter().any(|p| p == part) {
+                if !crate::model::OUTPUT_FLAGS.contains(&name.as_str()) && !paths.iter().any(|p| p == part) {
                     paths.push(part.to_string());
                 }
                 if part.ends_with(".crt") && !certs.iter().any(|c| c == part) {

@@ -4,12 +4,35 @@
 //! space), and `ExecStart=` split into words the way systemd unquotes them
 //! (`--runtime-config='api/all=true'` is the word `--runtime-config=api/all=true`).
 //!
-//! It is pure text in, data out: the build script uses it on `manifests/`, and
-//! the plugins use it at run time on the units they find installed on a server.
+//! It is pure text in, data out, with no dependencies: codegen uses it at
+//! build time on `manifests/`, and the plugins at run time on the units they
+//! find installed on a server (and to render units with overrides).
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use crate::ManifestError;
+/// A problem in a unit file: the file, the 1-based line, and what is wrong.
+/// Displayed as `path:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl ParseError {
+    pub fn new(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        Self { path: path.into(), line, message: message.into() }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 /// One `--name[=value]` word of `ExecStart=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,8 +194,8 @@ pub fn systemd_lines(text: &str) -> Vec<&str> {
 /// Parses a unit file. `path` is only used in error messages and to name the
 /// component (the file stem). Lines end where systemd ends them
 /// ([`systemd_lines`]).
-pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ManifestError> {
-    let err = |line: usize, msg: String| ManifestError::new(path, line, msg);
+pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ParseError> {
+    let err = |line: usize, msg: String| ParseError::new(path, line, msg);
     let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     let component = file_name.strip_suffix(".service").unwrap_or(&file_name).to_string();
 
@@ -429,7 +452,7 @@ fn render_unchecked(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> St
 mod tests {
     use super::*;
 
-    fn p(text: &str) -> Result<ParsedUnit, ManifestError> {
+    fn p(text: &str) -> Result<ParsedUnit, ParseError> {
         parse_unit(Path::new("units/x.service"), text)
     }
 
@@ -502,7 +525,7 @@ mod tests {
         assert!(same_directives(&u, &changed, &base).unwrap_err().contains("changes [Service] Restart="));
     }
 
-    fn bad(text: &str) -> ManifestError {
+    fn bad(text: &str) -> ParseError {
         p(text).expect_err("must fail")
     }
 
