@@ -1,28 +1,30 @@
-//! What both kubectl plugins share: the control plane as the manifests
-//! describe it (constants generated at build time), runtime overrides, the
-//! RBAC objects, host access over SSH, and API client setup.
+//! What both kubectl plugins share, organised by audience (see
+//! ARCHITECTURE.md):
+//!
+//! - [`model`]: the control plane as the manifests describe it (constants
+//!   generated at build time) and the types around them; overrides.
+//! - [`remote`]: the server over SSH: the connection, quoting, typed systemd
+//!   operations, the one probe both plugins read the server with, the lock.
+//! - [`kube`]: the Kubernetes API: kubeconfigs, tunnelled clients and health
+//!   endpoints, Leases, the RBAC objects.
+//! - [`pki`]: pure inspection of certificates, keys, kubeconfigs, binaries.
+//! - [`bootstrap`]: `kubectl bootstrap`: desired state, preflight, the plan
+//!   and its steps, the report.
+//! - [`cpcheck`]: `kubectl cpcheck`: the checks by group, the CIS table, the
+//!   reports.
+//! - [`output`], [`local`]: what may be printed and how; local files,
+//!   processes and signals.
 
-pub mod api;
-pub mod check;
-pub mod desired;
-pub mod exec;
-pub mod output;
-pub mod preflight;
-pub mod facts;
-pub mod files;
-pub mod health;
-pub mod plan;
-pub mod inspect;
-pub mod interrupt;
-pub mod local;
-pub mod lock;
+pub mod bootstrap;
+pub mod cpcheck;
 mod error;
+pub mod kube;
+pub mod local;
 pub mod model;
-pub mod overrides;
+pub mod output;
+pub mod pki;
 pub mod plugin;
-pub mod rbac;
-pub mod redact;
-pub mod ssh;
+pub mod remote;
 
 pub use error::{exit, Error, Result};
 

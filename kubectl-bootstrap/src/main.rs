@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use controlplane::api::KubeArgs;
-use controlplane::desired::{self, Content, Desired, Problem, Version};
-use controlplane::facts::{self, Facts};
+use controlplane::kube::config::KubeArgs;
+use controlplane::bootstrap::desired::{self, Content, Desired, Problem, Version};
+use controlplane::remote::probe::{self, Facts};
 use controlplane::model::{Source, DIRECTORIES, FILES, SCHEDULER_CONFIG};
 use controlplane::output::{parse_duration, Ui};
-use controlplane::overrides::{desired_units, OverrideArgs, Overrides};
-use controlplane::plan::{self, human_bytes, Action, Change};
-use controlplane::ssh::{Host, SshArgs};
-use controlplane::{exec, preflight, Error};
+use controlplane::model::overrides::{desired_units, OverrideArgs, Overrides};
+use controlplane::bootstrap::plan::{self, human_bytes, Action, Change};
+use controlplane::remote::{Host, SshArgs};
+use controlplane::bootstrap::{exec, preflight};
+use controlplane::Error;
 use serde_json::json;
 
 /// Bootstrap a Kubernetes control plane (kube-apiserver, kube-controller-manager,
@@ -137,7 +138,7 @@ fn diff(a: &Action, desired: &Desired, facts: &Facts) -> Option<String> {
         (Content::Text(new), Some(old)) => {
             let d = similar::TextDiff::from_lines(old.as_str(), new.as_str());
             // The server's side is the server's text: escaped.
-            Some(controlplane::redact::block(&d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string()))
+            Some(controlplane::output::redact::block(&d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string()))
         }
         _ => {
             let old = facts.files.get(f.spec.dest).map(|r| r.sha256.as_str()).unwrap_or("-");
@@ -178,10 +179,10 @@ async fn server(
     };
     let o = Overrides::from_args(overrides)?;
     if !assets.is_dir() {
-        return Err(Error::Input(format!("--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)", controlplane::redact::line(&assets.display().to_string()))).into());
+        return Err(Error::Input(format!("--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)", controlplane::output::redact::line(&assets.display().to_string()))).into());
     }
     let version = match kubernetes_version {
-        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::redact::line(v))))?),
+        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::output::redact::line(v))))?),
         None => None,
     };
     // The API step's credential: --kubeconfig, else $KUBECONFIG, else
@@ -197,9 +198,9 @@ async fn server(
         move || {
             let (desired, mut problems) = desired::build(&assets, &o, version, timeout);
             let mut extra = Vec::new();
-            let resolved = match controlplane::api::resolve(&kube, Some(&admin_default)) {
+            let resolved = match controlplane::kube::config::resolve(&kube, Some(&admin_default)) {
                 Ok(r) => {
-                    let info = controlplane::inspect::kubeconfig_context(&r.kubeconfig, r.context.as_deref());
+                    let info = controlplane::pki::kubeconfig_context(&r.kubeconfig, r.context.as_deref());
                     extra.push((format!("the admin kubeconfig ({})", r.shown), info));
                     Some(r)
                 }
@@ -229,12 +230,12 @@ async fn server(
     let lock = if dry_run {
         None
     } else {
-        match controlplane::lock::Lock::acquire(&host, timeout, ui).await {
+        match controlplane::remote::lock::Lock::acquire(&host, timeout, ui).await {
             Ok(l) => Some(l),
             Err(e) => return Err(Failure { error: e, problems }),
         }
     };
-    let facts = match facts::gather(&host).await {
+    let facts = match probe::gather(&host).await {
         Ok(f) => f,
         Err(e) => return Err(Failure { error: e, problems }),
     };
@@ -283,7 +284,7 @@ async fn server(
         return Ok((v, text));
     }
 
-    let config = controlplane::api::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), timeout).await?;
+    let config = controlplane::kube::config::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), timeout).await?;
     let outcome = exec::execute(&host, &desired, &plan, config, timeout, ui, lock.as_ref()).await;
     release(lock).await;
     host.close().await;
@@ -340,7 +341,7 @@ fn summary(v: &serde_json::Value) -> String {
     s.trim_end().to_string()
 }
 
-async fn release(lock: Option<controlplane::lock::Lock<'_>>) {
+async fn release(lock: Option<controlplane::remote::lock::Lock<'_>>) {
     if let Some(l) = lock {
         l.release().await;
     }
@@ -361,7 +362,7 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
     let host = Host::connect(destination, ssh, timeout).await?;
     host.require_root().await?;
     let ui = Ui::new(false);
-    let done = match controlplane::lock::Lock::acquire(&host, timeout, &ui).await {
+    let done = match controlplane::remote::lock::Lock::acquire(&host, timeout, &ui).await {
         Ok(lock) => {
             let done = exec::reset(&host).await;
             lock.release().await;
@@ -381,9 +382,9 @@ async fn reset(destination: &str, ssh: &SshArgs, yes: bool, timeout: std::time::
 }
 
 /// A signal stopped the run: the SSH master, its tunnels and the control
-/// directory are gone already ([`controlplane::interrupt::guard`]); say so
+/// directory are gone already ([`controlplane::local::interrupt::guard`]); say so
 /// and exit now, without waiting for work that was abandoned.
-fn interrupted(sig: controlplane::interrupt::Signal) -> ! {
+fn interrupted(sig: controlplane::local::interrupt::Signal) -> ! {
     controlplane::errln!("error: stopped by {}: the SSH connection is closed; the server keeps no half-written file, and the next run finishes what this one started", sig.name());
     std::process::exit(sig.exit_code().into())
 }
@@ -404,7 +405,7 @@ fn main() -> ExitCode {
             let version = match kubernetes_version.as_deref().map(|v| Version::parse(v).ok_or(v)) {
                 None => Ok(None),
                 Some(Ok(v)) => Ok(Some(v)),
-                Some(Err(v)) => Err(Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::redact::line(v)))),
+                Some(Err(v)) => Err(Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", controlplane::output::redact::line(v)))),
             };
             match version.and_then(|v| Overrides::from_args(&overrides).and_then(|o| manifests(name.as_deref(), &o, v))) {
                 Ok(s) => {
@@ -417,7 +418,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Reset { destination, ssh, yes, timeout } => match rt.block_on(controlplane::interrupt::guard(reset(&destination, &ssh, yes, timeout))) {
+        Command::Reset { destination, ssh, yes, timeout } => match rt.block_on(controlplane::local::interrupt::guard(reset(&destination, &ssh, yes, timeout))) {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(e)) => {
                 controlplane::errln!("error: {e}");
@@ -427,7 +428,7 @@ fn main() -> ExitCode {
         },
         Command::Server { destination, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
             let ui = Ui::new(verbose);
-            let r = match rt.block_on(controlplane::interrupt::guard(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui))) {
+            let r = match rt.block_on(controlplane::local::interrupt::guard(server(&destination, &ssh, &assets, &overrides, dry_run, timeout, &kube, kubernetes_version.as_deref(), &ui))) {
                 Ok(r) => r,
                 Err(sig) => interrupted(sig),
             };

@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use controlplane::api::KubeArgs;
-use controlplane::check::{self, checks, gather, report, Ctx, Status};
-use controlplane::overrides::{desired_units, OverrideArgs, Overrides};
-use controlplane::ssh::{Host, SshArgs};
-use controlplane::{exit, health, Error};
+use controlplane::kube::config::KubeArgs;
+use controlplane::cpcheck::{self, checks, gather, report, Ctx, Status};
+use controlplane::model::overrides::{desired_units, OverrideArgs, Overrides};
+use controlplane::remote::{Host, SshArgs};
+use controlplane::kube::health;
+use controlplane::{exit, Error};
 
 /// Verify a Kubernetes control plane: units, ports, health endpoints, API
 /// objects, RBAC, certificates and configuration consistency.
@@ -71,8 +72,8 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     let overrides = Overrides::from_args(&cli.overrides)?;
     let mut registry = checks::registry();
     for g in &cli.only {
-        if !check::GROUPS.contains(&g.as_str()) {
-            return Err(Error::Input(format!("--only {g}: unknown group; groups: {}", check::GROUPS.join(", "))));
+        if !cpcheck::GROUPS.contains(&g.as_str()) {
+            return Err(Error::Input(format!("--only {g}: unknown group; groups: {}", cpcheck::GROUPS.join(", "))));
         }
     }
     for s in &cli.skip {
@@ -93,7 +94,7 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     // Credentials: an explicit --kubeconfig or --context that cannot be used is bad input;
     // no kubeconfig at all means the API checks are skipped.
     let explicit = cli.kube.kubeconfig.is_some() || cli.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
-    let config = match controlplane::api::config(&cli.kube, None, cli.timeout).await {
+    let config = match controlplane::kube::config::config(&cli.kube, None, cli.timeout).await {
         Ok(c) => Ok(c),
         Err(e) if explicit => return Err(e),
         Err(e) => Err(format!("no API credentials ({e})")),
@@ -136,11 +137,11 @@ async fn run(cli: &Cli) -> Result<u8, Error> {
     };
     let (host_data, api, health_clients) = tokio::join!(gather_host, connect_api, open_health);
     let ctx = Ctx { strict: cli.strict, desired, host: host_data, api, api_url, health: health_clients, timeout: cli.timeout };
-    let results = check::run(&ctx, &registry, &cli.skip).await;
+    let results = cpcheck::run(&ctx, &registry, &cli.skip).await;
     if let Some(h) = host {
         h.close().await;
     }
-    let summary = check::summarize(&results);
+    let summary = cpcheck::summarize(&results);
     match cli.output {
         Format::Table => controlplane::out!("{}", report::table(&results, &summary, std::io::stdout().is_terminal())),
         Format::Json => controlplane::outln!("{}", serde_json::to_string_pretty(&report::json(&results, &summary)).expect("json")),
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = cli.verbose;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    match rt.block_on(controlplane::interrupt::guard(run(&cli))) {
+    match rt.block_on(controlplane::local::interrupt::guard(run(&cli))) {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
             controlplane::errln!("error: {e}");

@@ -149,7 +149,7 @@ impl Bed {
 
     /// The lines `bed up` prints, for `eval "$(cargo xtask bed up)"`.
     pub fn env_lines(&self) -> String {
-        let q = controlplane::ssh::shell_quote;
+        let q = controlplane::remote::shell_quote;
         [
             ("BED_NAME", self.name.clone()),
             ("BED_DEST", self.dest()),

@@ -45,7 +45,7 @@ fn assert_converged(bed: &e2e::Bed) {
         assert!(listing.contains(&format!("{} {:o} root:root", f.dest, f.mode)), "{} mode/owner:\n{listing}", f.dest);
         if let Source::Asset(c) = f.source {
             let local = c.iter().map(|c| bed.assets.join(c)).find(|p| p.exists()).unwrap();
-            let want = controlplane::desired::sha256_hex(&std::fs::read(local).unwrap());
+            let want = controlplane::bootstrap::desired::sha256_hex(&std::fs::read(local).unwrap());
             let got = bed.ssh(&format!("sha256sum {}", f.dest)).unwrap();
             assert!(got.starts_with(&want), "{} differs", f.dest);
         }

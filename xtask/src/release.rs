@@ -76,7 +76,7 @@ pub fn install(prefix: Option<PathBuf>) -> Result<()> {
 }
 
 fn sha256_file(p: &Path) -> Result<String> {
-    Ok(controlplane::desired::sha256_hex(&std::fs::read(p)?))
+    Ok(controlplane::bootstrap::desired::sha256_hex(&std::fs::read(p)?))
 }
 
 pub fn dist(out: Option<PathBuf>) -> Result<()> {

@@ -15,18 +15,18 @@ use openssh::Stdio;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::desired::{Content, Desired, DesiredFile};
-use crate::facts::{pending_marker, TEMP_MARKER};
-use crate::lock::Lock;
-use crate::health;
+use crate::bootstrap::desired::{Content, Desired, DesiredFile};
+use crate::remote::probe::{pending_marker, TEMP_MARKER};
+use crate::remote::lock::Lock;
+use crate::kube::health;
 use crate::model::{DIRECTORIES, FILES, UNITS};
-use crate::output::Ui;
-use crate::plan::{human_bytes, Action, Plan};
-use crate::rbac::Applied;
-use crate::ssh::Host;
+use crate::output::ui::Ui;
+use crate::bootstrap::plan::{human_bytes, Action, Plan};
+use crate::kube::rbac::Applied;
+use crate::remote::Host;
 use crate::Error;
 
-use crate::ssh::shell_quote as q;
+use crate::remote::shell_quote as q;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Outcome {
@@ -68,7 +68,7 @@ fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
            else h=$(head -c \"$2\" | tee \"$1\" | $H | cut -d' ' -f1); fi\n\
            [ \"$(stat -c %s \"$1\")\" = \"$2\" ] && [ \"$h\" = \"$3\" ] || {{ echo \"$4: checksum mismatch after upload\" >&2; exit 1; }}\n\
          }}\n",
-        hash_cmd = crate::facts::HASH_CMD,
+        hash_cmd = crate::remote::probe::HASH_CMD,
         all = temps.join(" "),
     );
     for (f, t) in files {
@@ -161,7 +161,7 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         // A server that refused (full disk, checksum) ended the stream
         // early: its stderr says why, the broken pipe here does not.
         if !out.status.success() {
-            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
+            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
         }
         written.map_err(|e| host.lost(format!("while sending {}: {e}", names())))?;
         out
@@ -170,7 +170,7 @@ pub async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<ind
         b.finish_and_clear();
     }
     if !out.status.success() {
-        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
+        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: f.size, secs }).collect())
@@ -233,7 +233,7 @@ pub async fn commit(host: &Host, desired: &Desired, staged: &[Staged], marker: &
     let out = host.sh(&script).await?;
     let placed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("placed ")).map(str::to_string).collect();
     if !out.status.success() {
-        let why = crate::redact::line(String::from_utf8_lossy(&out.stderr).trim());
+        let why = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
         let before = if placed.is_empty() { String::new() } else { format!(" (placed before it: {})", placed.join(", ")) };
         return Err(Error::Server(format!("{}: commit failed: {why}{before}", host.destination)));
     }
@@ -298,7 +298,7 @@ impl HealthClients {
             if status != 200 {
                 let failing = health::failing_checks(&body);
                 let why = if failing.is_empty() {
-                    format!("{} → {}", path.split('?').next().unwrap_or(path), if status == 0 { crate::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") })
+                    format!("{} → {}", path.split('?').next().unwrap_or(path), if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") })
                 } else {
                     format!("{} failing: {}", path.split('?').next().unwrap_or(path), failing.join(", "))
                 };
@@ -309,7 +309,7 @@ impl HealthClients {
         for (c, client) in &self.others {
             let (status, body) = health::get(client, "/healthz").await;
             if status != 200 {
-                let why = if status == 0 { crate::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
+                let why = if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
                 bad.push(Unhealthy { component: c, why: format!("/healthz → {why}") });
             }
         }
@@ -324,7 +324,7 @@ pub async fn diagnose(host: &Host, unit: &str) -> String {
         u = q(unit)
     );
     match host.sh(&script).await {
-        Ok(o) => crate::redact::block(String::from_utf8_lossy(&o.stdout).trim_end()),
+        Ok(o) => crate::output::redact::block(String::from_utf8_lossy(&o.stdout).trim_end()),
         Err(e) => e.to_string(),
     }
 }
@@ -400,7 +400,7 @@ async fn wait_healthy(host: &Host, clients: &HealthClients, timeout: Duration, u
 async fn wait_leaders(host: &Host, api: &kube::Client, desired: &Desired, timeout: Duration, ui: &Ui) -> Result<(), Error> {
     use k8s_openapi::api::coordination::v1::Lease;
     let start = Instant::now();
-    let electing: Vec<&crate::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).collect();
+    let electing: Vec<&crate::model::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).collect();
     // The server's name and clock, and when each component started there.
     let script = format!("hostname; date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
     let asked = std::time::SystemTime::now();
@@ -438,7 +438,7 @@ async fn wait_leaders(host: &Host, api: &kube::Client, desired: &Desired, timeou
                     verdict
                 }
                 Ok(Ok(None)) => Err("no Lease yet".into()),
-                Ok(Err(e)) => Err(format!("cannot read its Lease: {}", crate::redact::line(&e.to_string()))),
+                Ok(Err(e)) => Err(format!("cannot read its Lease: {}", crate::output::redact::line(&e.to_string()))),
                 Err(_) => Err("reading its Lease got no answer within 5s".into()),
             };
             if let Err(why) = verdict {
@@ -615,7 +615,7 @@ pub async fn execute(
                     Some(c) => c,
                     None => clients.insert(HealthClients::open(host, desired, api_config.clone()).await?),
                 };
-                o.rbac = match tokio::time::timeout(timeout, crate::rbac::apply(&c.api)).await {
+                o.rbac = match tokio::time::timeout(timeout, crate::kube::rbac::apply(&c.api)).await {
                     Ok(r) => r?,
                     Err(_) => return Err(Error::Server(format!("applying the RBAC got no answer within {}s (--timeout)", timeout.as_secs()))),
                 };

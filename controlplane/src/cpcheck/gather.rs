@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 
-use crate::facts::{parse_ss, Listener};
+use crate::remote::probe::{parse_ss, Listener};
 use crate::model::{FileKind, FILES, SCHEDULER_CONFIG, UNITS};
-use crate::ssh::Host;
+use crate::remote::Host;
 use crate::Error;
 
 #[derive(Debug, Clone, Default)]
@@ -64,7 +64,7 @@ pub struct HostData {
     pub skew: f64,
 }
 
-use crate::ssh::shell_quote as q;
+use crate::remote::shell_quote as q;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.decode(s.trim()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
@@ -205,7 +205,7 @@ pub fn installed_flags(text: &str, file_name: &str) -> Option<Vec<(String, Optio
 
 /// Why an installed unit does not parse (by systemd's rules), if it does not.
 pub fn unit_parse_error(text: &str, file_name: &str) -> Option<String> {
-    unitfile::parse_unit(std::path::Path::new(file_name), text).err().map(|e| format!("line {}: {}", e.line, crate::redact::line(&e.message)))
+    unitfile::parse_unit(std::path::Path::new(file_name), text).err().map(|e| format!("line {}: {}", e.line, crate::output::redact::line(&e.message)))
 }
 
 /// The argv an installed unit's ExecStart gives its process.

@@ -8,6 +8,9 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 
 use crate::Error;
 
+pub mod lock;
+pub mod probe;
+
 /// Quotes `s` as one word for the remote POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -62,7 +65,7 @@ mod tempfile_dir {
                 let p = std::path::PathBuf::from(format!("/tmp/kcp-{}-{n}", std::process::id()));
                 match std::fs::DirBuilder::new().mode(0o700).create(&p) {
                     Ok(()) => {
-                        crate::interrupt::register_dir(&p);
+                        crate::local::interrupt::register_dir(&p);
                         return Ok(Self(p));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -75,7 +78,7 @@ mod tempfile_dir {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
-            crate::interrupt::unregister_dir(&self.0);
+            crate::local::interrupt::unregister_dir(&self.0);
         }
     }
 }
@@ -127,7 +130,7 @@ impl Host {
     /// remote script run through [`Host::sh`].
     pub async fn connect(destination: &str, args: &SshArgs, timeout: Duration) -> Result<Host, Error> {
         if destination.starts_with('-') || unitfile::control_char(destination).is_some() {
-            return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::redact::line(destination))));
+            return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::output::redact::line(destination))));
         }
         let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
         let mut b = SessionBuilder::default();
@@ -138,7 +141,7 @@ impl Host {
             .known_hosts_check(if args.accept_new_host_key { KnownHosts::Add } else { KnownHosts::Strict });
         if let Some(k) = &args.identity {
             if !k.is_file() {
-                return Err(Error::Input(format!("-i {}: no such key file", crate::redact::line(&k.display().to_string()))));
+                return Err(Error::Input(format!("-i {}: no such key file", crate::output::redact::line(&k.display().to_string()))));
             }
             b.keyfile(k);
         }
@@ -147,11 +150,11 @@ impl Host {
         }
         if let Some(j) = &args.jump {
             if j.starts_with('-') || unitfile::control_char(j).is_some() {
-                return Err(Error::Input(format!("-J `{}`: not a host", crate::redact::line(j))));
+                return Err(Error::Input(format!("-J `{}`: not a host", crate::output::redact::line(j))));
             }
             for p in args.known_hosts.iter().chain(args.identity.iter()) {
                 if !config_safe(p) {
-                    return Err(Error::Input(format!("{}: a path with a quote or control character cannot be used with -J", crate::redact::line(&p.display().to_string()))));
+                    return Err(Error::Input(format!("{}: a path with a quote or control character cannot be used with -J", crate::output::redact::line(&p.display().to_string()))));
                 }
             }
             let cfg = dir.0.join("ssh_config");
@@ -201,7 +204,7 @@ impl Host {
             return Err(Error::Input(format!(
                 "{}: the login user is not root and `sudo -n` is refused ({}): log in as root, or allow passwordless sudo",
                 self.destination,
-                crate::redact::line(err.trim().lines().next().unwrap_or(""))
+                crate::output::redact::line(err.trim().lines().next().unwrap_or(""))
             )));
         }
         Ok(())
@@ -259,7 +262,7 @@ impl Host {
                 "{}: `{}` failed: {}",
                 self.destination,
                 first_line(script),
-                crate::redact::line(String::from_utf8_lossy(&out.stderr).trim())
+                crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim())
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::desired::{Desired, DesiredFile};
-use crate::facts::Facts;
+use crate::bootstrap::desired::{Desired, DesiredFile};
+use crate::remote::probe::Facts;
 use crate::model::{FileKind, UnitSpec, DIRECTORIES, UNITS};
-use crate::overrides::DesiredUnit;
+use crate::model::overrides::DesiredUnit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,16 +143,16 @@ pub fn argv_difference(running: &[String], want: &[String]) -> Option<String> {
     let mut diffs = Vec::new();
     for w in want.iter().skip(1) {
         match running.iter().skip(1).find(|r| name(r) == name(w)) {
-            Some(r) if r != w => diffs.push(format!("{} (unit: {})", crate::redact::line(r), w)),
+            Some(r) if r != w => diffs.push(format!("{} (unit: {})", crate::output::redact::line(r), w)),
             None => diffs.push(format!("{} missing", name(w))),
             _ => {}
         }
     }
     for r in running.iter().skip(1).filter(|r| !want.iter().any(|w| name(w) == name(r))) {
-        diffs.push(format!("{} (not in the unit)", crate::redact::line(r)));
+        diffs.push(format!("{} (not in the unit)", crate::output::redact::line(r)));
     }
     if running.first() != want.first() {
-        diffs.insert(0, format!("runs {} (unit: {})", crate::redact::line(running.first().map(String::as_str).unwrap_or("?")), want[0]));
+        diffs.insert(0, format!("runs {} (unit: {})", crate::output::redact::line(running.first().map(String::as_str).unwrap_or("?")), want[0]));
     }
     if diffs.is_empty() {
         diffs.push("flag order".into());
@@ -186,7 +186,7 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
                 mode: mode(d.mode),
                 owner: "root".into(),
                 group: "root".into(),
-                was: format!("{} {}:{}", mode(r.mode), crate::redact::line(&r.owner), crate::redact::line(&r.group)),
+                was: format!("{} {}:{}", mode(r.mode), crate::output::redact::line(&r.owner), crate::output::redact::line(&r.group)),
             }),
             _ => {}
         }
@@ -314,10 +314,10 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{Content, DesiredFile};
-    use crate::facts::{RemoteDir, RemoteFile, UnitState};
+    use crate::bootstrap::desired::{Content, DesiredFile};
+    use crate::remote::probe::{RemoteDir, RemoteFile, UnitState};
     use crate::model::FILES;
-    use crate::overrides::{desired_units, Overrides};
+    use crate::model::overrides::{desired_units, Overrides};
 
     fn desired() -> Desired {
         let files = FILES

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id();
-    crate::interrupt::register_pid(pid);
+    crate::local::interrupt::register_pid(pid);
     let reader = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -30,12 +30,12 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Ou
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            crate::interrupt::unregister_pid(pid);
+            crate::local::interrupt::unregister_pid(pid);
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no result within {}s; stopped it", timeout.as_secs())));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    crate::interrupt::unregister_pid(pid);
+    crate::local::interrupt::unregister_pid(pid);
     Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 

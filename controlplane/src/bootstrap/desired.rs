@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
-use crate::overrides::{desired_units, DesiredUnit, Overrides};
+use crate::model::overrides::{desired_units, DesiredUnit, Overrides};
 
 /// Something wrong, as one line: what and where, then what to do.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -125,7 +125,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn hash_file(p: &Path) -> Result<(u64, String), String> {
-    let (mut f, _) = crate::files::open_regular(p)?;
+    let (mut f, _) = crate::local::files::open_regular(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -146,13 +146,13 @@ pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// Learns a binary's version by running it with `--version` here, for at
 /// most `timeout` (then it is killed). Only a regular file is run.
 pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, String> {
-    let shown = crate::redact::line(&path.display().to_string());
-    crate::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
-    let out = crate::local::output_within(std::process::Command::new(path).arg("--version"), timeout)
+    let shown = crate::output::redact::line(&path.display().to_string());
+    crate::local::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
+    let out = crate::local::process::output_within(std::process::Command::new(path).arg("--version"), timeout)
         .map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first: String = text.trim().chars().take(80).collect();
-    Version::parse(&text).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::redact::line(&first)))
+    Version::parse(&text).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)))
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
             Source::Asset(candidates) => {
                 let Some(p) = found.iter().find(|(j, _)| *j == i).map(|x| x.1.clone()) else {
                     problems.push(Problem::new(
-                        format!("missing asset {} (for {})", crate::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
+                        format!("missing asset {} (for {})", crate::output::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
                         format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
                     ));
                     continue;
@@ -232,7 +232,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
                 match hashed.remove(&i).expect("every found asset was hashed") {
                     Ok((size, sha256)) => files.push(DesiredFile { spec, content: Content::Path(p), size, sha256 }),
                     Err(e) => problems.push(Problem::new(
-                        format!("asset {} {e}", crate::redact::line(&p.display().to_string())),
+                        format!("asset {} {e}", crate::output::redact::line(&p.display().to_string())),
                         format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),
                     )),
                 }

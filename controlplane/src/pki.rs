@@ -84,7 +84,7 @@ impl Cert {
 /// A PEM label as read from a file, safe to print (`PRIVATE KEY`).
 fn pem_label(label: &str) -> String {
     let l: String = label.chars().take(40).collect();
-    format!("`{}`", crate::redact::line(&l))
+    format!("`{}`", crate::output::redact::line(&l))
 }
 
 /// Where base64 decoding failed, without the offending byte.
@@ -191,12 +191,12 @@ pub fn host_of(server: &str) -> Option<String> {
 /// picked by mistake): errors give positions, never content.
 pub fn parse_kubeconfig(text: &[u8]) -> Result<kube::config::Kubeconfig, String> {
     let s = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))?;
-    serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {}", crate::redact::yaml_error(&e)))
+    serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {}", crate::output::redact::yaml_error(&e)))
 }
 
 /// A name from a kubeconfig (context, cluster), safe to print.
 fn name(s: &str) -> String {
-    crate::redact::line(&s.chars().take(80).collect::<String>())
+    crate::output::redact::line(&s.chars().take(80).collect::<String>())
 }
 
 pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {
@@ -238,7 +238,7 @@ pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) 
         }
         if client_key.is_none() {
             if let Some(p) = &u.client_key {
-                client_key = Some(crate::files::read_regular(std::path::Path::new(p), crate::files::SMALL_FILE_LIMIT).map_err(|e| format!("client-key {}: {e}", name(p)))?);
+                client_key = Some(crate::local::files::read_regular(std::path::Path::new(p), crate::local::files::SMALL_FILE_LIMIT).map_err(|e| format!("client-key {}: {e}", name(p)))?);
             }
         }
     }
@@ -246,7 +246,7 @@ pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) 
 }
 
 fn read_pem_cert(path: &str, what: &str) -> Result<Cert, String> {
-    let b = crate::files::read_regular(std::path::Path::new(path), crate::files::SMALL_FILE_LIMIT).map_err(|e| format!("{what} {}: {e}", name(path)))?;
+    let b = crate::local::files::read_regular(std::path::Path::new(path), crate::local::files::SMALL_FILE_LIMIT).map_err(|e| format!("{what} {}: {e}", name(path)))?;
     Cert::from_pem(&b).map_err(|e| format!("{what} {}: {e}", name(path)))
 }
 

@@ -124,7 +124,7 @@ pub fn cleanup() {
     for dir in &dirs {
         // Ask each master to exit (it closes its tunnels and sessions)…
         for sock in sockets_under(dir) {
-            let _ = crate::local::output_within(
+            let _ = crate::local::process::output_within(
                 std::process::Command::new("ssh").arg("-S").arg(&sock).args(["-O", "exit", "-o", "BatchMode=yes", "kcp-master"]),
                 Duration::from_secs(3),
             );

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::redact;
+use crate::output::redact;
 use crate::Error;
 
 /// kubectl's own flags for choosing credentials (kubectl does not pass its
@@ -33,8 +33,8 @@ pub struct Resolved {
 }
 
 fn read_one(path: &Path, shown: &str) -> Result<Kubeconfig, Error> {
-    let bytes = crate::files::read_regular(path, crate::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("{shown}: {e}")))?;
-    crate::inspect::parse_kubeconfig(&bytes).map_err(|e| Error::Input(format!("{shown}: {e}")))
+    let bytes = crate::local::files::read_regular(path, crate::local::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("{shown}: {e}")))?;
+    crate::pki::parse_kubeconfig(&bytes).map_err(|e| Error::Input(format!("{shown}: {e}")))
 }
 
 /// Which kubeconfig `args` (and the environment) select, with `default` used

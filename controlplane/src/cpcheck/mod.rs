@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::overrides::DesiredUnit;
+use crate::model::overrides::DesiredUnit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -46,7 +46,7 @@ pub struct Finding {
 /// receives them raw.
 impl Finding {
     fn new(status: Status, d: impl Into<String>, fix: Option<String>) -> Self {
-        Finding { status, detail: crate::redact::line(&d.into()), remediation: fix.map(|f| crate::redact::line(&f)) }
+        Finding { status, detail: crate::output::redact::line(&d.into()), remediation: fix.map(|f| crate::output::redact::line(&f)) }
     }
     pub fn pass(d: impl Into<String>) -> Self {
         Self::new(Status::Pass, d, None)

@@ -12,8 +12,8 @@ use kube::api::{Api, ListParams, PostParams};
 
 use super::gather::{installed_argv, installed_flags, running_flags, unit_parse_error, HostData};
 use super::{Check, Ctx, Finding, Runner};
-use crate::health;
-use crate::inspect::Cert;
+use crate::kube::health;
+use crate::pki::Cert;
 use crate::model::{CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, SCHEDULER_CONFIG, UNITS};
 use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
 
@@ -144,8 +144,8 @@ pub fn registry() -> Vec<Check> {
     v.push(host_check("host.drift.kube-scheduler-config", "host", &format!("{sc_dest} as the manifests install it"), move |_, h| {
         let Some(t) = &h.scheduler_config else { return Finding::fail(format!("{sc_dest} is missing"), "kubectl bootstrap server DEST") };
         // Rendered for the installed scheduler's version, as bootstrap does.
-        let version = h.units.get("kube-scheduler.service").and_then(|u| u.binary_version.as_deref()).and_then(crate::desired::Version::parse);
-        let want = version.and_then(crate::desired::render_scheduler_config).unwrap_or_else(|| SCHEDULER_CONFIG.text.to_string());
+        let version = h.units.get("kube-scheduler.service").and_then(|u| u.binary_version.as_deref()).and_then(crate::bootstrap::desired::Version::parse);
+        let want = version.and_then(crate::bootstrap::desired::render_scheduler_config).unwrap_or_else(|| SCHEDULER_CONFIG.text.to_string());
         match first_difference(t, &want) {
             None => Finding::pass(format!("{sc_dest} matches")),
             Some((line, got, exp)) => Finding::fail(format!("{sc_dest} drifted at line {line}: installed `{got}`, expected `{exp}`"), "kubectl bootstrap server DEST"),
@@ -163,7 +163,7 @@ pub fn registry() -> Vec<Check> {
             if i.cmdline.is_empty() {
                 return Finding::skip(format!("{c} is not running (see host.unit.{c})"));
             }
-            match crate::plan::argv_difference(&i.cmdline, &want) {
+            match crate::bootstrap::plan::argv_difference(&i.cmdline, &want) {
                 None => Finding::pass(format!("pid {}: {} flags as in {f}", i.main_pid, want.len() - 1)),
                 Some(d) => Finding::fail(format!("pid {} runs other flags than {f}: {d}", i.main_pid), format!("systemctl daemon-reload && systemctl restart {f} (or kubectl bootstrap server DEST)")),
             }
@@ -405,7 +405,7 @@ pub fn registry() -> Vec<Check> {
             let port = serving_port(ctx.host(), "kube-apiserver");
             let ports: Vec<String> = spec.ports.unwrap_or_default().iter().map(|p| format!("{}→{}", p.port, p.target_port.as_ref().map(|t| match t { k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone() }).unwrap_or_default())).collect();
             let want_ports = vec![format!("443→{port}")];
-            let want_ip = ctx.host().map(api_cidr).and_then(|c| crate::preflight::service_ip(&c));
+            let want_ip = ctx.host().map(api_cidr).and_then(|c| crate::bootstrap::preflight::service_ip(&c));
             let mut bad = Vec::new();
             if let Some(w) = &want_ip {
                 if *w != ip {
@@ -514,7 +514,7 @@ pub fn registry() -> Vec<Check> {
         if !serving.signed_by(&ca) {
             return Finding::fail("the serving certificate is not signed by the client CA", "reissue kube-api-server.crt from ca.crt");
         }
-        let mut names: Vec<String> = h.kubeconfigs.values().filter_map(|(s, _)| crate::inspect::host_of(s)).collect();
+        let mut names: Vec<String> = h.kubeconfigs.values().filter_map(|(s, _)| crate::pki::host_of(s)).collect();
         names.sort();
         names.dedup();
         let missing: Vec<&String> = names.iter().filter(|n| !serving.covers(n)).collect();
@@ -552,7 +552,7 @@ pub fn registry() -> Vec<Check> {
                     Ok(None) => return Finding::fail(format!("ClusterRole {} does not exist", spec.name), "kubectl bootstrap server DEST (applies the RBAC)"),
                     Err(e) => return Finding::fail(format!("cannot get it: {e}"), "check the credentials"),
                 };
-                let want = crate::rbac::cluster_role(spec).rules.unwrap_or_default();
+                let want = crate::kube::rbac::cluster_role(spec).rules.unwrap_or_default();
                 let have = got.rules.unwrap_or_default();
                 let mut diff = Vec::new();
                 for (i, w) in want.iter().enumerate() {
@@ -592,7 +592,7 @@ pub fn registry() -> Vec<Check> {
                     Ok(None) => return Finding::fail(format!("ClusterRoleBinding {} does not exist", spec.name), "kubectl bootstrap server DEST (applies the RBAC)"),
                     Err(e) => return Finding::fail(format!("cannot get it: {e}"), "check the credentials"),
                 };
-                let want = crate::rbac::cluster_role_binding(spec);
+                let want = crate::kube::rbac::cluster_role_binding(spec);
                 let mut diff = Vec::new();
                 if got.role_ref != want.role_ref {
                     diff.push(format!("roleRef {}/{}, expected ClusterRole/{}", got.role_ref.kind, got.role_ref.name, spec.role));

@@ -32,7 +32,7 @@ fn known_components() -> String {
 
 fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec, Error> {
     let unit = UNITS.iter().find(|u| u.component == component).ok_or_else(|| {
-        Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::redact::line(component), known_components()))
+        Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::output::redact::line(component), known_components()))
     })?;
     let flag = flag.trim_start_matches("--");
     if unit.flag(flag).is_none() {
@@ -72,7 +72,7 @@ impl Overrides {
 
     /// Adds one `COMPONENT.FLAG=VALUE`.
     pub fn set(&mut self, s: &str) -> Result<(), Error> {
-        let origin = format!("--set {}", crate::redact::line(s));
+        let origin = format!("--set {}", crate::output::redact::line(s));
         let (key, value) = s
             .split_once('=')
             .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
@@ -90,8 +90,8 @@ impl Overrides {
             if let Some((at, c)) = unitfile::control_char(text) {
                 return Err(Error::Input(format!(
                     "{origin}: {}.{}: the {what} holds the control character {} at byte {at}; a unit flag value cannot contain control characters",
-                    crate::redact::line(component),
-                    crate::redact::line(flag.trim_start_matches("--")),
+                    crate::output::redact::line(component),
+                    crate::output::redact::line(flag.trim_start_matches("--")),
                     c.escape_unicode()
                 )));
             }
@@ -107,11 +107,11 @@ impl Overrides {
     /// Reads `COMPONENT: {FLAG: VALUE}` from `path`. The file may be a key
     /// picked by mistake: errors name its position, never its content.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let shown = crate::redact::line(&path.display().to_string());
-        let bytes = crate::files::read_regular(path, crate::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("--config {shown}: {e}")))?;
+        let shown = crate::output::redact::line(&path.display().to_string());
+        let bytes = crate::local::files::read_regular(path, crate::local::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("--config {shown}: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| Error::Input(format!("--config {shown}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
         let doc: BTreeMap<String, BTreeMap<String, serde_yaml::Value>> = serde_yaml::from_str(&text).map_err(|e| {
-            Error::Input(format!("--config {shown}: {} (expected `COMPONENT: {{FLAG: VALUE}}`)", crate::redact::yaml_error(&e)))
+            Error::Input(format!("--config {shown}: {} (expected `COMPONENT: {{FLAG: VALUE}}`)", crate::output::redact::yaml_error(&e)))
         })?;
         let mut o = Self::default();
         for (component, flags) in doc {
@@ -123,8 +123,8 @@ impl Overrides {
                     _ => {
                         return Err(Error::Input(format!(
                             "--config {shown}: {}.{}: value must be a string, number or boolean",
-                            crate::redact::line(&component),
-                            crate::redact::line(&flag)
+                            crate::output::redact::line(&component),
+                            crate::output::redact::line(&flag)
                         )))
                     }
                 };

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 
 use crate::model::{FileKind, DIRECTORIES, FILES, STATE_DIR, UNITS};
-use crate::ssh::Host;
+use crate::remote::Host;
 use crate::Error;
 
 /// Temp files are `.NAME.kcp-tmp-RANDOM` beside their destination.
@@ -113,7 +113,7 @@ impl Facts {
     }
 }
 
-use crate::ssh::shell_quote as q;
+use crate::remote::shell_quote as q;
 
 /// The gather script. Every path comes from the compiled-in layout.
 pub fn script() -> String {

@@ -2,6 +2,8 @@
 //! generated at build time from `manifests/` by `codegen` (see build.rs).
 //! Nothing in this crate or the plugins hard-codes a flag, path or rule.
 
+pub mod overrides;
+
 /// One `--name[=value]` flag of a unit's ExecStart, in manifest order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flag {

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::ssh::Host;
+use crate::remote::Host;
 use crate::Error;
 
 /// A kube client reaching the apiserver on the server's loopback through the
@@ -49,7 +49,7 @@ pub async fn get(client: &kube::Client, path: &str) -> (u16, String) {
 pub fn failing_checks(body: &str) -> Vec<String> {
     body.lines()
         .filter(|l| l.starts_with("[-]"))
-        .map(|l| crate::redact::line(l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim()))
+        .map(|l| crate::output::redact::line(l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim()))
         .collect()
 }
 
@@ -64,7 +64,7 @@ pub fn lease_verdict(spec: &k8s_openapi::api::coordination::v1::LeaseSpec, now: 
     if holder.is_empty() {
         return Err("nobody holds its Lease".into());
     }
-    let holder = crate::redact::line(&holder);
+    let holder = crate::output::redact::line(&holder);
     let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0) else {
         return Err(format!("its Lease (held by {holder}) was never renewed"));
     };

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::desired::{Desired, Problem};
-use crate::facts::Facts;
-use crate::inspect::{self, Cert};
+use crate::bootstrap::desired::{Desired, Problem};
+use crate::remote::probe::Facts;
+use crate::pki::{self, Cert};
 use crate::model::FileKind;
 use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
-use crate::plan::{human_bytes, Action, Plan};
+use crate::bootstrap::plan::{human_bytes, Action, Plan};
 
 /// First address of a CIDR (the `kubernetes` Service's ClusterIP).
 pub fn service_ip(cidr: &str) -> Option<String> {
@@ -19,7 +19,7 @@ pub fn service_ip(cidr: &str) -> Option<String> {
 /// serving certificate's names. `extra_kubeconfigs` are local-only
 /// kubeconfigs the run uses (the admin credential for the API step: the one
 /// `--kubeconfig`, `KUBECONFIG` or the default selects), already parsed.
-pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::KubeconfigInfo, String>)>) -> Vec<Problem> {
+pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)>) -> Vec<Problem> {
     let mut p = Vec::new();
     let mut certs: BTreeMap<&str, Cert> = BTreeMap::new();
     for f in &desired.files {
@@ -49,7 +49,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::
     for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Key) {
         let crt = f.spec.dest.trim_end_matches(".key").to_string() + ".crt";
         let Some(cert) = certs.get(crt.as_str()) else { continue };
-        match f.bytes().map_err(|e| e.to_string()).and_then(|b| inspect::key_matches(cert, &b)) {
+        match f.bytes().map_err(|e| e.to_string()).and_then(|b| pki::key_matches(cert, &b)) {
             Ok(true) => {}
             Ok(false) => p.push(Problem::new(
                 format!("{} does not match the certificate {}", asset_name(f), crt.rsplit('/').next().unwrap_or(&crt)),
@@ -62,11 +62,11 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::
     let api = desired.unit("kube-apiserver");
     let serving = api.and_then(|u| u.flag("tls-cert-file")).and_then(|d| certs.get(d));
     let ca = api.and_then(|u| u.flag("client-ca-file")).and_then(|d| certs.get(d));
-    let mut kubeconfigs: Vec<(String, Result<inspect::KubeconfigInfo, String>)> = desired
+    let mut kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)> = desired
         .files
         .iter()
         .filter(|f| f.spec.kind == FileKind::Kubeconfig)
-        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), inspect::kubeconfig(&b))))
+        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), pki::kubeconfig(&b))))
         .collect();
     kubeconfigs.extend(extra_kubeconfigs);
     let mut names: Vec<(String, String)> = Vec::new();
@@ -83,7 +83,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::
             Err(e) => p.push(Problem::new(format!("{name}: {e}"), "regenerate it (the guide's step 05)")),
             Ok(k) => {
                 if let Some(h) = k.host() {
-                    names.push((crate::redact::line(&h), format!("the server of {name}")));
+                    names.push((crate::output::redact::line(&h), format!("the server of {name}")));
                 }
                 match (&k.ca, serving) {
                     (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
@@ -95,7 +95,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::
                 }
                 match (&k.client_cert, &k.client_key) {
                     (Some(c), Some(key)) => {
-                        if !inspect::key_matches(c, key).unwrap_or(false) {
+                        if !pki::key_matches(c, key).unwrap_or(false) {
                             p.push(Problem::new(format!("{name}: its client key does not match its client certificate"), "regenerate it"));
                         }
                         if let Some(ca) = ca {
@@ -126,17 +126,17 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<inspect::
     p
 }
 
-fn asset_name(f: &crate::desired::DesiredFile) -> String {
+fn asset_name(f: &crate::bootstrap::desired::DesiredFile) -> String {
     match &f.content {
-        crate::desired::Content::Path(p) => crate::redact::line(&p.display().to_string()),
-        crate::desired::Content::Text(_) => f.spec.dest.to_string(),
+        crate::bootstrap::desired::Content::Path(p) => crate::output::redact::line(&p.display().to_string()),
+        crate::bootstrap::desired::Content::Text(_) => f.spec.dest.to_string(),
     }
 }
 
 /// The encryption config holds the key that encrypts Secrets at rest:
 /// errors give positions and field names, never values.
 fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
-    let v: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| format!("not YAML: {}", crate::redact::yaml_error(&e)))?;
+    let v: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| format!("not YAML: {}", crate::output::redact::yaml_error(&e)))?;
     let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     if kind != "EncryptionConfiguration" && kind != "EncryptionConfig" {
         return Err("its kind is not EncryptionConfiguration".into());
@@ -150,7 +150,7 @@ fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
 
 /// `stat -c %F`'s words with an article: `a directory`, `a symbolic link`.
 fn a(kind: &str) -> String {
-    let k = crate::redact::line(kind);
+    let k = crate::output::redact::line(kind);
     if k.starts_with(['a', 'e', 'i', 'o', 'u']) {
         format!("an {k}")
     } else {
@@ -165,7 +165,7 @@ const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/sy
 /// Remote checks on the gathered facts and the plan.
 pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
     let mut p = Vec::new();
-    let show = crate::redact::line;
+    let show = crate::output::redact::line;
     if !facts.systemd {
         p.push(Problem::new("the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
     }
@@ -219,16 +219,16 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
         }
     }
     for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
-        if let Err(e) = inspect::check_elf(&f.head(64), &facts.arch) {
+        if let Err(e) = pki::check_elf(&f.head(64), &facts.arch) {
             p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
         }
     }
-    for (component, port) in crate::desired::serving_ports(desired) {
+    for (component, port) in crate::bootstrap::desired::serving_ports(desired) {
         let comm: String = component.chars().take(15).collect();
         for l in facts.listeners.iter().filter(|l| l.port == port) {
             if l.process.as_deref() != Some(comm.as_str()) {
                 let who = match (&l.process, l.pid) {
-                    (Some(n), Some(pid)) => format!("{} (pid {pid})", crate::redact::line(n)),
+                    (Some(n), Some(pid)) => format!("{} (pid {pid})", crate::output::redact::line(n)),
                     _ => "another process".into(),
                 };
                 p.push(Problem::new(format!("port {port} ({component}) is held by {who}"), "stop it or free the port"));

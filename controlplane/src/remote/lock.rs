@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use openssh::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::output::Ui;
-use crate::ssh::{shell_quote as q, Host};
+use crate::output::ui::Ui;
+use crate::remote::{shell_quote as q, Host};
 use crate::Error;
 
 pub const LOCK_FILE: &str = "/run/kubectl-bootstrap.lock";
@@ -70,7 +70,7 @@ impl<'h> Lock<'h> {
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
         let info = format!("from {} (user {user}, pid {}) since {since} token {token}", local_host(), std::process::id());
-        let info: String = crate::redact::line(&info);
+        let info: String = crate::output::redact::line(&info);
         let start = Instant::now();
         let mut said = false;
         loop {
@@ -101,7 +101,7 @@ impl<'h> Lock<'h> {
                 Ok(Ok(Some(l))) if l == "busy" => {
                     let holder = lines.next_line().await.ok().flatten().unwrap_or_default();
                     let _ = child.wait().await;
-                    let holder = crate::redact::line(holder.split(" token ").next().unwrap_or(""));
+                    let holder = crate::output::redact::line(holder.split(" token ").next().unwrap_or(""));
                     let holder = if holder.is_empty() { "another run (it did not say who)".to_string() } else { holder };
                     if start.elapsed() >= timeout {
                         return Err(Error::Server(format!(
@@ -119,7 +119,7 @@ impl<'h> Lock<'h> {
                 }
                 Ok(Ok(_)) | Ok(Err(_)) => {
                     let out = child.wait_with_output().await.map_err(|e| host.lost(e))?;
-                    let err = crate::redact::line(String::from_utf8_lossy(&out.stderr).trim());
+                    let err = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
                     return Err(Error::Server(format!("{}: cannot take the lock {LOCK_FILE} (needs flock from util-linux): {err}", host.destination)));
                 }
                 Err(_) => return Err(Error::Connect(format!("{}: taking the lock got no answer within 30s", host.destination))),
