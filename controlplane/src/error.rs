@@ -36,3 +36,22 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Something wrong, as one line: what and where, then what to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub what: String,
+    pub fix: String,
+}
+
+impl Problem {
+    pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem { what: what.into(), fix: fix.into() }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.fix)
+    }
+}

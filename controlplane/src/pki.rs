@@ -58,8 +58,7 @@ impl Cert {
         match host.parse::<IpAddr>() {
             Ok(ip) => ips.contains(&ip),
             Err(_) => dns.iter().any(|d| {
-                d.eq_ignore_ascii_case(host)
-                    || d.strip_prefix("*.").is_some_and(|suffix| host.split_once('.').is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)))
+                d.eq_ignore_ascii_case(host) || d.strip_prefix("*.").is_some_and(|suffix| host.split_once('.').is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix)))
             }),
         }
     }
@@ -136,12 +135,7 @@ pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, String> {
     let pkcs8 = match label {
         "PRIVATE KEY" => der,
         "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
-        other => {
-            return Err(format!(
-                "unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`",
-                pem_label(other)
-            ))
-        }
+        other => return Err(format!("unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`", pem_label(other))),
     };
     let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|_| "not a usable private key (PKCS#8: RSA, ECDSA P-256/P-384 or Ed25519)".to_string())?;
     Ok(kp.public_key_raw().to_vec())
@@ -238,7 +232,8 @@ pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) 
         }
         if client_key.is_none() {
             if let Some(p) = &u.client_key {
-                client_key = Some(crate::local::files::read_regular(std::path::Path::new(p), crate::local::files::SMALL_FILE_LIMIT).map_err(|e| format!("client-key {}: {e}", name(p)))?);
+                client_key =
+                    Some(crate::local::files::read_regular(std::path::Path::new(p), crate::local::files::SMALL_FILE_LIMIT).map_err(|e| format!("client-key {}: {e}", name(p)))?);
             }
         }
     }
@@ -297,7 +292,7 @@ pub fn check_elf(head: &[u8], arch: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, BasicConstraints};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
     fn ca() -> (String, Issuer<'static, KeyPair>) {
         let mut p = CertificateParams::new(vec![]).unwrap();

@@ -12,15 +12,13 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::output::redact;
 use crate::Error;
 
-/// kubectl's own flags for choosing credentials (kubectl does not pass its
-/// global flags to plugins, so each plugin takes them).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct KubeArgs {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long = "kubeconfig", value_name = "FILE")]
+/// kubectl's own choices of credentials (kubectl does not pass its global
+/// flags to plugins, so each plugin takes them).
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
-    #[arg(long = "context", value_name = "NAME")]
+    /// The context to use.
     pub context: Option<String>,
 }
 
@@ -39,7 +37,7 @@ fn read_one(path: &Path, shown: &str) -> Result<Kubeconfig, Error> {
 
 /// Which kubeconfig `args` (and the environment) select, with `default` used
 /// when neither --kubeconfig nor KUBECONFIG says.
-pub fn resolve(args: &KubeArgs, default: Option<&Path>) -> Result<Resolved, Error> {
+pub fn resolve(args: &KubeOptions, default: Option<&Path>) -> Result<Resolved, Error> {
     let show = |p: &Path| redact::line(&p.display().to_string());
     let (shown, kubeconfig) = if let Some(p) = &args.kubeconfig {
         let shown = format!("--kubeconfig {}", show(p));
@@ -60,9 +58,7 @@ pub fn resolve(args: &KubeArgs, default: Option<&Path>) -> Result<Resolved, Erro
     } else {
         let p = match default {
             Some(d) => d.to_path_buf(),
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".kube/config"))
-                .ok_or_else(|| Error::Input("no kubeconfig: pass --kubeconfig FILE".into()))?,
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")).ok_or_else(|| Error::Input("no kubeconfig: pass --kubeconfig FILE".into()))?,
         };
         let shown = show(&p);
         if !p.exists() && default.is_none() {
@@ -78,16 +74,14 @@ pub fn resolve(args: &KubeArgs, default: Option<&Path>) -> Result<Resolved, Erro
 /// --kubeconfig nor KUBECONFIG says otherwise. Every request is bounded:
 /// an apiserver that accepts a connection and never answers costs at most
 /// `timeout` per request.
-pub async fn config(args: &KubeArgs, default: Option<&Path>, timeout: Duration) -> Result<kube::Config, Error> {
+pub async fn config(args: &KubeOptions, default: Option<&Path>, timeout: Duration) -> Result<kube::Config, Error> {
     let r = resolve(args, default)?;
     from_resolved(r, timeout).await
 }
 
 pub async fn from_resolved(r: Resolved, timeout: Duration) -> Result<kube::Config, Error> {
     let opts = KubeConfigOptions { context: r.context.clone(), ..Default::default() };
-    let mut c = kube::Config::from_custom_kubeconfig(r.kubeconfig, &opts)
-        .await
-        .map_err(|e| Error::Input(format!("kubeconfig {}: {}", r.shown, redact::parse_error(&e))))?;
+    let mut c = kube::Config::from_custom_kubeconfig(r.kubeconfig, &opts).await.map_err(|e| Error::Input(format!("kubeconfig {}: {}", r.shown, redact::parse_error(&e))))?;
     bound(&mut c, timeout);
     Ok(c)
 }

@@ -30,6 +30,66 @@ pub async fn anonymous_client(host: &Host, addr: IpAddr, port: u16) -> Result<ku
     kube::Client::try_from(config).map_err(|e| Error::Input(format!("cannot build a health client: {e}")))
 }
 
+/// Why a component is not healthy yet.
+#[derive(Debug, Clone)]
+pub struct Unhealthy {
+    pub component: &'static str,
+    pub why: String,
+}
+
+/// The apiserver's, controller-manager's and scheduler's health endpoints.
+pub struct HealthClients {
+    pub api: kube::Client,
+    pub others: Vec<(&'static str, kube::Client)>,
+}
+
+impl HealthClients {
+    pub async fn open(host: &Host, desired: &crate::bootstrap::desired::Desired, api_config: kube::Config) -> Result<HealthClients, Error> {
+        let mut others = Vec::new();
+        let mut api = None;
+        for u in &desired.units {
+            let port = u.serving_port();
+            let addr = reach_address(u.bind_address());
+            if u.spec.component == crate::model::APISERVER {
+                api = Some(api_client(host, api_config.clone(), port).await?);
+            } else {
+                others.push((u.spec.component, anonymous_client(host, addr, port).await?));
+            }
+        }
+        Ok(HealthClients { api: api.ok_or_else(|| Error::Input("the manifests define no kube-apiserver".into()))?, others })
+    }
+
+    /// What is not healthy now.
+    pub async fn check(&self) -> Vec<Unhealthy> {
+        let mut bad = Vec::new();
+        for path in ["/livez?verbose", "/readyz?verbose"] {
+            let (status, body) = get(&self.api, path).await;
+            if status != 200 {
+                let failing = failing_checks(&body);
+                let why = if failing.is_empty() {
+                    format!(
+                        "{} → {}",
+                        path.split('?').next().unwrap_or(path),
+                        if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") }
+                    )
+                } else {
+                    format!("{} failing: {}", path.split('?').next().unwrap_or(path), failing.join(", "))
+                };
+                bad.push(Unhealthy { component: crate::model::APISERVER, why });
+                break;
+            }
+        }
+        for (c, client) in &self.others {
+            let (status, body) = get(client, "/healthz").await;
+            if status != 200 {
+                let why = if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
+                bad.push(Unhealthy { component: c, why: format!("/healthz → {why}") });
+            }
+        }
+        bad
+    }
+}
+
 /// GET `path`: (HTTP status, body). A connection error is status 0.
 pub async fn get(client: &kube::Client, path: &str) -> (u16, String) {
     let req = http::Request::get(path).body(kube::client::Body::empty()).expect("valid request");
@@ -47,10 +107,7 @@ pub async fn get(client: &kube::Client, path: &str) -> (u16, String) {
 /// The `[-]name failed` lines of a verbose health answer (escaped: the
 /// body comes from the server).
 pub fn failing_checks(body: &str) -> Vec<String> {
-    body.lines()
-        .filter(|l| l.starts_with("[-]"))
-        .map(|l| crate::output::redact::line(l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim()))
-        .collect()
+    body.lines().filter(|l| l.starts_with("[-]")).map(|l| crate::output::redact::line(l.trim_start_matches("[-]").split(" failed").next().unwrap_or(l).trim())).collect()
 }
 
 /// Is a leader Lease held by a live holder? `now` is the server's clock and

@@ -46,12 +46,7 @@ pub fn cluster_role_binding(s: &ClusterRoleBindingSpec) -> ClusterRoleBinding {
         subjects: Some(
             s.subjects
                 .iter()
-                .map(|x| Subject {
-                    kind: x.kind.into(),
-                    name: x.name.into(),
-                    api_group: x.api_group.map(Into::into),
-                    namespace: x.namespace.map(Into::into),
-                })
+                .map(|x| Subject { kind: x.kind.into(), name: x.name.into(), api_group: x.api_group.map(Into::into), namespace: x.namespace.map(Into::into) })
                 .collect(),
         ),
     }
@@ -76,11 +71,7 @@ pub const FIELD_MANAGER: &str = "kubectl-bootstrap";
 
 async fn apply_one<K>(client: &kube::Client, kind: &'static str, obj: K) -> Result<Applied, crate::Error>
 where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     use kube::api::{Api, Patch, PatchParams};
     let name = obj.meta().name.clone().unwrap_or_default();

@@ -4,6 +4,8 @@
 
 use std::fs::File;
 use std::io::Read;
+
+use sha2::{Digest, Sha256};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -34,15 +36,11 @@ pub fn kind(ft: std::fs::FileType) -> &'static str {
 /// itself does not block on a FIFO (O_NONBLOCK), and the type is checked on
 /// the open handle, so a swap between check and open changes nothing.
 pub fn open_regular(path: &Path) -> Result<(File, u64), String> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied (make it readable by this user)".to_string(),
-            _ => format!("cannot open: {e}"),
-        })?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied (make it readable by this user)".to_string(),
+        _ => format!("cannot open: {e}"),
+    })?;
     let md = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if !md.file_type().is_file() {
         return Err(format!("is {}, not a regular file", kind(md.file_type())));
@@ -62,6 +60,28 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
         return Err(format!("grew past {limit} bytes while being read"));
     }
     Ok(buf)
+}
+
+/// The sha256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Size and sha256 of a regular file, streamed.
+pub fn hash_file(p: &Path) -> Result<(u64, String), String> {
+    let (mut f, _) = open_regular(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, hex::encode(h.finalize())))
 }
 
 #[cfg(test)]

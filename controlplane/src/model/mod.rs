@@ -3,6 +3,9 @@
 //! Nothing in this crate or the plugins hard-codes a flag, path or rule.
 
 pub mod overrides;
+pub mod version;
+
+pub use version::Version;
 
 /// One `--name[=value]` flag of a unit's ExecStart, in manifest order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,6 @@ pub struct DirSpec {
     pub owned: bool,
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// Candidate paths relative to the assets directory; the first present wins.
@@ -150,6 +152,167 @@ pub fn first_address(cidr: &str) -> Option<std::net::IpAddr> {
     }
 }
 
+/// The first address of a service range as text, the `kubernetes` Service's ClusterIP.
+pub fn service_ip(cidr: &str) -> Option<String> {
+    first_address(cidr).map(|ip| ip.to_string())
+}
+
+/// Where the apiserver reaches etcd (the first of --etcd-servers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// etcd's client endpoint as the manifests' apiserver uses it (etcd's
+/// default port when the URL names none).
+pub fn etcd_endpoint() -> Endpoint {
+    let url = ETCD_SERVERS.first().copied().unwrap_or("http://127.0.0.1:2379");
+    let hostport = url.split_once("://").map(|x| x.1).unwrap_or(url).split('/').next().unwrap_or("");
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Endpoint { host: h.trim_matches(['[', ']']).to_string(), port: p.parse().unwrap_or(2379) },
+        None => Endpoint { host: hostport.to_string(), port: 2379 },
+    }
+}
+
+/// A file's permission bits. Shown and serialized as four octal digits
+/// (`0644`), the way chmod takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// From `stat -c %a` (`644`, `1777`).
+    pub fn from_octal(s: &str) -> Option<FileMode> {
+        u32::from_str_radix(s.trim(), 8).ok().filter(|m| *m <= 0o7777).map(FileMode)
+    }
+    /// No permission bit beyond `max`'s (kube-bench's `bitmask` test: 600 passes 644).
+    pub fn within(self, max: FileMode) -> bool {
+        self.0 & !max.0 & 0o777 == 0 && self.0 & 0o7000 == 0
+    }
+    /// Writable by a user other than the owner, through the group or by anyone.
+    pub fn writable_by_others(self) -> bool {
+        self.0 & 0o022 != 0
+    }
+}
+
+impl std::fmt::Display for FileMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl serde::Serialize for FileMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// systemd's ActiveState of a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveState {
+    Active,
+    Reloading,
+    Activating,
+    Deactivating,
+    Failed,
+    #[default]
+    Inactive,
+    /// Anything newer systemd may say.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl ActiveState {
+    pub fn parse(s: &str) -> ActiveState {
+        match s {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            "failed" => ActiveState::Failed,
+            "inactive" | "" => ActiveState::Inactive,
+            other => ActiveState::Other(other.to_string()),
+        }
+    }
+    /// Running, or on its way there: not to be started again.
+    pub fn is_up(&self) -> bool {
+        matches!(self, ActiveState::Active | ActiveState::Reloading | ActiveState::Activating)
+    }
+}
+
+impl std::fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Failed => "failed",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Other(o) => o,
+        };
+        f.write_str(s)
+    }
+}
+
+/// A command line's `--name[=value]` flags, in order: from a unit's
+/// ExecStart, a running process's argv, or the manifests plus overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flags(pub Vec<(String, Option<String>)>);
+
+impl Flags {
+    /// The `--flag` words of an argv (the program itself skipped).
+    pub fn from_argv(argv: &[String]) -> Flags {
+        Flags(
+            argv.iter()
+                .skip(1)
+                .filter_map(|w| w.strip_prefix("--"))
+                .map(|w| match w.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                    None => (w.to_string(), None),
+                })
+                .collect(),
+        )
+    }
+
+    /// The flags of a unit file's ExecStart, read by systemd's rules.
+    pub fn from_unit(text: &str, file_name: &str) -> Result<Flags, String> {
+        let u = unitfile::parse_unit(std::path::Path::new(file_name), text).map_err(|e| format!("line {}: {}", e.line, crate::output::redact::line(&e.message)))?;
+        Ok(Flags(u.flags.into_iter().map(|f| (f.name, f.value)).collect()))
+    }
+
+    /// The flag's value; a bare `--flag` reads `true`, as Go's flag package
+    /// takes it for booleans.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_deref().unwrap_or("true"))
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    /// The argv that runs `exec` with these flags.
+    pub fn argv(&self, exec: &str) -> Vec<String> {
+        std::iter::once(exec.to_string())
+            .chain(self.0.iter().map(|(n, v)| match v {
+                Some(v) => format!("--{n}={v}"),
+                None => format!("--{n}"),
+            }))
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+    }
+}
+
 /// The component that serves the API; the others are its clients.
 pub const APISERVER: &str = "kube-apiserver";
 
@@ -186,6 +349,30 @@ mod tests {
         }
         let sc = std::fs::read_to_string(format!("{MANIFESTS}/{}", SCHEDULER_CONFIG.manifest)).unwrap();
         assert_eq!(SCHEDULER_CONFIG.text, sc);
+    }
+
+    #[test]
+    fn modes_states_and_flags_are_typed() {
+        let m = FileMode::from_octal("644").unwrap();
+        assert_eq!(m.to_string(), "0644");
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"0644\"");
+        assert!(FileMode(0o600).within(FileMode(0o644)) && !FileMode(0o664).within(FileMode(0o644)) && !FileMode(0o4600).within(FileMode(0o644)));
+        assert!(FileMode(0o1777).writable_by_others() && !FileMode(0o755).writable_by_others());
+        assert_eq!(FileMode::from_octal("99"), None);
+        assert!(ActiveState::parse("activating").is_up() && !ActiveState::parse("failed").is_up());
+        assert_eq!(ActiveState::parse("maintenance").to_string(), "maintenance");
+        let f = Flags::from_argv(&["/x".into(), "--v=2".into(), "--profiling".into(), "junk".into()]);
+        assert_eq!((f.get("v"), f.get("profiling"), f.get("nope")), (Some("2"), Some("true"), None));
+        assert_eq!(f.argv("/x"), ["/x", "--v=2", "--profiling"]);
+        let u = Flags::from_unit(KUBE_SCHEDULER.text, KUBE_SCHEDULER.file_name).unwrap();
+        assert_eq!(u.get("v"), Some("2"));
+        assert!(Flags::from_unit("[Unit]\ngarbage\n", "x.service").unwrap_err().starts_with("line 2:"));
+    }
+
+    #[test]
+    fn etcd_is_reached_where_the_apiserver_reaches_it() {
+        let e = etcd_endpoint();
+        assert!(ETCD_SERVERS[0].ends_with(&format!("{}:{}", e.host, e.port)), "{e} from {}", ETCD_SERVERS[0]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::model::{UnitSpec, UNITS};
+use crate::model::{Flags, UnitSpec, UNITS};
 use crate::Error;
 
 /// Validated overrides: component → flag → (value, where it came from).
@@ -15,14 +15,12 @@ pub struct Overrides {
     by_component: BTreeMap<String, BTreeMap<String, (String, String)>>,
 }
 
-/// The clap arguments both plugins take for overrides.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct OverrideArgs {
-    /// Override a unit flag: COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3 (repeatable; wins over --config).
-    #[arg(long = "set", value_name = "COMPONENT.FLAG=VALUE")]
+/// Where overrides come from: `--config FILE`, then each `--set` on top.
+#[derive(Debug, Clone, Default)]
+pub struct OverrideSources {
+    /// `COMPONENT.FLAG=VALUE`, e.g. `kube-apiserver.v=3`; wins over the file.
     pub set: Vec<String>,
-    /// YAML file of overrides: `COMPONENT: {FLAG: VALUE}`.
-    #[arg(long = "config", value_name = "FILE")]
+    /// A YAML file of `COMPONENT: {FLAG: VALUE}`.
     pub config: Option<std::path::PathBuf>,
 }
 
@@ -31,9 +29,10 @@ fn known_components() -> String {
 }
 
 fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec, Error> {
-    let unit = UNITS.iter().find(|u| u.component == component).ok_or_else(|| {
-        Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::output::redact::line(component), known_components()))
-    })?;
+    let unit = UNITS
+        .iter()
+        .find(|u| u.component == component)
+        .ok_or_else(|| Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::output::redact::line(component), known_components())))?;
     let flag = flag.trim_start_matches("--");
     if unit.flag(flag).is_none() {
         let known: Vec<_> = unit.flags.iter().map(|f| f.name).collect();
@@ -47,7 +46,7 @@ fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec,
 }
 
 impl Overrides {
-    pub fn from_args(args: &OverrideArgs) -> Result<Self, Error> {
+    pub fn from_sources(args: &OverrideSources) -> Result<Self, Error> {
         let mut o = match &args.config {
             Some(p) => Self::from_file(p)?,
             None => Self::default(),
@@ -73,12 +72,8 @@ impl Overrides {
     /// Adds one `COMPONENT.FLAG=VALUE`.
     pub fn set(&mut self, s: &str) -> Result<(), Error> {
         let origin = format!("--set {}", crate::output::redact::line(s));
-        let (key, value) = s
-            .split_once('=')
-            .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
-        let (component, flag) = key
-            .split_once('.')
-            .ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
+        let (key, value) = s.split_once('=').ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
+        let (component, flag) = key.split_once('.').ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
         self.insert(component, flag, value, &origin)
     }
 
@@ -97,10 +92,7 @@ impl Overrides {
             }
         }
         check(component, flag, origin)?;
-        self.by_component
-            .entry(component.to_string())
-            .or_default()
-            .insert(flag.trim_start_matches("--").to_string(), (value.to_string(), origin.to_string()));
+        self.by_component.entry(component.to_string()).or_default().insert(flag.trim_start_matches("--").to_string(), (value.to_string(), origin.to_string()));
         Ok(())
     }
 
@@ -110,9 +102,8 @@ impl Overrides {
         let shown = crate::output::redact::line(&path.display().to_string());
         let bytes = crate::local::files::read_regular(path, crate::local::files::SMALL_FILE_LIMIT).map_err(|e| Error::Input(format!("--config {shown}: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| Error::Input(format!("--config {shown}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
-        let doc: BTreeMap<String, BTreeMap<String, serde_yaml::Value>> = serde_yaml::from_str(&text).map_err(|e| {
-            Error::Input(format!("--config {shown}: {} (expected `COMPONENT: {{FLAG: VALUE}}`)", crate::output::redact::yaml_error(&e)))
-        })?;
+        let doc: BTreeMap<String, BTreeMap<String, serde_yaml::Value>> = serde_yaml::from_str(&text)
+            .map_err(|e| Error::Input(format!("--config {shown}: {} (expected `COMPONENT: {{FLAG: VALUE}}`)", crate::output::redact::yaml_error(&e))))?;
         let mut o = Self::default();
         for (component, flags) in doc {
             for (flag, v) in flags {
@@ -147,14 +138,15 @@ impl Overrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredUnit {
     pub spec: &'static UnitSpec,
-    pub flags: Vec<(String, Option<String>)>,
+    pub flags: Flags,
     /// The unit file's bytes: the manifest itself when nothing is overridden.
     pub text: String,
 }
 
 impl DesiredUnit {
+    /// The value of `--name=value` (none for a bare `--name`).
     pub fn flag(&self, name: &str) -> Option<&str> {
-        self.flags.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+        self.flags.0.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
     }
 
     /// --secure-port as overridden, else the manifest's derived port.
@@ -180,11 +172,11 @@ fn render(spec: &'static UnitSpec, o: &Overrides) -> Result<DesiredUnit, String>
         .collect();
     let parsed = unitfile::parse_unit(Path::new(spec.file_name), spec.text).expect("compiled-in units were validated at build time");
     let text = unitfile::render_with_flags(&parsed, &flags)?;
-    Ok(DesiredUnit { spec, flags, text })
+    Ok(DesiredUnit { spec, flags: Flags(flags), text })
 }
 
 /// Every unit with the overrides applied, in manifest order. Overrides made
-/// by [`Overrides::from_args`] were checked to render ([`Overrides::check_rendering`]).
+/// by [`Overrides::from_sources`] were checked to render ([`Overrides::check_rendering`]).
 pub fn desired_units(o: &Overrides) -> Vec<DesiredUnit> {
     UNITS.iter().map(|spec| render(spec, o).expect("overrides are checked to render when they are made")).collect()
 }
@@ -257,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.yaml");
         std::fs::write(&p, "kube-apiserver:\n  v: 4\n  service-cluster-ip-range: 10.96.0.0/24\n").unwrap();
-        let o = Overrides::from_args(&OverrideArgs { set: vec!["kube-apiserver.v=5".into()], config: Some(p.clone()) }).unwrap();
+        let o = Overrides::from_sources(&OverrideSources { set: vec!["kube-apiserver.v=5".into()], config: Some(p.clone()) }).unwrap();
         assert_eq!(o.get("kube-apiserver", "v"), Some("5"));
         assert_eq!(o.get("kube-apiserver", "service-cluster-ip-range"), Some("10.96.0.0/24"));
         std::fs::write(&p, "kube-apiserver: [1]\n").unwrap();

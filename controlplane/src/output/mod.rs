@@ -4,4 +4,13 @@
 pub mod redact;
 pub mod ui;
 
-pub use ui::{parse_duration, Ui};
+pub use ui::Ui;
+
+/// `1.4 KiB`, `278.4 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}

@@ -66,16 +66,8 @@ impl Ui {
             return None;
         }
         let b = indicatif::ProgressBar::new(len);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-                .expect("valid template"),
-        );
+        b.set_style(indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}").expect("valid template"));
         b.set_message(label.to_string());
         Some(b)
     }
-}
-
-/// Parses a duration like `3m`, `90s`, `1m30s`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 3m ({e})"))
 }

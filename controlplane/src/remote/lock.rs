@@ -74,14 +74,7 @@ impl<'h> Lock<'h> {
         let start = Instant::now();
         let mut said = false;
         loop {
-            let mut child = host
-                .command(&script(&info))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .await
-                .map_err(|e| host.lost(e))?;
+            let mut child = host.command(&script(&info)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
             let stdout = child.stdout().take().expect("piped stdout");
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;

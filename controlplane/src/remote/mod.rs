@@ -10,30 +10,26 @@ use crate::Error;
 
 pub mod lock;
 pub mod probe;
+pub mod systemd;
 
 /// Quotes `s` as one word for the remote POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// SSH options shared by both plugins (the destination is positional in
-/// bootstrap and `--ssh` in cpcheck).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SshArgs {
+/// How to reach a server besides its destination (per-host settings come
+/// from ssh_config as usual).
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
     /// Private key file (ssh -i).
-    #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// SSH port (ssh -p).
-    #[arg(short = 'p', long = "port", value_name = "PORT")]
     pub port: Option<u16>,
     /// Jump host (ssh -J).
-    #[arg(short = 'J', long = "jump", value_name = "HOST")]
     pub jump: Option<String>,
-    /// known_hosts file to check the server's host key against.
-    #[arg(long = "known-hosts", value_name = "FILE")]
+    /// known_hosts file to check the server's (and the jump host's) key against.
     pub known_hosts: Option<PathBuf>,
     /// Trust and record an unknown host key (never a changed one).
-    #[arg(long = "accept-new-host-key")]
     pub accept_new_host_key: bool,
 }
 
@@ -88,7 +84,7 @@ mod tempfile_dir {
 /// command line's `-o` options, only this file, so the jump host's key is
 /// checked against the same known_hosts, as strictly, as the server's. The
 /// user's own configuration follows (first value wins in ssh_config).
-fn jump_config(args: &SshArgs) -> String {
+fn jump_config(args: &SshOptions) -> String {
     let mut c = String::from("# kubectl plugins: this run's SSH settings, then the user's own\n");
     if let Some(kh) = &args.known_hosts {
         c.push_str(&format!("UserKnownHostsFile \"{}\"\nGlobalKnownHostsFile /dev/null\n", kh.display()));
@@ -128,7 +124,7 @@ fn connect_error(dest: &str, e: &openssh::Error) -> Error {
 impl Host {
     /// Connects to `destination`; `timeout` bounds the connection and every
     /// remote script run through [`Host::sh`].
-    pub async fn connect(destination: &str, args: &SshArgs, timeout: Duration) -> Result<Host, Error> {
+    pub async fn connect(destination: &str, args: &SshOptions, timeout: Duration) -> Result<Host, Error> {
         if destination.starts_with('-') || unitfile::control_char(destination).is_some() {
             return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::output::redact::line(destination))));
         }
@@ -154,7 +150,10 @@ impl Host {
             }
             for p in args.known_hosts.iter().chain(args.identity.iter()) {
                 if !config_safe(p) {
-                    return Err(Error::Input(format!("{}: a path with a quote or control character cannot be used with -J", crate::output::redact::line(&p.display().to_string()))));
+                    return Err(Error::Input(format!(
+                        "{}: a path with a quote or control character cannot be used with -J",
+                        crate::output::redact::line(&p.display().to_string())
+                    )));
                 }
             }
             let cfg = dir.0.join("ssh_config");
@@ -167,7 +166,9 @@ impl Host {
         }
         let session = match tokio::time::timeout(timeout.max(Duration::from_secs(1)) + Duration::from_secs(5), b.connect_mux(destination)).await {
             Ok(r) => r.map_err(|e| connect_error(destination, &e))?,
-            Err(_) => return Err(Error::Connect(format!("cannot connect to {destination}: no answer within {}s: check the address, port (-p) and that sshd runs", timeout.as_secs()))),
+            Err(_) => {
+                return Err(Error::Connect(format!("cannot connect to {destination}: no answer within {}s: check the address, port (-p) and that sshd runs", timeout.as_secs())))
+            }
         };
         let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
             .await
@@ -276,11 +277,7 @@ impl Host {
             .map_err(|e| Error::Input(format!("cannot pick a local port for the SSH tunnel: {e}")))?
             .port();
         self.session
-            .request_port_forward(
-                openssh::ForwardType::Local,
-                (std::net::Ipv4Addr::LOCALHOST, local),
-                (remote_host, remote_port),
-            )
+            .request_port_forward(openssh::ForwardType::Local, (std::net::Ipv4Addr::LOCALHOST, local), (remote_host, remote_port))
             .await
             .map_err(|e| Error::Connect(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}: {e}", self.destination)))?;
         Ok(local)
