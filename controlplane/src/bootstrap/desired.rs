@@ -8,29 +8,13 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::local::files::sha256_hex;
 
-use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
+use crate::error::Problem;
+use crate::local::files::hash_file;
 use crate::model::overrides::{desired_units, DesiredUnit, Overrides};
-
-/// Something wrong, as one line: what and where, then what to do.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    pub what: String,
-    pub fix: String,
-}
-
-impl Problem {
-    pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { what: what.into(), fix: fix.into() }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.what, self.fix)
-    }
-}
+use crate::model::version::{render_scheduler_config, Version};
+use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
 
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -70,76 +54,6 @@ impl DesiredFile {
     }
 }
 
-/// A Kubernetes version as `major.minor`, from `Kubernetes v1.20.2` or `v1.32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl Version {
-    pub fn parse(s: &str) -> Option<Version> {
-        let v = s.split_whitespace().find(|w| w.starts_with('v') || w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-        let mut it = v.trim_start_matches('v').split(['.', '-', '+']);
-        Some(Version { major: it.next()?.parse().ok()?, minor: it.next()?.parse().ok()? })
-    }
-}
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "v{}.{}", self.major, self.minor)
-    }
-}
-
-/// The KubeSchedulerConfiguration apiVersion a kube-scheduler of `v` reads.
-pub fn scheduler_api_version(v: Version) -> Option<&'static str> {
-    match (v.major, v.minor) {
-        (1, m) if m >= 25 => Some("kubescheduler.config.k8s.io/v1"),
-        (1, 23 | 24) => Some("kubescheduler.config.k8s.io/v1beta3"),
-        (1, 22) => Some("kubescheduler.config.k8s.io/v1beta2"),
-        (1, 19..=21) => Some("kubescheduler.config.k8s.io/v1beta1"),
-        _ => None,
-    }
-}
-
-/// The compiled-in scheduler config with its apiVersion line set for `v`.
-pub fn render_scheduler_config(v: Version) -> Option<String> {
-    let want = scheduler_api_version(v)?;
-    if SCHEDULER_CONFIG.api_version == want {
-        return Some(SCHEDULER_CONFIG.text.to_string());
-    }
-    let line = SCHEDULER_CONFIG.api_version_line as usize;
-    let mut out = String::with_capacity(SCHEDULER_CONFIG.text.len());
-    for (i, l) in SCHEDULER_CONFIG.text.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            out.push_str(&format!("apiVersion: {want}\n"));
-        } else {
-            out.push_str(l);
-        }
-    }
-    Some(out)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn hash_file(p: &Path) -> Result<(u64, String), String> {
-    let (mut f, _) = crate::local::files::open_regular(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((n, hex::encode(h.finalize())))
-}
-
 /// How long a binary's `--version` may take before it is given up on.
 pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -148,8 +62,7 @@ pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from
 pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, String> {
     let shown = crate::output::redact::line(&path.display().to_string());
     crate::local::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
-    let out = crate::local::process::output_within(std::process::Command::new(path).arg("--version"), timeout)
-        .map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
+    let out = crate::local::process::output_within(std::process::Command::new(path).arg("--version"), timeout).map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first: String = text.trim().chars().take(80).collect();
     Version::parse(&text).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)))
@@ -207,7 +120,8 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
         .collect();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let hashed: std::sync::Mutex<BTreeMap<usize, Result<(u64, String), String>>> = Default::default();
+    type Hashed = BTreeMap<usize, Result<(u64, String), String>>;
+    let hashed: std::sync::Mutex<Hashed> = Default::default();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -245,10 +159,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
                         Some(v) => match render_scheduler_config(v) {
                             Some(t) => t,
                             None => {
-                                problems.push(Problem::new(
-                                    format!("kube-scheduler {v} is older than v1.19"),
-                                    "use control-plane binaries of v1.19 or newer",
-                                ));
+                                problems.push(Problem::new(format!("kube-scheduler {v} is older than v1.19"), "use control-plane binaries of v1.19 or newer"));
                                 continue;
                             }
                         },
@@ -267,39 +178,12 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
 
 /// The serving port each component listens on, from the desired flags.
 pub fn serving_ports(d: &Desired) -> BTreeMap<&'static str, u16> {
-    d.units
-        .iter()
-        .map(|u| (u.spec.component, u.serving_port()))
-        .collect()
+    d.units.iter().map(|u| (u.spec.component, u.serving_port())).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse_from_kubernetes_output() {
-        assert_eq!(Version::parse("Kubernetes v1.20.2"), Some(Version { major: 1, minor: 20 }));
-        assert_eq!(Version::parse("v1.32.3-gke.1"), Some(Version { major: 1, minor: 32 }));
-        assert_eq!(Version::parse("nothing"), None);
-    }
-
-    #[test]
-    fn scheduler_config_renders_per_version() {
-        let v = |m| Version { major: 1, minor: m };
-        let api = |m| render_scheduler_config(v(m)).map(|t| t.lines().next().unwrap().to_string());
-        assert_eq!(api(32).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1"));
-        assert_eq!(api(25).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1"));
-        assert_eq!(api(24).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta3"));
-        assert_eq!(api(23).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta3"));
-        assert_eq!(api(22).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta2"));
-        assert_eq!(api(20).as_deref(), Some("apiVersion: kubescheduler.config.k8s.io/v1beta1"));
-        assert_eq!(api(18), None);
-        // Only the apiVersion line changes.
-        let t = render_scheduler_config(v(20)).unwrap();
-        assert_eq!(t.lines().skip(1).collect::<Vec<_>>(), SCHEDULER_CONFIG.text.lines().skip(1).collect::<Vec<_>>());
-        assert_eq!(render_scheduler_config(v(32)).unwrap(), SCHEDULER_CONFIG.text);
-    }
 
     #[test]
     fn missing_assets_are_each_listed() {

@@ -1,14 +1,18 @@
-//! A bootstrap is a plan: plain data built by comparing desired state with the
-//! server's facts. The executor runs it; `--dry-run` prints it.
+//! A bootstrap is a plan: plain data built by comparing the desired state
+//! with what the probe read off the server. Each [`Action`] is one step the
+//! executor runs as it stands (`steps`); `--dry-run` prints the same list.
+//! Steps act on batches where a batch is what makes them fast: all files are
+//! staged in one step and committed in one round trip.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::bootstrap::desired::{Desired, DesiredFile};
-use crate::remote::probe::Facts;
-use crate::model::{FileKind, UnitSpec, DIRECTORIES, UNITS};
 use crate::model::overrides::DesiredUnit;
+use crate::model::{FileKind, FileMode, UnitSpec, APISERVER, DIRECTORIES, UNITS};
+use crate::output::human_bytes;
+use crate::remote::probe::Probe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,64 +21,162 @@ pub enum Change {
     Changed,
 }
 
+/// A directory to make, or one of bootstrap's own to give its mode back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirChange {
+    pub path: String,
+    pub mode: FileMode,
+    /// What it was (for a fix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
+}
+
+/// One file to upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    pub dest: String,
+    pub mode: FileMode,
+    pub owner: String,
+    pub group: String,
+    pub bytes: u64,
+    /// The desired content's sha256; never for a secret (a key's
+    /// fingerprint is not for logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub change: Change,
+    pub secret: bool,
+    /// Index into `Desired::files`.
+    #[serde(skip)]
+    pub index: usize,
+}
+
+impl FileChange {
+    pub fn line(&self) -> String {
+        let c = if self.change == Change::New { "new" } else { "changed" };
+        format!("{} ({} {}:{}, {}, {c})", self.dest, self.mode, self.owner, self.group, human_bytes(self.bytes))
+    }
+}
+
+/// A file in place whose mode or owner is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModeChange {
+    pub dest: String,
+    pub mode: FileMode,
+    pub owner: String,
+    pub group: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    /// Remove a temp file an interrupted run left beside its destination.
-    RemoveStale { path: String },
-    CreateDir { path: String, mode: String },
-    /// Give one of bootstrap's own directories its mode and owner back.
-    FixDir { path: String, mode: String, owner: String, group: String, was: String },
-    Upload {
-        dest: String,
-        mode: String,
-        owner: String,
-        group: String,
-        bytes: u64,
-        /// The desired content's sha256; never for a secret (a key's
-        /// fingerprint is not for logs).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sha256: Option<String>,
-        change: Change,
-        secret: bool,
-        #[serde(skip)]
-        index: usize,
+    /// Remove temp files an interrupted run left beside their destinations.
+    RemoveStale {
+        paths: Vec<String>,
     },
-    SetMode { dest: String, mode: String, owner: String, group: String },
-    DaemonReload { because: Vec<String> },
-    Enable { units: Vec<String> },
+    /// Make missing directories; give bootstrap's own their mode and owner back.
+    Directories {
+        create: Vec<DirChange>,
+        fix: Vec<DirChange>,
+    },
+    /// Stream these files to temps beside their destinations, each verified
+    /// on arrival (large files a couple at a time, small ones in one session).
+    Stage {
+        files: Vec<FileChange>,
+    },
+    /// Put the staged files in place in one round trip; first record
+    /// `marker` (what the commit makes necessary) on the server.
+    Commit {
+        files: Vec<String>,
+        marker: Vec<String>,
+    },
+    SetModes {
+        files: Vec<ModeChange>,
+    },
+    DaemonReload {
+        because: Vec<String>,
+    },
+    Enable {
+        units: Vec<String>,
+    },
     /// Stop units around another's restart (see [`build`]).
-    Stop { units: Vec<String>, because: String },
-    Start { unit: String, because: Vec<String> },
-    Restart { unit: String, because: Vec<String> },
-    WaitHealthy { components: Vec<String> },
-    ApplyRbac { cluster_roles: Vec<String>, cluster_role_bindings: Vec<String> },
+    Stop {
+        units: Vec<String>,
+        because: String,
+    },
+    Start {
+        unit: String,
+        because: Vec<String>,
+    },
+    Restart {
+        unit: String,
+        because: Vec<String>,
+    },
+    WaitHealthy {
+        components: Vec<String>,
+    },
+    ApplyRbac {
+        cluster_roles: Vec<String>,
+        cluster_role_bindings: Vec<String>,
+    },
 }
 
 impl Action {
-    /// One line for humans.
+    /// The step's kind, as in the JSON (`stage`, `daemon-reload`…).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::RemoveStale { .. } => "remove-stale",
+            Action::Directories { .. } => "directories",
+            Action::Stage { .. } => "stage",
+            Action::Commit { .. } => "commit",
+            Action::SetModes { .. } => "set-modes",
+            Action::DaemonReload { .. } => "daemon-reload",
+            Action::Enable { .. } => "enable",
+            Action::Stop { .. } => "stop",
+            Action::Start { .. } => "start",
+            Action::Restart { .. } => "restart",
+            Action::WaitHealthy { .. } => "wait-healthy",
+            Action::ApplyRbac { .. } => "apply-rbac",
+        }
+    }
+
+    /// One line for people.
     pub fn line(&self) -> String {
         let why = |b: &[String]| if b.is_empty() { String::new() } else { format!(" ({})", b.join("; ")) };
         match self {
-            Action::RemoveStale { path } => format!("remove   {path} (left by an interrupted upload)"),
-            Action::CreateDir { path, mode } => format!("mkdir    {path} ({mode})"),
-            Action::FixDir { path, mode, owner, group, was } => format!("chmod    {path}/ → {mode} {owner}:{group} (was {was})"),
-            Action::Upload { dest, mode, owner, group, bytes, change, .. } => {
-                let c = if *change == Change::New { "new" } else { "changed" };
-                format!("upload   {dest} ({mode} {owner}:{group}, {}, {c})", human_bytes(*bytes))
+            Action::RemoveStale { paths } => format!("remove   {} temp file(s) an interrupted upload left", paths.len()),
+            Action::Directories { create, fix } => {
+                let mut parts: Vec<String> = create.iter().map(|d| format!("mkdir {} ({})", d.path, d.mode)).collect();
+                parts.extend(fix.iter().map(|d| format!("chmod {}/ → {} root:root (was {})", d.path, d.mode, d.was.as_deref().unwrap_or("?"))));
+                format!("dirs     {}", parts.join("; "))
             }
-            Action::SetMode { dest, mode, owner, group } => format!("chmod    {dest} → {mode} {owner}:{group}"),
+            Action::Stage { files } => {
+                let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+                format!("stage    {} file(s), {}", files.len(), human_bytes(bytes))
+            }
+            Action::Commit { files, marker } => format!(
+                "commit   {} file(s) in place (chown, chmod, rename, fsync){}",
+                files.len(),
+                if marker.is_empty() { String::new() } else { format!("; owed after it: {}", marker.join(", ")) }
+            ),
+            Action::SetModes { files } => format!("chmod    {}", files.iter().map(|f| format!("{} → {} {}:{}", f.dest, f.mode, f.owner, f.group)).collect::<Vec<_>>().join("; ")),
             Action::DaemonReload { because } => format!("systemctl daemon-reload{}", why(because)),
             Action::Enable { units } => format!("systemctl enable {}", units.join(" ")),
             Action::Stop { units, because } => format!("systemctl stop {} ({because})", units.join(" ")),
             Action::Start { unit, because } => format!("systemctl start {unit}{}", why(because)),
             Action::Restart { unit, because } => format!("systemctl restart {unit}{}", why(because)),
             Action::WaitHealthy { components } => format!("wait     until healthy: {} (and leaders; a Lease left by a process stopped here is released)", components.join(", ")),
-            Action::ApplyRbac { cluster_roles, cluster_role_bindings } => format!(
-                "apply    ClusterRole {} / ClusterRoleBinding {} (server-side)",
-                cluster_roles.join(", "),
-                cluster_role_bindings.join(", ")
-            ),
+            Action::ApplyRbac { cluster_roles, cluster_role_bindings } => {
+                format!("apply    ClusterRole {} / ClusterRoleBinding {} (server-side)", cluster_roles.join(", "), cluster_role_bindings.join(", "))
+            }
+        }
+    }
+
+    /// Lines under `line()` that detail a batch (one per file), for --dry-run.
+    pub fn details(&self) -> Vec<String> {
+        match self {
+            Action::RemoveStale { paths } => paths.clone(),
+            Action::Stage { files } => files.iter().map(FileChange::line).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -84,26 +186,18 @@ impl Action {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub actions: Vec<Action>,
-    /// The pending-work marker the commit writes before it places any file
-    /// (`daemon-reload`, `restart UNIT`): what must follow the commit, so an
-    /// interrupted run is finished by the next one.
-    pub marker: Vec<String>,
 }
 
 impl Plan {
+    /// The files the stage step uploads.
+    pub fn uploads(&self) -> &[FileChange] {
+        self.actions.iter().find_map(|a| if let Action::Stage { files } = a { Some(files.as_slice()) } else { None }).unwrap_or(&[])
+    }
     pub fn upload_bytes(&self) -> u64 {
-        self.actions.iter().map(|a| if let Action::Upload { bytes, .. } = a { *bytes } else { 0 }).sum()
+        self.uploads().iter().map(|f| f.bytes).sum()
     }
     pub fn restarts(&self) -> Vec<String> {
         self.actions
@@ -118,20 +212,6 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         !self.actions.iter().any(Action::changes)
     }
-}
-
-fn mode(m: u32) -> String {
-    format!("{m:04o}")
-}
-
-/// The argv a unit's ExecStart gives its process.
-pub fn argv(u: &DesiredUnit) -> Vec<String> {
-    std::iter::once(u.spec.exec.to_string())
-        .chain(u.flags.iter().map(|(n, v)| match v {
-            Some(v) => format!("--{n}={v}"),
-            None => format!("--{n}"),
-        }))
-        .collect()
 }
 
 /// How a running process's argv differs from `want`, e.g. `--v=2 (unit: --v=3)`.
@@ -160,6 +240,11 @@ pub fn argv_difference(running: &[String], want: &[String]) -> Option<String> {
     Some(diffs.join(", "))
 }
 
+/// The argv a desired unit gives its process.
+pub fn argv(u: &DesiredUnit) -> Vec<String> {
+    u.flags.argv(u.spec.exec)
+}
+
 /// Compares desired with actual and lists what to do, in execution order.
 ///
 /// Besides what the files say, the server's state says what an interrupted
@@ -173,38 +258,41 @@ pub fn argv_difference(running: &[String], want: &[String]) -> Option<String> {
 /// to a minute later (v1.20: `--request-timeout`, 60 s, bounds the wait).
 /// So the plan stops those clients first, restarts the apiserver, and
 /// starts them again: seconds instead, and no crash-restart of them.
-pub fn build(desired: &Desired, facts: &Facts) -> Plan {
+pub fn build(desired: &Desired, probe: &Probe) -> Plan {
     let mut actions = Vec::new();
-    for s in &facts.stale {
-        actions.push(Action::RemoveStale { path: s.clone() });
+    if !probe.stale.is_empty() {
+        actions.push(Action::RemoveStale { paths: probe.stale.clone() });
     }
+    let (mut create, mut fix) = (Vec::new(), Vec::new());
     for d in DIRECTORIES {
-        match facts.dirs.get(d.path) {
-            None => actions.push(Action::CreateDir { path: d.path.into(), mode: mode(d.mode) }),
-            Some(r) if d.owned && r.kind == "directory" && (r.mode != d.mode || r.owner != "root" || r.group != "root") => actions.push(Action::FixDir {
+        match probe.dirs.get(d.path) {
+            None => create.push(DirChange { path: d.path.into(), mode: FileMode(d.mode), was: None }),
+            Some(r) if d.owned && r.kind == "directory" && (r.mode.0 != d.mode || r.owner != "root" || r.group != "root") => fix.push(DirChange {
                 path: d.path.into(),
-                mode: mode(d.mode),
-                owner: "root".into(),
-                group: "root".into(),
-                was: format!("{} {}:{}", mode(r.mode), crate::output::redact::line(&r.owner), crate::output::redact::line(&r.group)),
+                mode: FileMode(d.mode),
+                was: Some(format!("{} {}:{}", r.mode, crate::output::redact::line(&r.owner), crate::output::redact::line(&r.group))),
             }),
             _ => {}
         }
     }
+    if !create.is_empty() || !fix.is_empty() {
+        actions.push(Action::Directories { create, fix });
+    }
     let mut because: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut reload: Vec<String> = Vec::new();
+    let (mut uploads, mut modes) = (Vec::new(), Vec::new());
     for (index, f) in desired.files.iter().enumerate() {
         let DesiredFile { spec, size, sha256, .. } = f;
-        let remote = facts.files.get(spec.dest);
+        let remote = probe.files.get(spec.dest);
         let change = match remote {
             None => Some(Change::New),
             Some(r) if &r.sha256 != sha256 || !r.is_regular() => Some(Change::Changed),
             _ => None,
         };
         if let Some(change) = change {
-            actions.push(Action::Upload {
+            uploads.push(FileChange {
                 dest: spec.dest.into(),
-                mode: mode(spec.mode),
+                mode: FileMode(spec.mode),
                 owner: spec.owner.into(),
                 group: spec.group.into(),
                 bytes: *size,
@@ -220,13 +308,13 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
                 reload.push(format!("{} changed", spec.dest));
             }
         } else if let Some(r) = remote {
-            if r.mode != spec.mode || r.owner != spec.owner || r.group != spec.group {
-                actions.push(Action::SetMode { dest: spec.dest.into(), mode: mode(spec.mode), owner: spec.owner.into(), group: spec.group.into() });
+            if r.mode.0 != spec.mode || r.owner != spec.owner || r.group != spec.group {
+                modes.push(ModeChange { dest: spec.dest.into(), mode: FileMode(spec.mode), owner: spec.owner.into(), group: spec.group.into() });
             }
         }
     }
     // What the server's state says is still owed.
-    for line in &facts.pending {
+    for line in &probe.pending {
         match line.split_once(' ') {
             None if line == "daemon-reload" => reload.push("pending from an interrupted run".into()),
             Some(("restart", unit)) => {
@@ -238,25 +326,38 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
         }
     }
     for u in &desired.units {
-        let Some(st) = facts.units.get(u.spec.file_name) else { continue };
+        let Some(st) = probe.units.get(u.spec.file_name) else { continue };
         if st.need_daemon_reload {
             reload.push(format!("systemd has not read the current {}", u.spec.file_name));
         }
-        if facts.active(u.spec.file_name) && !st.cmdline.is_empty() {
+        if probe.active(u.spec.file_name) && !st.cmdline.is_empty() {
             if let Some(d) = argv_difference(&st.cmdline, &argv(u)) {
                 because.entry(u.spec.component).or_default().push(format!("running with other flags than its unit: {d}"));
             }
         }
     }
+    let owes_restart = |unit: &str| probe.active(unit);
+    if !uploads.is_empty() {
+        let files: Vec<String> = uploads.iter().map(|f| f.dest.clone()).collect();
+        actions.push(Action::Stage { files: uploads });
+        // The marker: what the commit makes necessary, recorded before it.
+        let mut marker = Vec::new();
+        if !reload.is_empty() {
+            marker.push("daemon-reload".to_string());
+        }
+        for u in UNITS.iter().filter(|u| because.contains_key(u.component) && owes_restart(u.file_name)) {
+            marker.push(format!("restart {}", u.file_name));
+        }
+        actions.push(Action::Commit { files, marker });
+    }
+    if !modes.is_empty() {
+        actions.push(Action::SetModes { files: modes });
+    }
     reload.dedup();
     if !reload.is_empty() {
-        actions.push(Action::DaemonReload { because: reload.clone() });
+        actions.push(Action::DaemonReload { because: reload });
     }
-    let to_enable: Vec<String> = UNITS
-        .iter()
-        .filter(|u| facts.units.get(u.file_name).map(|s| s.enabled.as_str()) != Some("enabled"))
-        .map(|u| u.file_name.to_string())
-        .collect();
+    let to_enable: Vec<String> = UNITS.iter().filter(|u| !probe.units.get(u.file_name).is_some_and(|s| s.is_enabled())).map(|u| u.file_name.to_string()).collect();
     if !to_enable.is_empty() {
         actions.push(Action::Enable { units: to_enable });
     }
@@ -265,11 +366,11 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
         v.dedup();
         v
     };
-    let restart = |u: &UnitSpec| facts.active(u.file_name) && because.contains_key(u.component);
-    let apiserver = UNITS.iter().find(|u| u.component == crate::model::APISERVER);
+    let restart = |u: &UnitSpec| probe.active(u.file_name) && because.contains_key(u.component);
+    let apiserver = UNITS.iter().find(|u| u.component == APISERVER);
     let mut stopped: Vec<&UnitSpec> = Vec::new();
     if let Some(api) = apiserver.filter(|a| restart(a)) {
-        stopped = UNITS.iter().filter(|u| u.component != api.component && facts.active(u.file_name)).collect();
+        stopped = UNITS.iter().filter(|u| u.component != api.component && probe.active(u.file_name)).collect();
         if !stopped.is_empty() {
             actions.push(Action::Stop {
                 units: stopped.iter().map(|u| u.file_name.to_string()).collect(),
@@ -283,7 +384,7 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
             let mut b = why(u.component);
             b.insert(0, "stopped around the apiserver's restart".into());
             actions.push(Action::Start { unit: u.file_name.into(), because: b });
-        } else if !facts.active(u.file_name) {
+        } else if !probe.active(u.file_name) {
             actions.push(Action::Start { unit: u.file_name.into(), because: Vec::new() });
         } else if restart(u) && Some(u.file_name) != apiserver.map(|a| a.file_name) {
             actions.push(Action::Restart { unit: u.file_name.into(), because: why(u.component) });
@@ -294,74 +395,61 @@ pub fn build(desired: &Desired, facts: &Facts) -> Plan {
         cluster_roles: crate::model::CLUSTER_ROLES.iter().map(|r| r.name.to_string()).collect(),
         cluster_role_bindings: crate::model::CLUSTER_ROLE_BINDINGS.iter().map(|r| r.name.to_string()).collect(),
     });
-    // What the commit must record as owed before it places anything.
-    let mut marker = Vec::new();
-    if actions.iter().any(|a| matches!(a, Action::Upload { .. })) {
-        if actions.iter().any(|a| matches!(a, Action::DaemonReload { .. })) {
-            marker.push("daemon-reload".to_string());
-        }
-        for a in &actions {
-            if let Action::Restart { unit, .. } | Action::Start { unit, .. } = a {
-                if facts.active(unit) {
-                    marker.push(format!("restart {unit}"));
-                }
-            }
-        }
-    }
-    Plan { actions, marker }
+    Plan { actions }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootstrap::desired::{Content, DesiredFile};
-    use crate::remote::probe::{RemoteDir, RemoteFile, UnitState};
-    use crate::model::FILES;
+    use crate::bootstrap::desired::Content;
     use crate::model::overrides::{desired_units, Overrides};
+    use crate::model::FILES;
+    use crate::remote::probe::{RemoteDir, RemoteFile};
+    use crate::remote::systemd::UnitStatus;
 
     fn desired() -> Desired {
-        let files = FILES
-            .iter()
-            .map(|spec| DesiredFile { spec, content: Content::Text(spec.dest.into()), size: 10, sha256: format!("sha-{}", spec.dest) })
-            .collect();
+        let files = FILES.iter().map(|spec| DesiredFile { spec, content: Content::Text(spec.dest.into()), size: 10, sha256: format!("sha-{}", spec.dest) }).collect();
         Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None }
     }
 
-    fn converged(d: &Desired) -> Facts {
-        let mut f = Facts::default();
+    fn converged(d: &Desired) -> Probe {
+        let mut f = Probe::default();
         for x in &d.files {
             f.files.insert(
                 x.spec.dest.into(),
-                RemoteFile { sha256: x.sha256.clone(), mode: x.spec.mode, owner: "root".into(), group: "root".into(), size: 10, kind: "regular file".into() },
+                RemoteFile { sha256: x.sha256.clone(), mode: FileMode(x.spec.mode), owner: "root".into(), group: "root".into(), size: 10, kind: "regular file".into() },
             );
         }
         for dd in DIRECTORIES {
-            f.dirs.insert(dd.path.into(), RemoteDir { mode: dd.mode, owner: "root".into(), group: "root".into(), kind: "directory".into() });
+            f.dirs.insert(dd.path.into(), RemoteDir { mode: FileMode(dd.mode), owner: "root".into(), group: "root".into(), kind: "directory".into() });
         }
         for u in &d.units {
-            f.units.insert(u.spec.file_name.into(), UnitState { enabled: "enabled".into(), active: "active".into(), cmdline: argv(u), ..Default::default() });
+            let st = UnitStatus { enabled: "enabled".into(), active: crate::model::ActiveState::Active, cmdline: argv(u), ..Default::default() };
+            f.units.insert(u.spec.file_name.into(), st);
         }
         f
     }
 
-    fn kinds(p: &Plan) -> Vec<String> {
-        p.actions.iter().map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string()).collect()
+    fn kinds(p: &Plan) -> Vec<&'static str> {
+        p.actions.iter().map(Action::kind).collect()
+    }
+
+    fn marker(p: &Plan) -> Vec<String> {
+        p.actions.iter().find_map(|a| if let Action::Commit { marker, .. } = a { Some(marker.clone()) } else { None }).unwrap_or_default()
     }
 
     #[test]
     fn empty_server_gets_everything_in_order() {
         let d = desired();
-        let p = build(&d, &Facts::default());
-        let kinds = kinds(&p);
-        let first_upload = kinds.iter().position(|k| k == "upload").unwrap();
-        assert!(kinds[..first_upload].iter().all(|k| k == "create-dir"));
-        assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::Upload { .. })).count(), FILES.len());
-        assert!(kinds.contains(&"daemon-reload".to_string()));
-        assert_eq!(kinds.iter().filter(|k| *k == "start").count(), 3);
-        assert_eq!(kinds.last().unwrap(), "apply-rbac");
-        // Nothing ran yet, so nothing is owed if the run stops after the commit
-        // but before the starts: inactive units are started by the next run anyway.
-        assert_eq!(p.marker, ["daemon-reload"]);
+        let p = build(&d, &Probe::default());
+        assert_eq!(kinds(&p), ["directories", "stage", "commit", "daemon-reload", "enable", "start", "start", "start", "wait-healthy", "apply-rbac"]);
+        assert_eq!(p.uploads().len(), FILES.len());
+        // JSON names each action's kind the way kind() does.
+        for a in &p.actions {
+            assert_eq!(serde_json::to_value(a).unwrap()["action"], a.kind());
+        }
+        // Nothing ran yet: inactive units are started by the next run anyway.
+        assert_eq!(marker(&p), ["daemon-reload"]);
     }
 
     #[test]
@@ -369,9 +457,8 @@ mod tests {
         let d = desired();
         let p = build(&d, &converged(&d));
         assert!(p.is_noop(), "{:#?}", p.actions);
+        assert_eq!(kinds(&p), ["wait-healthy", "apply-rbac"]);
         assert_eq!(p.upload_bytes(), 0);
-        assert!(p.restarts().is_empty());
-        assert!(p.marker.is_empty());
     }
 
     #[test]
@@ -379,14 +466,13 @@ mod tests {
         let d = desired();
         let mut f = converged(&d);
         f.files.get_mut("/var/lib/kubernetes/ca.crt").unwrap().sha256 = "old".into();
-        f.files.get_mut("/var/lib/kubernetes/ca.key").unwrap().mode = 0o644;
+        f.files.get_mut("/var/lib/kubernetes/ca.key").unwrap().mode = FileMode(0o644);
         let p = build(&d, &f);
         // The apiserver's restart is framed by stopping and starting its clients.
-        assert_eq!(kinds(&p)[kinds(&p).iter().position(|k| k == "stop").unwrap()..kinds(&p).len() - 2], ["stop", "restart", "start", "start"]);
+        assert_eq!(kinds(&p), ["stage", "commit", "set-modes", "stop", "restart", "start", "start", "wait-healthy", "apply-rbac"]);
         assert_eq!(p.restarts(), ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]);
-        assert!(!p.actions.iter().any(|a| matches!(a, Action::DaemonReload { .. })));
-        assert!(p.actions.iter().any(|a| matches!(a, Action::SetMode { dest, mode, .. } if dest == "/var/lib/kubernetes/ca.key" && mode == "0600")));
-        assert_eq!(p.marker, ["restart kube-apiserver.service", "restart kube-controller-manager.service", "restart kube-scheduler.service"]);
+        assert!(p.actions.iter().any(|a| matches!(a, Action::SetModes { files } if files[0].dest == "/var/lib/kubernetes/ca.key" && files[0].mode == FileMode(0o600))));
+        assert_eq!(marker(&p), ["restart kube-apiserver.service", "restart kube-controller-manager.service"]);
     }
 
     #[test]
@@ -397,7 +483,7 @@ mod tests {
         let p = build(&d, &f);
         assert!(p.actions.iter().any(|a| matches!(a, Action::DaemonReload { .. })));
         assert_eq!(p.restarts(), ["kube-scheduler.service"]);
-        assert_eq!(p.marker, ["daemon-reload", "restart kube-scheduler.service"]);
+        assert_eq!(marker(&p), ["daemon-reload", "restart kube-scheduler.service"]);
     }
 
     #[test]
@@ -410,8 +496,8 @@ mod tests {
         let i = u.cmdline.iter().position(|w| w.starts_with("--v=")).unwrap();
         u.cmdline[i] = "--v=4".into();
         let p = build(&d, &f);
-        assert!(p.actions.iter().all(|a| !matches!(a, Action::Upload { .. })));
-        let line = |k: &str| p.actions.iter().find(|a| kinds(&Plan { actions: vec![(*a).clone()], marker: vec![] })[0] == k).map(Action::line).unwrap();
+        assert!(p.uploads().is_empty());
+        let line = |k: &str| p.actions.iter().find(|a| a.kind() == k).map(Action::line).unwrap();
         assert!(line("daemon-reload").contains("systemd has not read the current kube-apiserver.service"), "{}", line("daemon-reload"));
         assert!(line("restart").contains("running with other flags than its unit: --v=4 (unit: --v=2)"), "{}", line("restart"));
         // A cert replaced but never picked up: only the marker knows.
@@ -426,19 +512,16 @@ mod tests {
     fn owned_directories_are_corrected_and_secrets_carry_no_hash() {
         let d = desired();
         let mut f = converged(&d);
-        f.dirs.insert("/var/lib/kubernetes".into(), RemoteDir { mode: 0o755, owner: "root".into(), group: "adm".into(), kind: "directory".into() });
+        f.dirs.insert("/var/lib/kubernetes".into(), RemoteDir { mode: FileMode(0o755), owner: "root".into(), group: "adm".into(), kind: "directory".into() });
         // A shared directory is not bootstrap's to change.
-        f.dirs.insert("/usr/local/bin".into(), RemoteDir { mode: 0o775, owner: "root".into(), group: "staff".into(), kind: "directory".into() });
+        f.dirs.insert("/usr/local/bin".into(), RemoteDir { mode: FileMode(0o775), owner: "root".into(), group: "staff".into(), kind: "directory".into() });
         let p = build(&d, &f);
-        let fixes: Vec<String> = p.actions.iter().filter(|a| matches!(a, Action::FixDir { .. })).map(Action::line).collect();
-        assert_eq!(fixes, ["chmod    /var/lib/kubernetes/ → 0700 root:root (was 0755 root:adm)"]);
-        let p = build(&d, &Facts::default());
-        for a in &p.actions {
-            if let Action::Upload { secret, sha256, dest, .. } = a {
-                assert_eq!(sha256.is_none(), *secret, "{dest}");
-                let json = serde_json::to_string(a).unwrap();
-                assert_eq!(json.contains("sha256"), !*secret, "{json}");
-            }
+        assert_eq!(p.actions[0].line(), "dirs     chmod /var/lib/kubernetes/ → 0700 root:root (was 0755 root:adm)");
+        let p = build(&d, &Probe::default());
+        for f in p.uploads() {
+            assert_eq!(f.sha256.is_none(), f.secret, "{}", f.dest);
+            let json = serde_json::to_string(f).unwrap();
+            assert_eq!(json.contains("sha256"), !f.secret, "{json}");
         }
     }
 }

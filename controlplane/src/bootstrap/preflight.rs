@@ -3,17 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::bootstrap::desired::{Desired, Problem};
-use crate::remote::probe::Facts;
-use crate::pki::{self, Cert};
+use crate::bootstrap::desired::Desired;
+use crate::bootstrap::plan::Plan;
+use crate::error::Problem;
 use crate::model::FileKind;
 use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
-use crate::bootstrap::plan::{human_bytes, Action, Plan};
-
-/// First address of a CIDR (the `kubernetes` Service's ClusterIP).
-pub fn service_ip(cidr: &str) -> Option<String> {
-    crate::model::first_address(cidr).map(|ip| ip.to_string())
-}
+use crate::output::human_bytes;
+use crate::pki::{self, Cert};
+use crate::remote::probe::Probe;
 
 /// Local checks: certificates, keys, kubeconfigs, encryption config, and the
 /// serving certificate's names. `extra_kubeconfigs` are local-only
@@ -62,17 +59,13 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
     let api = desired.unit("kube-apiserver");
     let serving = api.and_then(|u| u.flag("tls-cert-file")).and_then(|d| certs.get(d));
     let ca = api.and_then(|u| u.flag("client-ca-file")).and_then(|d| certs.get(d));
-    let mut kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)> = desired
-        .files
-        .iter()
-        .filter(|f| f.spec.kind == FileKind::Kubeconfig)
-        .filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), pki::kubeconfig(&b))))
-        .collect();
+    let mut kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)> =
+        desired.files.iter().filter(|f| f.spec.kind == FileKind::Kubeconfig).filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), pki::kubeconfig(&b)))).collect();
     kubeconfigs.extend(extra_kubeconfigs);
     let mut names: Vec<(String, String)> = Vec::new();
     if let Some(u) = api {
         let cidr = u.flag("service-cluster-ip-range").unwrap_or(APISERVER_DEFAULT_SERVICE_CIDR);
-        match service_ip(cidr) {
+        match crate::model::service_ip(cidr) {
             Some(ip) => names.push((ip, format!("the kubernetes Service IP (first address of {cidr})"))),
             None => p.push(Problem::new(format!("--service-cluster-ip-range={cidr} is not a CIDR"), "fix the override")),
         }
@@ -87,10 +80,9 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
                 }
                 match (&k.ca, serving) {
                     (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
-                    (Some(kca), Some(s)) if !s.signed_by(kca) => p.push(Problem::new(
-                        format!("{name}: its CA does not verify the apiserver's serving certificate"),
-                        "use the CA that issued kube-api-server.crt",
-                    )),
+                    (Some(kca), Some(s)) if !s.signed_by(kca) => {
+                        p.push(Problem::new(format!("{name}: its CA does not verify the apiserver's serving certificate"), "use the CA that issued kube-api-server.crt"))
+                    }
                     _ => {}
                 }
                 match (&k.client_cert, &k.client_key) {
@@ -113,10 +105,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
         let mut seen = std::collections::BTreeSet::new();
         for (n, why) in names {
             if seen.insert(n.clone()) && !s.covers(&n) {
-                p.push(Problem::new(
-                    format!("kube-api-server.crt does not name {n} ({why})"),
-                    "reissue it with that name among its subjectAltNames",
-                ));
+                p.push(Problem::new(format!("kube-api-server.crt does not name {n} ({why})"), "reissue it with that name among its subjectAltNames"));
             }
         }
         if s.seconds_left() <= 0 {
@@ -163,7 +152,7 @@ fn a(kind: &str) -> String {
 const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/systemd/system.control/", "/run/systemd/transient/", "/run/systemd/generator.early/"];
 
 /// Remote checks on the gathered facts and the plan.
-pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
+pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
     let mut p = Vec::new();
     let show = crate::output::redact::line;
     if !facts.systemd {
@@ -190,10 +179,10 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
         if d.owned {
             continue;
         }
-        let loose = r.mode & 0o002 != 0 || (r.mode & 0o020 != 0 && r.group != "root") || r.owner != "root";
+        let loose = r.mode.0 & 0o002 != 0 || (r.mode.0 & 0o020 != 0 && r.group != "root") || r.owner != "root";
         if loose {
             p.push(Problem::new(
-                format!("{}/ is {:04o} {}:{}: writable by other users, who could replace what bootstrap places there", d.path, r.mode, show(&r.owner), show(&r.group)),
+                format!("{}/ is {} {}:{}: writable by other users, who could replace what bootstrap places there", d.path, r.mode, show(&r.owner), show(&r.group)),
                 format!("chown root:root {0} && chmod go-w {0}", d.path),
             ));
         }
@@ -238,12 +227,10 @@ pub fn remote(desired: &Desired, facts: &Facts, plan: &Plan) -> Vec<Problem> {
     }
     // Free space: the new bytes must fit beside the old ones while uploading.
     let mut need: BTreeMap<String, u64> = BTreeMap::new();
-    for a in &plan.actions {
-        if let Action::Upload { dest, bytes, .. } = a {
-            let dir = dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
-            if let Some((mount, _)) = facts.disk.get(dir) {
-                *need.entry(mount.clone()).or_default() += bytes;
-            }
+    for f in plan.uploads() {
+        let dir = f.dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
+        if let Some((mount, _)) = facts.disk.get(dir) {
+            *need.entry(mount.clone()).or_default() += f.bytes;
         }
     }
     for (mount, bytes) in need {

@@ -1,0 +1,244 @@
+//! What a bootstrap run reports: typed structs that serialize to the JSON
+//! output (`-o json`) and display as the text output. The JSON's
+//! `apiVersion` is [`API_VERSION`], written here only.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::desired::{Content, Desired};
+use super::plan::{Action, Plan};
+use super::steps::{Outcome, StepTiming};
+use crate::error::Problem;
+use crate::output::human_bytes;
+use crate::remote::probe::Probe;
+use crate::Error;
+
+/// The version of every JSON document `kubectl bootstrap` prints.
+pub const API_VERSION: &str = "kubectl-bootstrap/v1";
+
+/// A changed text file's diff (never of a secret or a binary).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    pub dest: String,
+    pub diff: String,
+}
+
+/// `--dry-run`: the plan, exactly as it would run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub destination: String,
+    pub dry_run: bool,
+    /// Would anything on the server change?
+    pub changes: bool,
+    pub upload_bytes: u64,
+    pub actions: Vec<Action>,
+    pub diffs: Vec<Diff>,
+}
+
+/// A run that finished.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub destination: String,
+    pub dry_run: bool,
+    pub changed: bool,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Before the plan: connecting and reading the server, preflight.
+    pub prepare: Vec<StepTiming>,
+    pub elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Plan(PlanReport),
+    Run(RunReport),
+}
+
+/// A run that did not finish: the error and, from preflight, every problem.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub problems: Vec<Problem>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, problems: vec![] }
+    }
+}
+
+/// A failure as JSON.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub error: String,
+    pub exit_code: u8,
+    pub problems: Vec<Problem>,
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        self.error.exit_code()
+    }
+    pub fn report(&self) -> ErrorReport {
+        ErrorReport { api_version: API_VERSION, kind: "Error", error: self.error.to_string(), exit_code: self.exit_code(), problems: self.problems.clone() }
+    }
+}
+
+/// Every problem, then the error: `error: …` lines.
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.problems {
+            writeln!(f, "error: {p}")?;
+        }
+        write!(f, "error: {}", self.error)
+    }
+}
+
+/// The diff of a changed text file; secrets and binaries are never shown
+/// (a binary gets its short sha256; a secret nothing).
+pub fn diff(a: &Action, desired: &Desired, probe: &Probe) -> Vec<Diff> {
+    let Action::Stage { files } = a else { return Vec::new() };
+    let mut out = Vec::new();
+    for c in files.iter().filter(|c| c.change == super::plan::Change::Changed) {
+        let f = &desired.files[c.index];
+        let diff = if f.spec.kind.is_secret() {
+            "    (secret: contents not shown)\n".to_string()
+        } else {
+            match (&f.content, probe.texts.get(f.spec.dest)) {
+                (Content::Text(new), Some(old)) => {
+                    let d = similar::TextDiff::from_lines(old.as_str(), new.as_str());
+                    // The server's side is the server's text: escaped.
+                    crate::output::redact::block(
+                        &d.unified_diff().context_radius(2).header(&format!("{} (server)", f.spec.dest), &format!("{} (desired)", f.spec.dest)).to_string(),
+                    )
+                }
+                _ => {
+                    let old = probe.files.get(f.spec.dest).map(|r| r.sha256.as_str()).unwrap_or("-");
+                    format!("    sha256 {} → {}\n", &old[..old.len().min(12)], &f.sha256[..f.sha256.len().min(12)])
+                }
+            }
+        };
+        out.push(Diff { dest: f.spec.dest.to_string(), diff });
+    }
+    out
+}
+
+impl PlanReport {
+    pub fn new(destination: &str, plan: &Plan, desired: &Desired, probe: &Probe) -> PlanReport {
+        PlanReport {
+            api_version: API_VERSION,
+            kind: "Plan",
+            destination: destination.to_string(),
+            dry_run: true,
+            changes: !plan.is_noop(),
+            upload_bytes: plan.upload_bytes(),
+            diffs: plan.actions.iter().flat_map(|a| diff(a, desired, probe)).collect(),
+            actions: plan.actions.clone(),
+        }
+    }
+}
+
+impl fmt::Display for PlanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for {} (dry run: nothing changes):", self.destination)?;
+        for a in &self.actions {
+            writeln!(f, "  {}", a.line())?;
+            for d in a.details() {
+                writeln!(f, "           {d}")?;
+            }
+            if let Action::Stage { .. } = a {
+                for d in &self.diffs {
+                    for l in d.diff.lines() {
+                        writeln!(f, "    {l}")?;
+                    }
+                }
+            }
+        }
+        let changing = self.actions.iter().filter(|a| a.changes()).count();
+        if !self.changes {
+            write!(f, "dry run: nothing would change")
+        } else {
+            write!(f, "dry run: {changing} step(s) would change the server, {} to upload; run without --dry-run to apply", human_bytes(self.upload_bytes))
+        }
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.outcome;
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        if !self.changed {
+            writeln!(f, "nothing changed: the control plane was already as desired")?;
+        } else {
+            writeln!(f, "changed: {} file(s), {} sent; started: {}; restarted: {}", o.uploaded.len(), human_bytes(o.bytes_sent), list(&o.started), list(&o.restarted))?;
+        }
+        if !o.rbac.is_empty() {
+            let parts: Vec<String> = o.rbac.iter().map(|r| format!("{} {} {}", r.kind, r.name, r.result)).collect();
+            writeln!(f, "rbac: {}", parts.join("; "))?;
+        }
+        let steps: Vec<String> = self.prepare.iter().chain(&o.steps).map(|s| format!("{} {:.1}s", s.step, s.seconds)).collect();
+        write!(f, "steps: {}; total {:.1}s", steps.join(", "), self.elapsed_seconds)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::Plan(p) => p.fmt(f),
+            Report::Run(r) => r.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::rbac::Applied;
+
+    fn run() -> RunReport {
+        let outcome = Outcome {
+            bytes_sent: 1434,
+            uploaded: vec!["/etc/systemd/system/kube-apiserver.service".into()],
+            restarted: vec!["kube-apiserver.service".into()],
+            rbac: vec![Applied { kind: "ClusterRole", name: "x".into(), result: "unchanged" }],
+            steps: vec![StepTiming { step: "stage", line: "stage    1 file(s), 1.4 KiB".into(), seconds: 0.26 }],
+            ..Default::default()
+        };
+        RunReport { api_version: API_VERSION, kind: "Result", destination: "root@h".into(), dry_run: false, changed: true, outcome, prepare: vec![], elapsed_seconds: 7.26 }
+    }
+
+    #[test]
+    fn the_json_has_its_version_and_camel_case_fields() {
+        let v = serde_json::to_value(Report::Run(run())).unwrap();
+        assert_eq!(v["apiVersion"], "kubectl-bootstrap/v1");
+        assert_eq!(v["kind"], "Result");
+        assert_eq!(v["bytesSent"], 1434);
+        assert_eq!(v["uploaded"][0], "/etc/systemd/system/kube-apiserver.service");
+        assert_eq!(v["steps"][0]["seconds"], 0.26);
+        assert!(v["apiserverRestartToReadySeconds"].is_null());
+        let e = Failure { error: Error::Input("bad".into()), problems: vec![Problem::new("what", "fix")] };
+        let v = serde_json::to_value(e.report()).unwrap();
+        assert_eq!((v["kind"].as_str(), v["exitCode"].as_u64(), v["problems"][0]["fix"].as_str()), (Some("Error"), Some(2), Some("fix")));
+        assert_eq!(e.to_string(), "error: what: fix\nerror: bad");
+    }
+
+    #[test]
+    fn the_text_says_what_changed_and_how_long_each_step_took() {
+        let t = run().to_string();
+        assert_eq!(t, "changed: 1 file(s), 1.4 KiB sent; started: none; restarted: kube-apiserver.service\nrbac: ClusterRole x unchanged\nsteps: stage 0.3s; total 7.3s");
+        let mut r = run();
+        r.changed = false;
+        assert!(r.to_string().starts_with("nothing changed"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The commit step: puts the staged files in place in one round trip, and
+//! records first what that makes necessary.
+
+use super::Exec;
+use crate::model::FileMode;
+use crate::remote::probe::pending_marker;
+use crate::remote::shell_quote as q;
+use crate::Error;
+
+/// One staged file to put in place.
+pub struct Placement<'a> {
+    pub tmp: &'a str,
+    pub dest: &'a str,
+    pub owner: &'a str,
+    pub group: &'a str,
+    pub mode: FileMode,
+}
+
+/// The commit script: check this run still holds the lock (`fence`),
+/// record `marker` at `marker_path` (written and fsynced before any
+/// rename), fsync the temps, then for each file chown, chmod and rename it
+/// over its destination (`mv -T`: never into a directory), each step
+/// checked, then fsync the directories so the renames survive a crash. It
+/// prints `placed DEST` per file; on a failure it says which file and step
+/// on one line, removes the temps not placed and exits 1.
+pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &str, fence: Option<String>) -> String {
+    let temps: Vec<String> = files.iter().map(|f| q(f.tmp)).collect();
+    // Each step's own words are kept and reported on the one line that says
+    // which file and which step failed.
+    let mut script = format!("set -e\nfail() {{ echo \"$1${{o:+: $o}}\" | tr '\\n' ' ' >&2; exit 1; }}\nrun() {{ o=$(\"$@\" 2>&1); }}\ntrap 'rm -f {}' EXIT\n", temps.join(" "));
+    if let Some(f) = fence {
+        script.push_str(&f);
+    }
+    if !marker.is_empty() {
+        let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
+        script.push_str(&format!(
+            "o=; printf '%s\\n' {lines} > {t} || fail 'cannot write {m}'\nrun sync {t} || fail 'cannot write {m}'\nrun mv -fT {t} {mq} || fail 'cannot write {m}'\n",
+            lines = lines.join(" "),
+            t = q(&format!("{marker_path}.tmp")),
+            m = marker_path,
+            mq = q(marker_path),
+        ));
+    }
+    // The data first (staging started each temp's fsync; this waits for
+    // whatever is still being written back), then the renames, then the
+    // directories that hold them.
+    script.push_str(&format!("run sync {} || fail 'fsync of the uploaded files failed'\n", temps.join(" ")));
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        let (t, d) = (q(f.tmp), q(f.dest));
+        script.push_str(&format!(
+            "run chown {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
+             run chmod {m} {t} || fail 'chmod {m} {dest} failed'\n\
+             if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then o=; fail '{dest} is not a regular file'; fi\n\
+             run mv -fT {t} {d} || fail 'rename into {dest} failed'\n\
+             echo placed {d}\n",
+            o = f.owner,
+            g = f.group,
+            m = f.mode,
+            dest = f.dest,
+        ));
+        dirs.insert(f.dest.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d }));
+    }
+    script.push_str(&format!("run sync {} || fail 'fsync of the directories failed'\ntrap - EXIT\n", dirs.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ")));
+    script
+}
+
+/// A shell line removing `lines` from the pending marker at `marker_path`
+/// once done (and the marker when nothing is left).
+pub fn clear_marker(lines: &[String], marker_path: &str) -> String {
+    let m = q(marker_path);
+    let exprs: Vec<String> = lines.iter().map(|l| format!("-e {}", q(&format!("/^{}$/d", l.replace('.', "\\."))))).collect();
+    format!("if [ -f {m} ]; then sed -i {} {m} && {{ [ -s {m} ] || rm -f {m}; }}; fi", exprs.join(" "))
+}
+
+pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[String]) -> Result<(), Error> {
+    let staged = std::mem::take(&mut x.staged);
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let placements: Vec<Placement<'_>> = staged
+        .iter()
+        .map(|s| {
+            let f = &x.desired.files[s.index].spec;
+            Placement { tmp: &s.tmp, dest: f.dest, owner: f.owner, group: f.group, mode: FileMode(f.mode) }
+        })
+        .collect();
+    debug_assert!(placements.iter().all(|p| dests.iter().any(|d| d == p.dest)), "the commit places what the plan names");
+    let script = commit_script(&placements, marker, &pending_marker(), x.lock.map(|l| l.fence()));
+    let out = x.host.sh(&script).await?;
+    let placed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("placed ")).map(str::to_string).collect();
+    for s in staged.iter().filter(|s| placed.iter().any(|p| p == x.desired.files[s.index].spec.dest)) {
+        x.outcome.bytes_sent += s.sent;
+        x.outcome.uploaded.push(x.desired.files[s.index].spec.dest.to_string());
+    }
+    if !out.status.success() {
+        let why = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
+        let before = if placed.is_empty() { String::new() } else { format!(" (placed before it: {})", placed.join(", ")) };
+        return Err(Error::Server(format!("{}: commit failed: {why}{before}", x.host.destination)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn me() -> (String, String) {
+        let o = |a: &str| String::from_utf8(std::process::Command::new("id").arg(a).output().unwrap().stdout).unwrap().trim().to_string();
+        (o("-un"), o("-gn"))
+    }
+
+    /// The script, run here in a directory of its own: files land with their
+    /// mode, the marker is written first, `placed` lines name each file.
+    #[test]
+    fn the_commit_script_places_every_file_and_writes_the_marker_first() {
+        let d = tempfile::tempdir().unwrap();
+        let (user, group) = me();
+        let p = |n: &str| d.path().join(n).display().to_string();
+        std::fs::write(p(".a.kcp-tmp-1"), "A").unwrap();
+        std::fs::write(p(".b.kcp-tmp-2"), "B").unwrap();
+        std::fs::write(p("b"), "old").unwrap();
+        let (ta, tb, a, b, m) = (p(".a.kcp-tmp-1"), p(".b.kcp-tmp-2"), p("a"), p("b"), p("pending"));
+        let files = [
+            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600) },
+            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644) },
+        ];
+        let script = commit_script(&files, &["daemon-reload".into(), "restart x.service".into()], &m, None);
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("placed {a}\nplaced {b}\n"));
+        assert_eq!((std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap()), ("A".into(), "B".into()));
+        assert_eq!(std::fs::metadata(&a).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::metadata(&b).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), "daemon-reload\nrestart x.service\n");
+        assert!(!std::path::Path::new(&ta).exists() && !std::path::Path::new(&format!("{m}.tmp")).exists());
+        // Each systemctl step then clears its line; the last takes the marker.
+        let run = |s: String| assert!(std::process::Command::new("sh").arg("-c").arg(s).status().unwrap().success());
+        run(clear_marker(&["daemon-reload".into()], &m));
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), "restart x.service\n");
+        run(clear_marker(&["restart x.service".into()], &m));
+        assert!(!std::path::Path::new(&m).exists());
+    }
+
+    /// A destination that became a directory stops the commit on one line
+    /// naming it; what was placed before it is reported; no temp is left.
+    #[test]
+    fn a_failing_step_names_the_file_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let (user, group) = me();
+        let p = |n: &str| d.path().join(n).display().to_string();
+        std::fs::write(p(".a.kcp-tmp-1"), "A").unwrap();
+        std::fs::write(p(".b.kcp-tmp-2"), "B").unwrap();
+        std::fs::create_dir(p("b")).unwrap();
+        let (ta, tb, a, b) = (p(".a.kcp-tmp-1"), p(".b.kcp-tmp-2"), p("a"), p("b"));
+        let files = [
+            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600) },
+            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644) },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(commit_script(&files, &[], &p("m"), None)).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("placed {a}\n"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim(), format!("{b} is not a regular file"));
+        assert!(!std::path::Path::new(&tb).exists(), "the temp not placed is removed");
+        assert!(std::path::Path::new(&b).is_dir(), "nothing was moved into the directory");
+        // A tool that fails is quoted on the same line.
+        std::fs::write(&ta, "A").unwrap();
+        let bad = [Placement { tmp: &ta, dest: &a, owner: "no-such-user-kcp", group: &group, mode: FileMode(0o600) }];
+        let out = std::process::Command::new("sh").arg("-c").arg(commit_script(&bad, &[], &p("m"), None)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("chown no-such-user-kcp:{group} {a} failed: chown: invalid user")), "{err}");
+        assert_eq!(err.trim().lines().count(), 1);
+    }
+}

@@ -1,0 +1,108 @@
+//! The executor: one loop over the plan. Each [`Action`] runs itself (one
+//! file per kind of step, k0sctl-style) against a shared [`Exec`] context
+//! and records its own timing; what `--dry-run` prints is what runs.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::bootstrap::desired::Desired;
+use crate::bootstrap::plan::{Action, Plan};
+use crate::kube::health::HealthClients;
+use crate::kube::rbac::Applied;
+use crate::output::Ui;
+use crate::remote::lock::Lock;
+use crate::remote::Host;
+use crate::Error;
+
+mod commit;
+mod files;
+mod rbac;
+mod stage;
+mod units;
+mod wait;
+
+pub use commit::{clear_marker, commit_script};
+pub use stage::stage_script;
+
+/// One step as it ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    /// The action's kind (`stage`, `commit`, `restart`…).
+    pub step: &'static str,
+    /// Its line, as `--dry-run` printed it.
+    pub line: String,
+    pub seconds: f64,
+}
+
+/// What the steps did, for the report.
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub bytes_sent: u64,
+    pub uploaded: Vec<String>,
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub rbac: Vec<Applied>,
+    pub steps: Vec<StepTiming>,
+    /// Seconds from the first systemctl step of the apiserver's restart
+    /// (stopping its clients, or the restart itself) to its /readyz ok.
+    pub apiserver_restart_to_ready_seconds: Option<f64>,
+}
+
+/// What the steps share while a plan runs.
+pub struct Exec<'a> {
+    pub host: &'a Host,
+    pub desired: &'a Desired,
+    pub lock: Option<&'a Lock<'a>>,
+    pub api_config: kube::Config,
+    pub timeout: Duration,
+    pub ui: &'a Ui,
+    pub outcome: Outcome,
+    /// Files the stage step put in temps, for the commit step.
+    staged: Vec<stage::Staged>,
+    /// The tunnelled clients the wait step opened, for the RBAC step.
+    clients: Option<HealthClients>,
+    /// When the apiserver's restart began.
+    api_restart: Option<Instant>,
+}
+
+impl<'a> Exec<'a> {
+    pub fn new(host: &'a Host, desired: &'a Desired, lock: Option<&'a Lock<'a>>, api_config: kube::Config, timeout: Duration, ui: &'a Ui) -> Exec<'a> {
+        Exec { host, desired, lock, api_config, timeout, ui, outcome: Outcome::default(), staged: Vec::new(), clients: None, api_restart: None }
+    }
+
+    async fn clients(&mut self) -> Result<&HealthClients, Error> {
+        if self.clients.is_none() {
+            self.clients = Some(HealthClients::open(self.host, self.desired, self.api_config.clone()).await?);
+        }
+        Ok(self.clients.as_ref().expect("just opened"))
+    }
+}
+
+impl Action {
+    /// Runs this step.
+    pub async fn run(&self, x: &mut Exec<'_>) -> Result<(), Error> {
+        match self {
+            Action::RemoveStale { paths } => files::remove_stale(x, paths).await,
+            Action::Directories { create, fix } => files::directories(x, create, fix).await,
+            Action::Stage { files } => stage::run(x, files).await,
+            Action::Commit { files, marker } => commit::run(x, files, marker).await,
+            Action::SetModes { files } => files::set_modes(x, files).await,
+            Action::DaemonReload { .. } | Action::Enable { .. } | Action::Stop { .. } | Action::Start { .. } | Action::Restart { .. } => units::run(x, self).await,
+            Action::WaitHealthy { .. } => wait::run(x).await,
+            Action::ApplyRbac { .. } => rbac::run(x).await,
+        }
+    }
+}
+
+/// Runs every step of `plan` in order, each timed.
+pub async fn execute(plan: &Plan, x: &mut Exec<'_>) -> Result<(), Error> {
+    for a in &plan.actions {
+        let t = Instant::now();
+        x.ui.step(&a.line());
+        a.run(x).await?;
+        x.outcome.steps.push(StepTiming { step: a.kind(), line: a.line(), seconds: (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0 });
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The stage step: every file to upload is streamed to a temp file beside
+//! its destination and verified on arrival; nothing is at a final path yet.
+//! Large files go a couple at a time, one per session (bandwidth-bound);
+//! the small ones all in one session (latency-bound).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use openssh::Stdio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Exec;
+use crate::bootstrap::desired::{Content, DesiredFile};
+use crate::bootstrap::plan::FileChange;
+use crate::output::human_bytes;
+use crate::remote::probe::TEMP_MARKER;
+use crate::remote::shell_quote as q;
+use crate::remote::Host;
+use crate::Error;
+
+/// Files at least this big stream PARALLEL_LARGE at a time, one per session;
+/// smaller ones share one session. Three sessions at most, well under sshd's
+/// default MaxSessions (10 per connection).
+const SMALL_FILE: u64 = 1 << 20;
+const PARALLEL_LARGE: usize = 2;
+
+/// A file streamed to its temp path and verified, not yet in place.
+pub struct Staged {
+    pub tmp: String,
+    pub index: usize,
+    pub sent: u64,
+    pub secs: f64,
+}
+
+/// The server-side script that receives `files` back to back on stdin: each
+/// goes to a temp file beside its destination (exactly its size, `head -c`),
+/// its sha256 is checked on the server and a mismatch refused, and their
+/// fsync is started (commit waits for it). With OpenSSL's hasher (SHA-NI, ~1.8
+/// GB/s) a temp is hashed back from the page cache once it has arrived:
+/// cheaper than `tee | hash`, whose 8 KiB pipe copies cost more than the
+/// hash. With only coreutils' slower sha256sum, a large file's hash overlaps
+/// its transfer instead. Temps are private (umask 077) until commit gives
+/// them their mode and owner; a failure removes them.
+pub fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
+    let temps: Vec<String> = files.iter().map(|(_, t)| q(t)).collect();
+    let mut s = format!(
+        "set -e\n{hash_cmd}\numask 077\ntrap 'rm -f {all}' EXIT\n\
+         recv() {{\n\
+           if [ \"$2\" -lt {SMALL_FILE} ] || [ \"${{H%% *}}\" = openssl ]; then head -c \"$2\" > \"$1\"; h=$($H < \"$1\" | cut -d' ' -f1)\n\
+           else h=$(head -c \"$2\" | tee \"$1\" | $H | cut -d' ' -f1); fi\n\
+           [ \"$(stat -c %s \"$1\")\" = \"$2\" ] && [ \"$h\" = \"$3\" ] || {{ echo \"$4: checksum mismatch after upload\" >&2; exit 1; }}\n\
+         }}\n",
+        hash_cmd = crate::remote::probe::HASH_CMD,
+        all = temps.join(" "),
+    );
+    for (f, t) in files {
+        s.push_str(&format!("recv {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+    }
+    // Start the fsync and let the session end: the next file streams while
+    // this one is written back, and commit's fsync waits for what is left.
+    s.push_str(&format!("trap - EXIT\n(sync {} </dev/null >/dev/null 2>&1 &)\n", temps.join(" ")));
+    s
+}
+
+/// Streams `files` to the server in one session, back to back (see
+/// [`stage_script`]). One large file per session keeps a couple of streams
+/// busy; all the small ones share one session, so they cost one round trip.
+///
+/// A single file from disk is handed to the SSH master as the session's
+/// stdin, so the master reads it straight from the page cache and this
+/// process stays out of the data path (as `ssh host cmd < file` does); the
+/// progress bar follows the file offset the two share. Anything else is
+/// written through a pipe.
+///
+/// Bounded by progress, not by size: a transfer that moves no byte for the
+/// host's timeout is given up (a slow link may take long, a dead one not).
+/// When the server refuses (a full disk, a checksum mismatch) its words are
+/// the error, not the broken pipe this side sees as a consequence.
+async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<indicatif::ProgressBar>) -> Result<Vec<Staged>, Error> {
+    let t0 = Instant::now();
+    let stall = host.timeout.max(Duration::from_secs(5));
+    let temps: Vec<String> = files
+        .iter()
+        .map(|(_, f)| {
+            let dest = f.spec.dest;
+            let (dir, name) = dest.rsplit_once('/').unwrap_or(("", dest));
+            format!("{dir}/.{name}{TEMP_MARKER}{:08x}", rand::random::<u32>())
+        })
+        .collect();
+    let pairs: Vec<(&DesiredFile, &str)> = files.iter().zip(&temps).map(|((_, f), t)| (*f, t.as_str())).collect();
+    let names = || files.iter().map(|(_, f)| f.spec.dest).collect::<Vec<_>>().join(", ");
+    let mut cmd = host.command(&stage_script(&pairs));
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let out = if let [(_, DesiredFile { content: Content::Path(p), .. })] = files {
+        let file = std::fs::File::open(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+        let offset = file.try_clone().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+        let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| host.lost(e))?;
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let (mut last_pos, mut last_move) = (0u64, Instant::now());
+        loop {
+            tokio::select! {
+                r = &mut wait => break r.map_err(|e| host.lost(e))?,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    use std::io::Seek;
+                    let pos = (&offset).stream_position().unwrap_or(0);
+                    if let Some(b) = &bar {
+                        b.set_position(pos);
+                    }
+                    if pos != last_pos {
+                        (last_pos, last_move) = (pos, Instant::now());
+                    } else if last_move.elapsed() > stall {
+                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", host.destination, names(), stall.as_secs())));
+                    }
+                }
+            }
+        }
+    } else {
+        let mut child = cmd.stdin(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
+        let mut stdin = child.stdin().take().expect("piped stdin");
+        let write = async {
+            for (_, f) in files {
+                match &f.content {
+                    Content::Text(t) => stdin.write_all(t.as_bytes()).await?,
+                    // Exactly the size that was hashed: a file that changed
+                    // since fails the server's check instead of shifting the
+                    // files after it.
+                    Content::Path(p) => drop(tokio::io::copy(&mut tokio::fs::File::open(p).await?.take(f.size), &mut stdin).await?),
+                }
+            }
+            stdin.shutdown().await?;
+            drop(stdin);
+            Ok::<(), std::io::Error>(())
+        };
+        let written = match tokio::time::timeout(stall * 4, write).await {
+            Ok(w) => w,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress")),
+        };
+        let out = match tokio::time::timeout(stall, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| host.lost(e))?,
+            Err(_) => return Err(Error::Connect(format!("{}: upload of {} got no answer for {}s (--timeout)", host.destination, names(), stall.as_secs()))),
+        };
+        // A server that refused (full disk, checksum) ended the stream
+        // early: its stderr says why, the broken pipe here does not.
+        if !out.status.success() {
+            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
+        }
+        written.map_err(|e| host.lost(format!("while sending {}: {e}", names())))?;
+        out
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if !out.status.success() {
+        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: f.size, secs }).collect())
+}
+
+/// Removes staged temps that will not be committed (another upload failed).
+async fn discard(host: &Host, staged: &[Staged]) {
+    if staged.is_empty() {
+        return;
+    }
+    let temps: Vec<String> = staged.iter().map(|s| q(&s.tmp)).collect();
+    let _ = host.sh(&format!("rm -f {}", temps.join(" "))).await;
+}
+
+pub async fn run(x: &mut Exec<'_>, changes: &[FileChange]) -> Result<(), Error> {
+    let (host, desired, ui) = (x.host, x.desired, x.ui);
+    let multi = ui.tty.then(indicatif::MultiProgress::new);
+    let mut files: Vec<(usize, &DesiredFile)> = changes.iter().map(|c| (c.index, &desired.files[c.index])).collect();
+    // Largest first, so the parallel streams end together.
+    files.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
+    let (large, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, f)| f.size >= SMALL_FILE);
+    let line = |index: usize| changes.iter().find(|c| c.index == index).map(FileChange::line).unwrap_or_default();
+    let large = futures::stream::iter(large.into_iter().map(|(index, f)| {
+        let bar = multi.as_ref().and_then(|m| ui.bar(f.size, f.spec.dest).map(|b| m.add(b)));
+        let line = &line;
+        async move {
+            let r = stage(host, &[(index, f)], bar).await;
+            if let Ok(s) = &r {
+                ui.step(&format!("upload   {} in {:.1}s ({}/s)", line(index), s[0].secs, human_bytes((s[0].sent as f64 / s[0].secs.max(1e-3)) as u64)));
+            }
+            r
+        }
+    }))
+    .buffer_unordered(PARALLEL_LARGE)
+    .collect::<Vec<Result<Vec<Staged>, Error>>>();
+    let small = async {
+        if small.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = stage(host, &small, None).await;
+        if let Ok(s) = &r {
+            let bytes: u64 = s.iter().map(|x| x.sent).sum();
+            ui.step(&format!("upload   {} small file(s), {}, in one session in {:.1}s", s.len(), human_bytes(bytes), s.first().map(|x| x.secs).unwrap_or(0.0)));
+            for st in s {
+                ui.detail(&line(st.index));
+            }
+        }
+        r
+    };
+    let (l, m) = futures::join!(large, small);
+    // Any failure: the temps the other sessions staged go too.
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut failed: Option<Error> = None;
+    for r in l.into_iter().chain(std::iter::once(m)) {
+        match r {
+            Ok(v) => staged.extend(v),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        discard(host, &staged).await;
+        return Err(e);
+    }
+    staged.sort_by_key(|s| s.index);
+    x.staged = staged;
+    Ok(())
+}

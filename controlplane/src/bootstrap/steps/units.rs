@@ -1,0 +1,43 @@
+//! The systemctl steps: daemon-reload, enable, stop, start, restart. Each
+//! clears its line of the pending marker in the same round trip, once done.
+
+use std::time::Instant;
+
+use super::Exec;
+use crate::bootstrap::plan::Action;
+use crate::model::APISERVER;
+use crate::remote::probe::pending_marker;
+use crate::remote::systemd::Op;
+use crate::Error;
+
+pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
+    let is_apiserver = |unit: &str| crate::model::unit(APISERVER).is_some_and(|u| u.file_name == unit);
+    let (op, done): (Op, Vec<String>) = match a {
+        Action::DaemonReload { .. } => (Op::DaemonReload, vec!["daemon-reload".into()]),
+        Action::Enable { units } => (Op::Enable(units.clone()), vec![]),
+        Action::Stop { units, .. } => {
+            x.api_restart.get_or_insert_with(Instant::now);
+            (Op::Stop(units.clone()), vec![])
+        }
+        Action::Start { unit, .. } => (Op::Start(unit.clone()), vec![format!("restart {unit}")]),
+        Action::Restart { unit, .. } => {
+            if is_apiserver(unit) {
+                x.api_restart.get_or_insert_with(Instant::now);
+            }
+            (Op::Restart(unit.clone()), vec![format!("restart {unit}")])
+        }
+        _ => unreachable!("not a systemctl step"),
+    };
+    let mut script = op.command();
+    if !done.is_empty() {
+        script.push('\n');
+        script.push_str(&super::clear_marker(&done, &pending_marker()));
+    }
+    x.host.sh_ok(&script).await?;
+    match a {
+        Action::Start { unit, .. } => x.outcome.started.push(unit.clone()),
+        Action::Restart { unit, .. } => x.outcome.restarted.push(unit.clone()),
+        _ => {}
+    }
+    Ok(())
+}

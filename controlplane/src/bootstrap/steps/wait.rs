@@ -1,0 +1,155 @@
+//! The wait step: until every component answers healthy (the apiserver's
+//! /livez and /readyz, the others' /healthz, through SSH tunnels) and every
+//! leader Lease is held by a live holder. A component that keeps
+//! restarting, or the timeout, ends the wait with its status and journal.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::Exec;
+use crate::bootstrap::desired::Desired;
+use crate::kube::health::{self, HealthClients, Unhealthy};
+use crate::model::{APISERVER, UNITS};
+use crate::output::Ui;
+use crate::remote::shell_quote as q;
+use crate::remote::{systemd, Host};
+use crate::Error;
+
+/// The `Active:` line and the journal's last lines of `unit`, escaped.
+pub async fn diagnose(host: &Host, unit: &str) -> String {
+    match host.sh(&systemd::diagnose(unit)).await {
+        Ok(o) => crate::output::redact::block(String::from_utf8_lossy(&o.stdout).trim_end()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Waits until every component answers healthy; returns when the
+/// apiserver first answered ready.
+async fn healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &Ui) -> Result<Instant, Error> {
+    let start = Instant::now();
+    let mut api_ready: Option<Instant> = None;
+    let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
+    let restarts = |out: &str| -> BTreeMap<String, u32> { units.iter().zip(out.lines()).map(|(u, v)| (u.to_string(), v.trim().parse().unwrap_or(0))).collect() };
+    let show = systemd::restarts(&units);
+    let baseline = restarts(&host.sh_ok(&show).await?);
+    let mut last_report = Instant::now();
+    loop {
+        let bad = clients.check().await;
+        if api_ready.is_none() && !bad.iter().any(|b| b.component == APISERVER) {
+            api_ready = Some(Instant::now());
+        }
+        if bad.is_empty() {
+            return Ok(api_ready.unwrap_or_else(Instant::now));
+        }
+        // A unit restarting again and again will not get healthy: stop waiting.
+        let now = restarts(&host.sh_ok(&show).await?);
+        // Components that need the apiserver may restart while it is down:
+        // count their restarts only once it answers.
+        let api_down = bad.iter().any(|b| b.component == APISERVER);
+        let looping: Vec<&Unhealthy> = bad
+            .iter()
+            .filter(|b| b.component == APISERVER || !api_down)
+            .filter(|b| {
+                let u = format!("{}.service", b.component);
+                now.get(&u).unwrap_or(&0).saturating_sub(*baseline.get(&u).unwrap_or(&0)) >= 3
+            })
+            .collect();
+        let timed_out = start.elapsed() >= timeout;
+        if timed_out || !looping.is_empty() {
+            let culprits: Vec<&Unhealthy> = if looping.is_empty() { bad.iter().collect() } else { looping };
+            let mut msg = String::new();
+            for b in culprits {
+                let reason = if timed_out { format!("not healthy after {}s", timeout.as_secs()) } else { "keeps restarting".to_string() };
+                msg.push_str(&format!("{} {reason} ({})\n", b.component, b.why));
+                msg.push_str(&diagnose(host, &format!("{}.service", b.component)).await);
+                msg.push('\n');
+            }
+            return Err(Error::Server(msg.trim_end().to_string()));
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            ui.step(&format!("  waiting ({}s): {}", start.elapsed().as_secs(), bad.iter().map(|b| format!("{} {}", b.component, b.why)).collect::<Vec<_>>().join("; ")));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until every component that elects a leader (all but the
+/// apiserver) has its kube-system Lease held by a live holder: renewed after
+/// the component last (re)started here, and within the Lease's own
+/// `leaseDurationSeconds`. A Lease still naming a holder that died with the
+/// old process (after a reset, a restart) does not count.
+async fn leaders(host: &Host, api: &kube::Client, desired: &Desired, timeout: Duration, ui: &Ui) -> Result<(), Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let start = Instant::now();
+    let electing: Vec<&crate::model::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != APISERVER).collect();
+    // The server's name and clock, and when each component started there.
+    let script =
+        format!("hostname; date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
+    let asked = std::time::SystemTime::now();
+    let out = host.sh_ok(&script).await?;
+    let mut lines = out.lines();
+    let hostname = lines.next().unwrap_or("").trim().to_string();
+    let server_now: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0.0);
+    let local_at = asked.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let skew = if server_now > 0.0 { server_now - local_at } else { 0.0 };
+    let started: Vec<u64> = lines.filter_map(|l| l.strip_prefix("ActiveEnterTimestamp=")).map(|v| v.trim_start_matches('@').parse().unwrap_or(0)).collect();
+    let leases: kube::Api<Lease> = kube::Api::namespaced(api.clone(), "kube-system");
+    let mut last = Vec::new();
+    let mut released: Vec<&str> = Vec::new();
+    loop {
+        host.alive().await?;
+        let mut waiting = Vec::new();
+        for (i, u) in electing.iter().enumerate() {
+            let c = u.spec.component;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + skew;
+            let since = started.get(i).copied().unwrap_or(0);
+            let verdict = match tokio::time::timeout(Duration::from_secs(5), leases.get_opt(c)).await {
+                Ok(Ok(Some(l))) => {
+                    let verdict = health::lease_verdict(&l.spec.clone().unwrap_or_default(), now, since);
+                    // Held by this server's previous process, which is gone
+                    // (it renewed last before the component restarted here):
+                    // release it as that process would have on a clean exit,
+                    // so the new one need not wait the Lease out.
+                    if verdict.is_err() && !released.contains(&c) && health::held_by_previous_local_process(&l, &hostname, since) {
+                        match tokio::time::timeout(Duration::from_secs(5), leases.replace(c, &kube::api::PostParams::default(), &health::released(l))).await {
+                            Ok(Ok(_)) => ui.step(&format!("  released {c}'s Lease: its holder stopped with the process this run replaced")),
+                            _ => ui.detail(&format!("could not release {c}'s Lease (someone else changed it); waiting it out")),
+                        }
+                        released.push(c);
+                    }
+                    verdict
+                }
+                Ok(Ok(None)) => Err("no Lease yet".into()),
+                Ok(Err(e)) => Err(format!("cannot read its Lease: {}", crate::output::redact::line(&e.to_string()))),
+                Err(_) => Err("reading its Lease got no answer within 5s".into()),
+            };
+            if let Err(why) = verdict {
+                waiting.push(format!("{c}: {why}"));
+            }
+        }
+        if waiting.is_empty() {
+            ui.step(&format!("  leaders elected: {}", electing.iter().map(|u| u.spec.component).collect::<Vec<_>>().join(", ")));
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Server(format!("no live leader in kube-system after {}s: {}", timeout.as_secs(), waiting.join("; "))));
+        }
+        if waiting != last && start.elapsed() > Duration::from_secs(5) {
+            ui.step(&format!("  waiting for leaders ({}s): {}", start.elapsed().as_secs(), waiting.join("; ")));
+            last = waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn run(x: &mut Exec<'_>) -> Result<(), Error> {
+    let (host, desired, timeout, ui, api_restart) = (x.host, x.desired, x.timeout, x.ui, x.api_restart);
+    let clients = x.clients().await?;
+    let ready = healthy(host, clients, timeout, ui).await?;
+    ui.step("  healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
+    let api = clients.api.clone();
+    leaders(host, &api, desired, timeout, ui).await?;
+    x.outcome.apiserver_restart_to_ready_seconds = api_restart.map(|t| (ready.duration_since(t).as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(())
+}
