@@ -1,11 +1,92 @@
-//! cpcheck's output: a table grouped by section (colour on a terminal only),
-//! a JSON document with a stable, documented schema (docs/cpcheck.schema.json),
-//! and JUnit XML for CI systems.
+//! cpcheck's report: a struct that serializes to the JSON document
+//! (docs/cpcheck.schema.json, version [`SCHEMA_VERSION`], written here only)
+//! and displays as the table grouped by section; and its JUnit XML.
 
-use super::{CheckResult, Status, Summary, GROUPS};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{summarize, CheckResult, Status, Summary, GROUPS};
 
 /// The JSON document's schema version; bump on an incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Which CIS benchmark the `cis` group ran, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CisInfo {
+    /// kube-bench's name for it (`cis-1.20`), if any fits the version.
+    pub benchmark: Option<String>,
+    pub kubernetes_version: String,
+    /// Where the version came from.
+    pub version_from: String,
+    /// This build holds that benchmark's table.
+    pub in_table: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub kind: &'static str,
+    pub cis: CisInfo,
+    pub checks: Vec<CheckResult>,
+    pub summary: Summary,
+    /// Colour the table (a terminal).
+    #[serde(skip)]
+    pub color: bool,
+}
+
+impl Report {
+    pub fn new(checks: Vec<CheckResult>, cis: CisInfo) -> Report {
+        let summary = summarize(&checks);
+        Report { version: SCHEMA_VERSION, kind: "CpcheckReport", cis, checks, summary, color: false }
+    }
+
+    /// 1 when a check failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.summary.failed > 0 {
+            crate::exit::FAILED
+        } else {
+            crate::exit::OK
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serializes")
+    }
+
+    /// JUnit XML: one testsuite per group, one testcase per check; FAIL is a
+    /// `<failure>`, SKIP a `<skipped>`, WARN passes with its detail in
+    /// `<system-out>`.
+    pub fn junit(&self) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str(&format!("<testsuites name=\"kubectl-cpcheck\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n", self.checks.len(), self.summary.failed, self.summary.skipped));
+        for g in GROUPS {
+            let rows: Vec<&CheckResult> = self.checks.iter().filter(|r| r.group == *g).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let f = rows.iter().filter(|r| r.finding.status == Status::Fail).count();
+            let s = rows.iter().filter(|r| r.finding.status == Status::Skip).count();
+            out.push_str(&format!("  <testsuite name=\"{g}\" tests=\"{}\" failures=\"{f}\" skipped=\"{s}\">\n", rows.len()));
+            for r in rows {
+                out.push_str(&format!("    <testcase classname=\"cpcheck.{g}\" name=\"{}\">\n", xml(&r.id)));
+                let detail = xml(&r.finding.detail);
+                let fix = xml(r.finding.remediation.as_deref().unwrap_or(""));
+                match r.finding.status {
+                    Status::Fail => out.push_str(&format!("      <failure message=\"{detail}\">{fix}</failure>\n")),
+                    Status::Skip => out.push_str(&format!("      <skipped message=\"{detail}\"/>\n")),
+                    Status::Warn => out.push_str(&format!("      <system-out>WARN: {detail} (fix: {fix})</system-out>\n")),
+                    Status::Pass => out.push_str(&format!("      <system-out>{detail}</system-out>\n")),
+                }
+                out.push_str("    </testcase>\n");
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
 
 fn paint(s: &str, status: Status, color: bool) -> String {
     if !color {
@@ -24,35 +105,39 @@ pub fn summary_line(s: &Summary) -> String {
     format!("{} passed, {} warned, {} failed, {} skipped", s.passed, s.warned, s.failed, s.skipped)
 }
 
-pub fn table(results: &[CheckResult], summary: &Summary, color: bool) -> String {
-    let width = results.iter().map(|r| r.id.len()).max().unwrap_or(10);
-    let mut out = String::new();
-    for g in GROUPS {
-        let rows: Vec<&CheckResult> = results.iter().filter(|r| r.group == *g).collect();
-        if rows.is_empty() {
-            continue;
-        }
-        out.push_str(&format!("{}\n", g.to_uppercase()));
-        for r in rows {
-            let st = paint(&format!("{:<4}", r.finding.status.as_str()), r.finding.status, color);
-            out.push_str(&format!("  {st}  {:<width$}  {}\n", r.id, r.finding.detail));
-            if let Some(fix) = &r.finding.remediation {
-                out.push_str(&format!("        {:<width$}  fix: {fix}\n", ""));
+/// The table: a heading per group (the CIS one names its benchmark), a line
+/// per check, its fix under it, the summary last.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self.checks.iter().map(|r| r.id.len()).max().unwrap_or(10);
+        for g in GROUPS {
+            let rows: Vec<&CheckResult> = self.checks.iter().filter(|r| r.group == *g).collect();
+            let cis_without_rows = *g == "cis" && rows.is_empty() && self.cis.benchmark.is_some() && !self.cis.in_table;
+            if rows.is_empty() && !cis_without_rows {
+                continue;
+            }
+            if *g == "cis" {
+                let b = self.cis.benchmark.as_deref().unwrap_or("none");
+                let here = if self.cis.in_table {
+                    String::new()
+                } else {
+                    format!("; no table for it in this build (it has {})", super::cis::BENCHMARKS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "))
+                };
+                writeln!(f, "CIS ({b}, for Kubernetes {} from {}{here})", self.cis.kubernetes_version, self.cis.version_from)?;
+            } else {
+                writeln!(f, "{}", g.to_uppercase())?;
+            }
+            for r in rows {
+                let st = paint(&format!("{:<4}", r.finding.status.as_str()), r.finding.status, self.color);
+                // Escaped again: a detail is server text, however it was made.
+                writeln!(f, "  {st}  {:<width$}  {}", r.id, crate::output::redact::line(&r.finding.detail))?;
+                if let Some(fix) = &r.finding.remediation {
+                    writeln!(f, "        {:<width$}  fix: {}", "", crate::output::redact::line(fix))?;
+                }
             }
         }
+        writeln!(f, "{}", summary_line(&self.summary))
     }
-    out.push_str(&summary_line(summary));
-    out.push('\n');
-    out
-}
-
-pub fn json(results: &[CheckResult], summary: &Summary) -> serde_json::Value {
-    serde_json::json!({
-        "version": SCHEMA_VERSION,
-        "kind": "CpcheckReport",
-        "checks": results,
-        "summary": summary,
-    })
 }
 
 /// Text for an XML attribute or element: markup escaped, and every control
@@ -74,40 +159,64 @@ fn xml(s: &str) -> String {
     out
 }
 
-/// JUnit XML: one testsuite per group, one testcase per check; FAIL is a
-/// <failure>, SKIP a <skipped>, WARN passes with its detail in <system-out>.
-pub fn junit(results: &[CheckResult], summary: &Summary) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    out.push_str(&format!(
-        "<testsuites name=\"kubectl-cpcheck\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
-        results.len(),
-        summary.failed,
-        summary.skipped
-    ));
-    for g in GROUPS {
-        let rows: Vec<&CheckResult> = results.iter().filter(|r| r.group == *g).collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let f = rows.iter().filter(|r| r.finding.status == Status::Fail).count();
-        let s = rows.iter().filter(|r| r.finding.status == Status::Skip).count();
-        out.push_str(&format!("  <testsuite name=\"{g}\" tests=\"{}\" failures=\"{f}\" skipped=\"{s}\">\n", rows.len()));
-        for r in rows {
-            out.push_str(&format!("    <testcase classname=\"cpcheck.{g}\" name=\"{}\">\n", xml(&r.id)));
-            let detail = xml(&r.finding.detail);
-            match r.finding.status {
-                Status::Fail => out.push_str(&format!(
-                    "      <failure message=\"{detail}\">{}</failure>\n",
-                    xml(r.finding.remediation.as_deref().unwrap_or(""))
-                )),
-                Status::Skip => out.push_str(&format!("      <skipped message=\"{detail}\"/>\n")),
-                Status::Warn => out.push_str(&format!("      <system-out>WARN: {detail} (fix: {})</system-out>\n", xml(r.finding.remediation.as_deref().unwrap_or("")))),
-                Status::Pass => out.push_str(&format!("      <system-out>{detail}</system-out>\n")),
-            }
-            out.push_str("    </testcase>\n");
-        }
-        out.push_str("  </testsuite>\n");
+#[cfg(test)]
+mod tests {
+    use super::super::Finding;
+    use super::*;
+
+    fn report() -> Report {
+        let r = |id: &str, group: &'static str, f: Finding| CheckResult { id: id.into(), group, title: format!("title of {id}"), finding: f };
+        let mut bad = Finding::fail("x", "fix it");
+        // Text from a server, whatever it holds, even if a constructor were bypassed.
+        bad.detail = "installed `a\u{1b}[2J<b>&\"c\"\u{0}`".into();
+        Report::new(
+            vec![
+                r("host.unit.kube-apiserver", "host", Finding::pass("active, enabled")),
+                r("host.drift.kube-scheduler", "host", bad),
+                r("ports.insecure", "ports", Finding::warn("10251 open", "add --port=0")),
+                r("api.nodes", "api", Finding::skip("no credentials")),
+                r("cis-1.20/1.2.20", "cis", Finding::warn("kube-apiserver: --profiling not set", "set --profiling=false")),
+            ],
+            CisInfo { benchmark: Some("cis-1.20".into()), kubernetes_version: "v1.20".into(), version_from: "the installed kube-apiserver".into(), in_table: true },
+        )
     }
-    out.push_str("</testsuites>\n");
-    out
+
+    #[test]
+    fn the_json_validates_against_the_documented_schema() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../../docs/cpcheck.schema.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&report().json()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(v["summary"]["failed"], 1);
+        assert_eq!(v["cis"]["benchmark"], "cis-1.20");
+    }
+
+    #[test]
+    fn junit_is_xml_with_the_right_counts_whatever_the_details_hold() {
+        let x = report().junit();
+        let doc = roxmltree::Document::parse(&x).expect("valid XML");
+        let root = doc.root_element();
+        assert_eq!((root.attribute("tests"), root.attribute("failures"), root.attribute("skipped")), (Some("5"), Some("1"), Some("1")));
+        let suites: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testsuite")).map(|n| n.attribute("name").unwrap()).collect();
+        assert_eq!(suites, ["host", "ports", "api", "cis"]);
+        let failure = doc.descendants().find(|n| n.has_tag_name("failure")).unwrap();
+        assert_eq!(failure.attribute("message"), Some("installed `a\\u{1b}[2J<b>&\"c\"\\u{0}`"));
+        assert_eq!(doc.descendants().filter(|n| n.has_tag_name("skipped")).count(), 1);
+    }
+
+    #[test]
+    fn the_table_groups_by_section_and_names_the_benchmark() {
+        let t = report().to_string();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "HOST");
+        assert!(lines[1].starts_with("  PASS  host.unit.kube-apiserver"));
+        assert!(lines.iter().any(|l| l.starts_with("CIS (cis-1.20, for Kubernetes v1.20 from the installed kube-apiserver)")));
+        assert!(lines.iter().any(|l| l.trim_start().starts_with("fix: fix it")));
+        assert_eq!(*lines.last().unwrap(), "1 passed, 2 warned, 1 failed, 1 skipped");
+        assert!(!t.contains('\u{1b}'), "no colour unless asked");
+        let mut r = report();
+        r.color = true;
+        assert!(r.to_string().contains("\u{1b}[31mFAIL"));
+    }
 }
