@@ -5,7 +5,7 @@
 # so runs never see each other's leftovers. Prints the root's path as its last line.
 set -euo pipefail
 cache=${KCP_CACHE:-/var/cache/kubectl-plugins}
-mirror=${KCP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mirror=$(bash "$(dirname "$0")/debian-archive.sh")
 hash=$(sha256sum "$0" | cut -c1-12)
 root="$cache/rootfs/bookworm-$hash"
 if [ -f "$root/.complete" ]; then echo "rootfs: cached in $root" >&2; echo "$root"; exit 0; fi

@@ -8,12 +8,14 @@ missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# deb-src entry for the kubernetes source package, in a file of its own.
+# deb-src entry for the kubernetes source package, in a file of its own,
+# from the archive apt already uses for bookworm.
 src=/etc/apt/sources.list.d/kubectl-plugins-src.sources
 if [ ! -f "$src" ]; then
-  cat >"$src" <<'SRC'
+  archive=$(bash "$(dirname "$0")/debian-archive.sh")
+  cat >"$src" <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $archive
 Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -68,8 +68,7 @@ pub fn tokens(m: &Manifests) -> TokenStream {
         let u = &c.unit;
         let ident = const_ident(&u.component);
         unit_idents.push(ident.clone());
-        let (component, file_name, manifest, description, exec, text) =
-            (&u.component, &u.file_name, &c.manifest, &u.description, &u.exec, &u.text);
+        let (component, file_name, manifest, description, exec, text) = (&u.component, &u.file_name, &c.manifest, &u.description, &u.exec, &u.text);
         let documentation = opt(&u.documentation);
         let restart = opt(&u.restart);
         let restart_sec = opt(&u.restart_sec);
@@ -166,8 +165,7 @@ pub fn tokens(m: &Manifests) -> TokenStream {
         let name = &r.name;
         let (labels, annotations) = (pairs(&r.labels), pairs(&r.annotations));
         let rules = r.rules.iter().map(|x| {
-            let (g, res, rn, u, v) =
-                (strs(&x.api_groups), strs(&x.resources), strs(&x.resource_names), strs(&x.non_resource_urls), strs(&x.verbs));
+            let (g, res, rn, u, v) = (strs(&x.api_groups), strs(&x.resources), strs(&x.resource_names), strs(&x.non_resource_urls), strs(&x.verbs));
             quote!(RuleSpec { api_groups: #g, resources: #res, resource_names: #rn, non_resource_urls: #u, verbs: #v })
         });
         quote!(ClusterRoleSpec { name: #name, labels: #labels, annotations: #annotations, rules: &[#(#rules),*] })

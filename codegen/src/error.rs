@@ -1,3 +1,5 @@
+//! The error every manifest problem becomes: `path:line: message`.
+
 use std::fmt;
 use std::path::PathBuf;
 

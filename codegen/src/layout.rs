@@ -62,8 +62,7 @@ pub enum FileKind {
 
 impl FileKind {
     /// Every kind, in declaration order.
-    pub const ALL: &'static [FileKind] =
-        &[FileKind::Binary, FileKind::Certificate, FileKind::Key, FileKind::Kubeconfig, FileKind::Secret, FileKind::Config, FileKind::Unit];
+    pub const ALL: &'static [FileKind] = &[FileKind::Binary, FileKind::Certificate, FileKind::Key, FileKind::Kubeconfig, FileKind::Secret, FileKind::Config, FileKind::Unit];
 
     /// Holds private key material or credentials (keys, kubeconfigs, the
     /// encryption config): never printed or diffed, mode must be 0600.
@@ -187,15 +186,7 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Layout, ManifestError> {
             }
             _ => {}
         }
-        files.push(File {
-            dest: f.dest.clone(),
-            mode: m,
-            kind,
-            source,
-            owner: f.owner.clone(),
-            group: f.group.clone(),
-            line,
-        });
+        files.push(File { dest: f.dest.clone(), mode: m, kind, source, owner: f.owner.clone(), group: f.group.clone(), line });
     }
     if !raw.kubernetes_version.starts_with('v') {
         return Err(err(1, format!("kubernetesVersion `{}` must look like v1.32.3", raw.kubernetes_version)));

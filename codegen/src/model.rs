@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{parse_scheduler_config, SchedulerConfig};
 use crate::layout::{parse_layout, FileKind, Layout, Source};
 use crate::rbac::{check_refs, parse_rbac, Rbac};
-use unitfile::{parse_unit, ParsedUnit};
 use crate::ManifestError;
+use unitfile::{parse_unit, ParsedUnit};
 
 /// Flags whose path the component writes rather than reads: they need not
 /// exist before start, and nothing uploads them.
@@ -168,18 +168,11 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
         }
         match by_dest(&unit.exec) {
             Some(f) if f.kind == FileKind::Binary => {}
-            _ => {
-                return Err(uerr(
-                    unit.exec_lines.0,
-                    format!("ExecStart runs {}, which layout.yaml does not place as a binary", unit.exec),
-                ))
-            }
+            _ => return Err(uerr(unit.exec_lines.0, format!("ExecStart runs {}, which layout.yaml does not place as a binary", unit.exec))),
         }
         let port = match unit.flag("secure-port") {
             Some(f) => f.value.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| uerr(f.line, "--secure-port is not a port number".into()))?,
-            None => default_secure_port(&unit.component).ok_or_else(|| {
-                uerr(unit.exec_lines.0, format!("cannot tell {}'s serving port: add --secure-port", unit.component))
-            })?,
+            None => default_secure_port(&unit.component).ok_or_else(|| uerr(unit.exec_lines.0, format!("cannot tell {}'s serving port: add --secure-port", unit.component)))?,
         };
         let bind_address = match unit.flag("bind-address") {
             Some(f) => {
@@ -229,11 +222,7 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
         .map(|f| {
             components
                 .iter()
-                .filter(|c| {
-                    c.unit.exec == f.dest
-                        || f.source == Source::Manifest(c.manifest.clone())
-                        || c.paths.iter().any(|p| p.path == f.dest && !p.output)
-                })
+                .filter(|c| c.unit.exec == f.dest || f.source == Source::Manifest(c.manifest.clone()) || c.paths.iter().any(|p| p.path == f.dest && !p.output))
                 .map(|c| c.unit.component.clone())
                 .collect()
         })
@@ -268,23 +257,7 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
             }
         }
     }
-    let etcd_servers = api
-        .and_then(|c| c.unit.flag("etcd-servers"))
-        .and_then(|f| f.value.clone())
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
+    let etcd_servers = api.and_then(|c| c.unit.flag("etcd-servers")).and_then(|f| f.value.clone()).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
 
-    Ok(Manifests {
-        components,
-        scheduler_config,
-        scheduler_config_manifest: sc_rel,
-        rbac,
-        layout,
-        restarts,
-        sources,
-        service_cidr,
-        service_ip,
-        etcd_servers,
-        inputs,
-    })
+    Ok(Manifests { components, scheduler_config, scheduler_config_manifest: sc_rel, rbac, layout, restarts, sources, service_cidr, service_ip, etcd_servers, inputs })
 }

@@ -86,8 +86,7 @@ pub fn parse_rbac(path: &Path, text: &str, into: &mut Rbac) -> Result<(), Manife
             return Err(err("apiVersion", format!("{kind} has apiVersion `{api}`, expected {RBAC_API}")));
         }
         if kind == "ClusterRole" {
-            let r: ClusterRole =
-                serde_yaml::from_value(value).map_err(|e| err("kind", format!("not a valid ClusterRole: {e}")))?;
+            let r: ClusterRole = serde_yaml::from_value(value).map_err(|e| err("kind", format!("not a valid ClusterRole: {e}")))?;
             let name = r.metadata.name.clone().filter(|s| !s.is_empty()).ok_or_else(|| err("metadata", "ClusterRole has no metadata.name".into()))?;
             if into.roles.iter().any(|x| x.name == name) {
                 return Err(err("name", format!("ClusterRole {name} is defined twice")));
@@ -115,23 +114,11 @@ pub fn parse_rbac(path: &Path, text: &str, into: &mut Rbac) -> Result<(), Manife
                 if !resources.is_empty() && groups.is_empty() {
                     return Err(e(format!("rule {} of ClusterRole {name} has resources but no apiGroups (use \"\" for the core group)", i + 1)));
                 }
-                rules.push(Rule {
-                    api_groups: groups,
-                    resources,
-                    resource_names: pr.resource_names.unwrap_or_default(),
-                    non_resource_urls: urls,
-                    verbs: pr.verbs,
-                });
+                rules.push(Rule { api_groups: groups, resources, resource_names: pr.resource_names.unwrap_or_default(), non_resource_urls: urls, verbs: pr.verbs });
             }
-            into.roles.push(Role {
-                name,
-                labels: r.metadata.labels.unwrap_or_default(),
-                annotations: r.metadata.annotations.unwrap_or_default(),
-                rules,
-            });
+            into.roles.push(Role { name, labels: r.metadata.labels.unwrap_or_default(), annotations: r.metadata.annotations.unwrap_or_default(), rules });
         } else {
-            let b: ClusterRoleBinding =
-                serde_yaml::from_value(value).map_err(|e| err("kind", format!("not a valid ClusterRoleBinding: {e}")))?;
+            let b: ClusterRoleBinding = serde_yaml::from_value(value).map_err(|e| err("kind", format!("not a valid ClusterRoleBinding: {e}")))?;
             let name = b.metadata.name.clone().filter(|s| !s.is_empty()).ok_or_else(|| err("metadata", "ClusterRoleBinding has no metadata.name".into()))?;
             if into.bindings.iter().any(|x| x.name == name) {
                 return Err(err("name", format!("ClusterRoleBinding {name} is defined twice")));

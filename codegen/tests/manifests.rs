@@ -52,7 +52,7 @@ fn the_real_manifests_load_with_the_guides_facts() {
     let api = &m.components[0].unit;
     assert_eq!(api.flag("runtime-config").unwrap().value.as_deref(), Some("api/all=true"));
     assert_eq!(api.flags.len(), 24); // the guide's 23 plus --service-cluster-ip-range
-    // The scheduler config brings its kubeconfig into the scheduler's paths.
+                                     // The scheduler config brings its kubeconfig into the scheduler's paths.
     let sched = &m.components[2];
     assert!(sched.paths.iter().any(|p| p.path == "/var/lib/kubernetes/kube-scheduler.kubeconfig"));
     // Restart sets are derived: ca.crt is read by the apiserver and the controller-manager.

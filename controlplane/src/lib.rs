@@ -23,7 +23,6 @@ pub mod local;
 pub mod model;
 pub mod output;
 pub mod pki;
-pub mod plugin;
 pub mod remote;
 
 pub use error::{exit, Error, Result};

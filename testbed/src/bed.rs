@@ -34,12 +34,7 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// Runs one of the repo's scripts, its progress going to our stderr, and
 /// returns the last line it prints (a path).
 fn script(name: &str) -> Result<PathBuf> {
-    let out = Command::new("bash")
-        .arg(scripts_dir().join(name))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run scripts/{name}"))?;
+    let out = Command::new("bash").arg(scripts_dir().join(name)).stdin(Stdio::null()).stderr(Stdio::inherit()).output().with_context(|| format!("cannot run scripts/{name}"))?;
     if !out.status.success() {
         bail!("scripts/{name} failed ({})", out.status);
     }
@@ -296,10 +291,7 @@ impl Bed {
         }
         // The guide's /etc/hosts step: the server knows its own name.
         std::fs::write(merged.join("etc/hostname"), "server\n")?;
-        std::fs::write(
-            merged.join("etc/hosts"),
-            format!("127.0.0.1 localhost\n{} server.kubernetes.local server\n", self.address),
-        )?;
+        std::fs::write(merged.join("etc/hosts"), format!("127.0.0.1 localhost\n{} server.kubernetes.local server\n", self.address))?;
         Ok(())
     }
 

@@ -11,10 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use base64::Engine;
 use rand::RngCore;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::{Duration, OffsetDateTime};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -22,12 +19,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// Writes `bytes` to `path` with `mode`, replacing what was there.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).with_context(|| format!("create {}", path.display()))?;
     std::io::Write::write_all(&mut f, bytes).with_context(|| format!("write {}", path.display()))
 }
 

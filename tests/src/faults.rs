@@ -64,11 +64,7 @@ pub fn trials(seed: u64, cuts: usize, sigints: usize) -> Vec<Trial> {
     let phases = [Phase::Upload, Phase::Commit, Phase::Restart, Phase::Wait];
     let mut v = Vec::new();
     for i in 0..cuts + sigints {
-        let (cut, phase) = if i < cuts {
-            (if i % 5 == 4 { Cut::LinkDown } else { Cut::KillMaster }, phases[i % 4])
-        } else {
-            (Cut::Sigint, phases[rng.random_range(0..4)])
-        };
+        let (cut, phase) = if i < cuts { (if i % 5 == 4 { Cut::LinkDown } else { Cut::KillMaster }, phases[i % 4]) } else { (Cut::Sigint, phases[rng.random_range(0..4)]) };
         let max_ms = match phase {
             Phase::Upload => 900,
             Phase::Commit => 80,
@@ -317,7 +313,11 @@ impl<'b> Runner<'b> {
                 _ => &[1, 3],
             };
             if !o.cut_exit.is_some_and(|c| want.contains(&c)) {
-                o.problems.push(format!("the cut run exited {:?}, expected one of {want:?}; its last lines: {}", o.cut_exit, lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")));
+                o.problems.push(format!(
+                    "the cut run exited {:?}, expected one of {want:?}; its last lines: {}",
+                    o.cut_exit,
+                    lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")
+                ));
             }
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -361,12 +361,7 @@ impl<'b> Runner<'b> {
             o.problems.push(format!("not as desired: {}", o.corrupt.join(", ")));
         }
         let dirs: Vec<&str> = controlplane::model::DIRECTORIES.iter().map(|d| d.path).collect();
-        o.temps = self
-            .bed
-            .ssh(&format!("ls -a {} 2>/dev/null | grep -c kcp-tmp; true", dirs.join(" ")))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(usize::MAX);
+        o.temps = self.bed.ssh(&format!("ls -a {} 2>/dev/null | grep -c kcp-tmp; true", dirs.join(" "))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(usize::MAX);
         if o.temps != 0 {
             o.problems.push(format!("{} temp file(s) left on the server", o.temps));
         }

@@ -54,12 +54,8 @@ fn bed_runs_the_real_apiserver_and_leaves_nothing_behind() {
     let server = format!("https://{}:{}", bed.address, api.serving_port);
     let deadline = Instant::now() + Duration::from_secs(120);
     let version = loop {
-        let out = Command::new("kubectl")
-            .args(["--kubeconfig"])
-            .arg(&bed.kubeconfig)
-            .args(["--server", &server, "get", "--raw", "/version", "--request-timeout=5s"])
-            .output()
-            .unwrap();
+        let out =
+            Command::new("kubectl").args(["--kubeconfig"]).arg(&bed.kubeconfig).args(["--server", &server, "get", "--raw", "/version", "--request-timeout=5s"]).output().unwrap();
         if out.status.success() {
             break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
         }

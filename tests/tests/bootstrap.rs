@@ -10,13 +10,7 @@ use serde_json::Value;
 fn kubectl(bed: &e2e::Bed, args: &[&str]) -> String {
     // The admin kubeconfig says https://127.0.0.1:6443; from this machine the
     // server is reached at its address (one of the serving cert's SANs).
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&bed.kubeconfig)
-        .args(["--server", &format!("https://{}:6443", bed.address)])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new("kubectl").arg("--kubeconfig").arg(&bed.kubeconfig).args(["--server", &format!("https://{}:6443", bed.address)]).args(args).output().unwrap();
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -45,7 +39,7 @@ fn assert_converged(bed: &e2e::Bed) {
         assert!(listing.contains(&format!("{} {:o} root:root", f.dest, f.mode)), "{} mode/owner:\n{listing}", f.dest);
         if let Source::Asset(c) = f.source {
             let local = c.iter().map(|c| bed.assets.join(c)).find(|p| p.exists()).unwrap();
-            let want = controlplane::bootstrap::desired::sha256_hex(&std::fs::read(local).unwrap());
+            let want = controlplane::local::files::sha256_hex(&std::fs::read(local).unwrap());
             let got = bed.ssh(&format!("sha256sum {}", f.dest)).unwrap();
             assert!(got.starts_with(&want), "{} differs", f.dest);
         }
@@ -65,8 +59,14 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(snapshot(&bed), before, "--dry-run must change nothing");
     let planned: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let planned_uploads: Vec<String> =
-        planned["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "upload").map(|a| a["dest"].as_str().unwrap().to_string()).collect();
+    let planned_uploads: Vec<String> = planned["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "stage")
+        .flat_map(|a| a["files"].as_array().unwrap().iter())
+        .map(|f| f["dest"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(planned_uploads.len(), FILES.len());
 
     let mut json = args.clone();
@@ -156,12 +156,7 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
                 .success()
         }
     });
-    let child = Command::new(e2e::plugin("kubectl-bootstrap"))
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(watch.join().unwrap(), "the upload never started");
     // Kill the session's ssh master (its control socket lives in /tmp/kcp-PID-N).
     let killed = Command::new("pkill").args(["-KILL", "-f", &format!("/tmp/kcp-{}-", child.id())]).status().unwrap();

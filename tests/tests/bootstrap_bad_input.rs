@@ -72,7 +72,10 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
         name: "serving cert without the service IP",
         args: with_assets(&bed, "root", &d),
         code: 2,
-        line: format!("error: kube-api-server.crt does not name {} (the kubernetes Service IP (first address of 10.32.0.0/24)): reissue it with that name among its subjectAltNames", controlplane::model::SERVICE_IP),
+        line: format!(
+            "error: kube-api-server.crt does not name {} (the kubernetes Service IP (first address of 10.32.0.0/24)): reissue it with that name among its subjectAltNames",
+            controlplane::model::SERVICE_IP
+        ),
     });
 
     let d = damaged(&bed, &tmp, "kubeconfig", |d| std::fs::write(d.join("kube-scheduler.kubeconfig"), "apiVersion: v1\nclusters: [\n").unwrap());
@@ -113,7 +116,12 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
     a.extend(["--set".into(), "kube-apiserver.nope=1".into()]);
     cases.push(Case { name: "unknown override flag", args: a, code: 2, line: "error: --set kube-apiserver.nope=1: kube-apiserver has no flag --nope".into() });
 
-    cases.push(Case { name: "assets not a directory", args: with_assets(&bed, "root", Path::new("/nonexistent/assets")), code: 2, line: "error: --assets /nonexistent/assets: not a directory".into() });
+    cases.push(Case {
+        name: "assets not a directory",
+        args: with_assets(&bed, "root", Path::new("/nonexistent/assets")),
+        code: 2,
+        line: "error: --assets /nonexistent/assets: not a directory".into(),
+    });
 
     let mut a = server_args(&bed, "root");
     a.extend(["--kubernetes-version".into(), "latest".into()]);

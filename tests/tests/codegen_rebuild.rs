@@ -30,12 +30,7 @@ fn build(copy: &Path) -> std::process::Output {
     // A target dir of its own that persists between runs, so only the
     // workspace crates rebuild after the first time.
     let target = workspace().join("target/codegen-rebuild");
-    Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--offline", "-p", "kubectl-bootstrap"])
-        .current_dir(copy)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO")).args(["build", "--quiet", "--offline", "-p", "kubectl-bootstrap"]).current_dir(copy).env("CARGO_TARGET_DIR", &target).output().unwrap()
 }
 
 fn printed(copy_target: &Path, name: &str) -> String {

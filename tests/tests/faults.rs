@@ -103,7 +103,7 @@ fn a_second_run_waits_for_the_lock_then_names_the_holder_and_a_silent_holder_los
     assert!(t.elapsed() < Duration::from_secs(30), "bounded by --timeout: {:?}", t.elapsed());
     assert!(stderr.contains(&format!("wait     for the lock on {}: another run holds it, from ", bed.dest())), "{stderr}");
     let err = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
-    assert!(err.contains(&format!("another run holds the lock, from ")) && err.contains(&format!("pid {}) since ", first.id())), "names where from and since when: {err}");
+    assert!(err.contains("another run holds the lock, from ") && err.contains(&format!("pid {}) since ", first.id())), "names where from and since when: {err}");
     // The first run is unharmed (its temps were not touched) and finishes.
     assert!(first.wait().unwrap().success(), "the first run completes");
 
@@ -153,12 +153,7 @@ fn runs_cut_at_random_points_converge_on_the_next_run() {
 #[test]
 fn sigint_stops_promptly_and_leaves_nothing_on_the_jumpbox() {
     let bed = e2e::bootstrapped("sigint");
-    let mut child = Command::new(e2e::plugin("kubectl-bootstrap"))
-        .args(with_set(&bed, "kube-apiserver.v=3"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(e2e::plugin("kubectl-bootstrap")).args(with_set(&bed, "kube-apiserver.v=3")).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for l in lines.by_ref().map_while(Result::ok) {

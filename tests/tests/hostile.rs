@@ -83,28 +83,63 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
 
     // ---- secrets where something else belongs (the first report)
     let key = a.join("admin.key").display().to_string();
-    cases.push(Case::new("--kubeconfig is a private key", None, bootstrap_with(plus(base(), &["--kubeconfig", &key]), vec![]), 2,
-        format!("error: the admin kubeconfig: --kubeconfig {key}: not a kubeconfig: line 1, column 1:")));
-    cases.push(Case::new("KUBECONFIG is a private key", None, bootstrap_with(base(), vec![("KUBECONFIG", key.clone())]), 2,
-        format!("error: the admin kubeconfig: $KUBECONFIG {key}: not a kubeconfig: line 1, column 1:")));
+    cases.push(Case::new(
+        "--kubeconfig is a private key",
+        None,
+        bootstrap_with(plus(base(), &["--kubeconfig", &key]), vec![]),
+        2,
+        format!("error: the admin kubeconfig: --kubeconfig {key}: not a kubeconfig: line 1, column 1:"),
+    ));
+    cases.push(Case::new(
+        "KUBECONFIG is a private key",
+        None,
+        bootstrap_with(base(), vec![("KUBECONFIG", key.clone())]),
+        2,
+        format!("error: the admin kubeconfig: $KUBECONFIG {key}: not a kubeconfig: line 1, column 1:"),
+    ));
     let ca_key = a.join("ca.key").display().to_string();
-    cases.push(Case::new("--config is a private key", None, bootstrap_with(plus(base(), &["--config", &ca_key]), vec![]), 2,
-        format!("error: --config {ca_key}: line 1, column 1:")));
-    cases.push(Case::new("cpcheck --config is a private key", None, cpcheck_with(plus(bed.cpcheck_args(), &["--config", &ca_key])), 2,
-        format!("error: --config {ca_key}: line 1, column 1:")));
+    cases.push(Case::new(
+        "--config is a private key",
+        None,
+        bootstrap_with(plus(base(), &["--config", &ca_key]), vec![]),
+        2,
+        format!("error: --config {ca_key}: line 1, column 1:"),
+    ));
+    cases.push(Case::new(
+        "cpcheck --config is a private key",
+        None,
+        cpcheck_with(plus(bed.cpcheck_args(), &["--config", &ca_key])),
+        2,
+        format!("error: --config {ca_key}: line 1, column 1:"),
+    ));
     let mut cargs = bed.cpcheck_args();
     let i = cargs.iter().position(|x| x == "--kubeconfig").unwrap();
     cargs[i + 1] = key.clone();
     cases.push(Case::new("cpcheck --kubeconfig is a private key", None, cpcheck_with(cargs), 2, format!("error: --kubeconfig {key}: not a kubeconfig: line 1, column 1:")));
-    let d = damaged(&bed, &tmp, "swapped-kubeconfig", |d| { std::fs::copy(d.join("kube-scheduler.key"), d.join("kube-scheduler.kubeconfig")).unwrap(); });
-    cases.push(Case::new("a key where a kubeconfig belongs", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2,
-        format!("error: {}/kube-scheduler.kubeconfig: not a kubeconfig: line 1, column 1:", d.display())));
-    let d = damaged(&bed, &tmp, "swapped-cert", |d| { std::fs::copy(d.join("ca.key"), d.join("ca.crt")).unwrap(); });
-    cases.push(Case::new("a key where a certificate belongs", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2,
-        format!("error: {}/ca.crt: its PEM block is `PRIVATE KEY`, expected CERTIFICATE", d.display())));
+    let d = damaged(&bed, &tmp, "swapped-kubeconfig", |d| {
+        std::fs::copy(d.join("kube-scheduler.key"), d.join("kube-scheduler.kubeconfig")).unwrap();
+    });
+    cases.push(Case::new(
+        "a key where a kubeconfig belongs",
+        None,
+        bootstrap_with(with_assets(&bed, &d), vec![]),
+        2,
+        format!("error: {}/kube-scheduler.kubeconfig: not a kubeconfig: line 1, column 1:", d.display()),
+    ));
+    let d = damaged(&bed, &tmp, "swapped-cert", |d| {
+        std::fs::copy(d.join("ca.key"), d.join("ca.crt")).unwrap();
+    });
+    cases.push(Case::new(
+        "a key where a certificate belongs",
+        None,
+        bootstrap_with(with_assets(&bed, &d), vec![]),
+        2,
+        format!("error: {}/ca.crt: its PEM block is `PRIVATE KEY`, expected CERTIFICATE", d.display()),
+    ));
     let d = damaged(&bed, &tmp, "encrypted-key", |d| {
         let k = d.join("service-accounts.key");
-        let st = Command::new("openssl").args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:secret", "-in"]).arg(&k).arg("-out").arg(d.join("enc.key")).status().unwrap();
+        let st =
+            Command::new("openssl").args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:secret", "-in"]).arg(&k).arg("-out").arg(d.join("enc.key")).status().unwrap();
         assert!(st.success());
         std::fs::rename(d.join("enc.key"), &k).unwrap();
     });
@@ -112,58 +147,138 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     let d = damaged(&bed, &tmp, "expired", |d| testbed::pki::reissue_apiserver_expired(d, bed.address.into()).unwrap());
     cases.push(Case::new("an expired serving certificate", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2, "error: kube-api-server.crt has expired: reissue it".into()));
     let d = damaged(&bed, &tmp, "bad-encryption", |d| std::fs::write(d.join("encryption-config.yaml"), "kind: Secret\nsecret: c2VjcmV0c2VjcmV0c2VjcmV0\n").unwrap());
-    cases.push(Case::new("an encryption config of the wrong kind", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2,
-        format!("error: {}/encryption-config.yaml: its kind is not EncryptionConfiguration", d.display())));
-    let d = damaged(&bed, &tmp, "broken-encryption", |d| std::fs::write(d.join("encryption-config.yaml"), "kind: EncryptionConfiguration\nresources: [\n  secret: c2VjcmV0c2VjcmV0c2VjcmV0\n").unwrap());
-    cases.push(Case::new("an encryption config that is not YAML", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2,
-        format!("error: {}/encryption-config.yaml: not YAML: line", d.display())));
+    cases.push(Case::new(
+        "an encryption config of the wrong kind",
+        None,
+        bootstrap_with(with_assets(&bed, &d), vec![]),
+        2,
+        format!("error: {}/encryption-config.yaml: its kind is not EncryptionConfiguration", d.display()),
+    ));
+    let d = damaged(&bed, &tmp, "broken-encryption", |d| {
+        std::fs::write(d.join("encryption-config.yaml"), "kind: EncryptionConfiguration\nresources: [\n  secret: c2VjcmV0c2VjcmV0c2VjcmV0\n").unwrap()
+    });
+    cases.push(Case::new(
+        "an encryption config that is not YAML",
+        None,
+        bootstrap_with(with_assets(&bed, &d), vec![]),
+        2,
+        format!("error: {}/encryption-config.yaml: not YAML: line", d.display()),
+    ));
 
     // ---- overrides that would write more than a flag value (the second report)
     let evil = tmp.join("evil.yaml");
     std::fs::write(&evil, "kube-scheduler:\n  v: \"2\\0StandardInput=data\\0StandardInputData=ZWNobyBwd25lZAo=\\0ExecStartPre=/bin/sh\"\n").unwrap();
-    cases.push(Case::new("--config value with NUL", None, bootstrap_with(plus(base(), &["--config", evil.to_str().unwrap()]), vec![]), 2,
-        format!("error: --config {}: kube-scheduler.v: the value holds the control character \\u{{0}}", evil.display())));
-    cases.push(Case::new("--set value with a newline", None, bootstrap_with(plus(base(), &["--set", "kube-apiserver.v=2\nX=1"]), vec![]), 2,
-        "kube-apiserver.v: the value holds the control character \\u{a}".into()));
-    cases.push(Case::new("--set value with a carriage return", None, bootstrap_with(plus(base(), &["--set", "kube-apiserver.v=2\rX=1"]), vec![]), 2,
-        "kube-apiserver.v: the value holds the control character \\u{d}".into()));
-    cases.push(Case::new("--set component with an escape sequence", None, bootstrap_with(plus(base(), &["--set", "kube-\x1b[2Japiserver.v=3"]), vec![]), 2,
-        "the component holds the control character \\u{1b}".into()));
-    cases.push(Case::new("cpcheck --set value with NUL", None, cpcheck_with(plus(bed.cpcheck_args(), &["--config", evil.to_str().unwrap()])), 2,
-        "kube-scheduler.v: the value holds the control character \\u{0}".into()));
+    cases.push(Case::new(
+        "--config value with NUL",
+        None,
+        bootstrap_with(plus(base(), &["--config", evil.to_str().unwrap()]), vec![]),
+        2,
+        format!("error: --config {}: kube-scheduler.v: the value holds the control character \\u{{0}}", evil.display()),
+    ));
+    cases.push(Case::new(
+        "--set value with a newline",
+        None,
+        bootstrap_with(plus(base(), &["--set", "kube-apiserver.v=2\nX=1"]), vec![]),
+        2,
+        "kube-apiserver.v: the value holds the control character \\u{a}".into(),
+    ));
+    cases.push(Case::new(
+        "--set value with a carriage return",
+        None,
+        bootstrap_with(plus(base(), &["--set", "kube-apiserver.v=2\rX=1"]), vec![]),
+        2,
+        "kube-apiserver.v: the value holds the control character \\u{d}".into(),
+    ));
+    cases.push(Case::new(
+        "--set component with an escape sequence",
+        None,
+        bootstrap_with(plus(base(), &["--set", "kube-\x1b[2Japiserver.v=3"]), vec![]),
+        2,
+        "the component holds the control character \\u{1b}".into(),
+    ));
+    cases.push(Case::new(
+        "cpcheck --set value with NUL",
+        None,
+        cpcheck_with(plus(bed.cpcheck_args(), &["--config", evil.to_str().unwrap()])),
+        2,
+        "kube-scheduler.v: the value holds the control character \\u{0}".into(),
+    ));
 
     // ---- local files that are not files
     let d = damaged(&bed, &tmp, "fifo", |d| mkfifo(&d.join("ca.crt")));
-    cases.push(Case { name: "a FIFO asset", setup: None, run: bootstrap_with(with_assets(&bed, &d), vec![]), code: 2,
-        line: format!("error: asset {}/ca.crt is a FIFO, not a regular file", d.display()), within: fast });
+    cases.push(Case {
+        name: "a FIFO asset",
+        setup: None,
+        run: bootstrap_with(with_assets(&bed, &d), vec![]),
+        code: 2,
+        line: format!("error: asset {}/ca.crt is a FIFO, not a regular file", d.display()),
+        within: fast,
+    });
     let d = damaged(&bed, &tmp, "devzero", |d| {
         let p = d.join("downloads/client/kubectl");
         std::fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
     });
-    cases.push(Case { name: "an asset linked to /dev/zero", setup: None, run: bootstrap_with(with_assets(&bed, &d), vec![]), code: 2,
-        line: format!("error: asset {}/downloads/client/kubectl is a character device, not a regular file", d.display()), within: fast });
+    cases.push(Case {
+        name: "an asset linked to /dev/zero",
+        setup: None,
+        run: bootstrap_with(with_assets(&bed, &d), vec![]),
+        code: 2,
+        line: format!("error: asset {}/downloads/client/kubectl is a character device, not a regular file", d.display()),
+        within: fast,
+    });
     let fifo = tmp.join("kubeconfig.fifo");
     mkfifo(&fifo);
-    cases.push(Case { name: "--kubeconfig is a FIFO", setup: None, run: bootstrap_with(plus(base(), &["--kubeconfig", fifo.to_str().unwrap()]), vec![]), code: 2,
-        line: format!("--kubeconfig {}: is a FIFO, not a regular file", fifo.display()), within: fast });
+    cases.push(Case {
+        name: "--kubeconfig is a FIFO",
+        setup: None,
+        run: bootstrap_with(plus(base(), &["--kubeconfig", fifo.to_str().unwrap()]), vec![]),
+        code: 2,
+        line: format!("--kubeconfig {}: is a FIFO, not a regular file", fifo.display()),
+        within: fast,
+    });
 
     // ---- the kubeconfig that will be used, whichever selects it
     let other = tmp.join("other-pki");
     testbed::pki::generate(&other, bed.address.into()).unwrap();
     let foreign = other.join("admin.kubeconfig").display().to_string();
-    cases.push(Case::new("--kubeconfig of another cluster", None, bootstrap_with(plus(base(), &["--kubeconfig", &foreign]), vec![]), 2,
-        format!("error: the admin kubeconfig (--kubeconfig {foreign}): its CA does not verify the apiserver's serving certificate")));
-    cases.push(Case::new("KUBECONFIG of another cluster", None, bootstrap_with(base(), vec![("KUBECONFIG", foreign.clone())]), 2,
-        format!("error: the admin kubeconfig ($KUBECONFIG ({foreign})): its CA does not verify the apiserver's serving certificate")));
+    cases.push(Case::new(
+        "--kubeconfig of another cluster",
+        None,
+        bootstrap_with(plus(base(), &["--kubeconfig", &foreign]), vec![]),
+        2,
+        format!("error: the admin kubeconfig (--kubeconfig {foreign}): its CA does not verify the apiserver's serving certificate"),
+    ));
+    cases.push(Case::new(
+        "KUBECONFIG of another cluster",
+        None,
+        bootstrap_with(base(), vec![("KUBECONFIG", foreign.clone())]),
+        2,
+        format!("error: the admin kubeconfig ($KUBECONFIG ({foreign})): its CA does not verify the apiserver's serving certificate"),
+    ));
 
     // ---- the server: what preflight refuses (nothing changes)
-    cases.push(Case::new("a destination that is a directory", Some(("mv /var/lib/kubernetes/ca.crt /root/ca.crt && mkdir /var/lib/kubernetes/ca.crt", "rmdir /var/lib/kubernetes/ca.crt && mv /root/ca.crt /var/lib/kubernetes/ca.crt")),
-        bootstrap_with(base(), vec![]), 2, "error: /var/lib/kubernetes/ca.crt on the server is a directory, not a regular file".into()));
-    cases.push(Case::new("a destination that is a symlink", Some(("mv /usr/local/bin/kubectl /root/kubectl && ln -s /bin/true /usr/local/bin/kubectl", "rm /usr/local/bin/kubectl && mv /root/kubectl /usr/local/bin/kubectl")),
-        bootstrap_with(base(), vec![]), 2, "error: /usr/local/bin/kubectl on the server is a symbolic link, not a regular file".into()));
-    cases.push(Case::new("a shared directory writable by others", Some(("chmod 0777 /usr/local/bin", "chmod 0755 /usr/local/bin")),
-        bootstrap_with(base(), vec![]), 2, "error: /usr/local/bin/ is 0777 root:root: writable by other users".into()));
+    cases.push(Case::new(
+        "a destination that is a directory",
+        Some(("mv /var/lib/kubernetes/ca.crt /root/ca.crt && mkdir /var/lib/kubernetes/ca.crt", "rmdir /var/lib/kubernetes/ca.crt && mv /root/ca.crt /var/lib/kubernetes/ca.crt")),
+        bootstrap_with(base(), vec![]),
+        2,
+        "error: /var/lib/kubernetes/ca.crt on the server is a directory, not a regular file".into(),
+    ));
+    cases.push(Case::new(
+        "a destination that is a symlink",
+        Some(("mv /usr/local/bin/kubectl /root/kubectl && ln -s /bin/true /usr/local/bin/kubectl", "rm /usr/local/bin/kubectl && mv /root/kubectl /usr/local/bin/kubectl")),
+        bootstrap_with(base(), vec![]),
+        2,
+        "error: /usr/local/bin/kubectl on the server is a symbolic link, not a regular file".into(),
+    ));
+    cases.push(Case::new(
+        "a shared directory writable by others",
+        Some(("chmod 0777 /usr/local/bin", "chmod 0755 /usr/local/bin")),
+        bootstrap_with(base(), vec![]),
+        2,
+        "error: /usr/local/bin/ is 0777 root:root: writable by other users".into(),
+    ));
     cases.push(Case::new("a drop-in under /etc", Some((
         "mkdir -p /etc/systemd/system/kube-apiserver.service.d && printf '[Service]\\nEnvironment=X=1\\n' > /etc/systemd/system/kube-apiserver.service.d/override.conf && systemctl daemon-reload",
         "rm -r /etc/systemd/system/kube-apiserver.service.d && systemctl daemon-reload")),
@@ -172,8 +287,13 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
         "mkdir -p /run/systemd/system/kube-scheduler.service.d && printf '[Service]\\nEnvironment=X=1\\n' > /run/systemd/system/kube-scheduler.service.d/x.conf && systemctl daemon-reload",
         "rm -r /run/systemd/system/kube-scheduler.service.d && systemctl daemon-reload")),
         bootstrap_with(base(), vec![]), 2, "error: kube-scheduler.service has drop-in(s) that change it: /run/systemd/system/kube-scheduler.service.d/x.conf".into()));
-    cases.push(Case::new("a small file system at preflight", Some(("mount -t tmpfs -o size=64m,mode=0755 tmpfs /usr/local/bin", "umount /usr/local/bin")),
-        bootstrap_with(base(), vec![]), 2, "error: not enough free space on /usr/local/bin".into()));
+    cases.push(Case::new(
+        "a small file system at preflight",
+        Some(("mount -t tmpfs -o size=64m,mode=0755 tmpfs /usr/local/bin", "umount /usr/local/bin")),
+        bootstrap_with(base(), vec![]),
+        2,
+        "error: not enough free space on /usr/local/bin".into(),
+    ));
 
     let mut failures = Vec::new();
     for c in &cases {

@@ -96,7 +96,7 @@ fn dist_archives_and_krew_manifests_agree() {
         let file = format!("{exe}_{version}_linux_amd64.tar.gz");
         assert!(p["uri"].as_str().unwrap().ends_with(&format!("/{version}/{file}")));
         let archive = out.join(&file);
-        let sha = controlplane::bootstrap::desired::sha256_hex(&std::fs::read(&archive).unwrap());
+        let sha = controlplane::local::files::sha256_hex(&std::fs::read(&archive).unwrap());
         assert_eq!(p["sha256"], sha.as_str(), "sha256 of {file}");
         let listing = String::from_utf8(Command::new("tar").arg("tzf").arg(&archive).output().unwrap().stdout).unwrap();
         let entries: Vec<&str> = listing.lines().collect();

@@ -135,10 +135,7 @@ fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
                     i += 1;
                 } else {
                     let what = if c == '%' { "specifier" } else { "variable expansion" };
-                    return Err((
-                        start,
-                        format!("systemd {what} `{c}` in ExecStart is not supported (write `{c}{c}` for a literal `{c}`)"),
-                    ));
+                    return Err((start, format!("systemd {what} `{c}` in ExecStart is not supported (write `{c}{c}` for a literal `{c}`)")));
                 }
             }
             i += 1;
@@ -311,17 +308,13 @@ pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ParseError> {
 
     let get = |s: &str, k: &str| entries.iter().rev().find(|e| e.section == s && e.key == k).map(|e| e.value.clone());
     let section_line = |s: &str| sections_seen.iter().find(|x| x.0 == s).map(|x| x.1);
-    let description = get("Unit", "Description")
-        .ok_or_else(|| err(section_line("Unit").unwrap_or(1), "no Description= in [Unit]".into()))?;
+    let description = get("Unit", "Description").ok_or_else(|| err(section_line("Unit").unwrap_or(1), "no Description= in [Unit]".into()))?;
     let Some((exec, flags, exec_lines)) = exec else {
         let at = section_line("Service").unwrap_or(lines.len().max(1));
         return Err(err(at, "no ExecStart= in [Service]: the unit would not run anything".into()));
     };
-    let wanted_by: Vec<String> = entries
-        .iter()
-        .filter(|e| e.section == "Install" && e.key == "WantedBy")
-        .flat_map(|e| e.value.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .collect();
+    let wanted_by: Vec<String> =
+        entries.iter().filter(|e| e.section == "Install" && e.key == "WantedBy").flat_map(|e| e.value.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
     if wanted_by.is_empty() {
         let at = section_line("Install").unwrap_or(lines.len().max(1));
         return Err(err(at, "no WantedBy= in [Install]: `systemctl enable` would have nothing to hook the unit into".into()));
@@ -369,8 +362,7 @@ pub fn control_char(s: &str) -> Option<(usize, char)> {
 /// name. The result is parsed again by systemd's rules and must hold exactly
 /// the original directives with only the flags' values changed.
 pub fn render_with_flags(unit: &ParsedUnit, flags: &[(String, Option<String>)]) -> Result<String, String> {
-    let same = flags.len() == unit.flags.len()
-        && flags.iter().zip(&unit.flags).all(|((n, v), f)| *n == f.name && *v == f.value);
+    let same = flags.len() == unit.flags.len() && flags.iter().zip(&unit.flags).all(|((n, v), f)| *n == f.name && *v == f.value);
     if same {
         return Ok(unit.text.clone());
     }

@@ -21,7 +21,7 @@ fn release_plugins() -> Result<PathBuf> {
     if !st.success() {
         bail!("cargo build --release failed");
     }
-    Ok(root().join("target/release"))
+    Ok(crate::target_dir().join("release"))
 }
 
 fn timed(cmd: &mut Command) -> Result<(f64, std::process::Output)> {
@@ -59,12 +59,7 @@ pub fn run() -> Result<()> {
         std::fs::read(bed.assets.join(a))?;
     }
     let ssh = bed.ssh_options().join(" ");
-    let tar = format!(
-        "tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase'",
-        bed.assets.display(),
-        assets.join(" "),
-        bed.dest()
-    );
+    let tar = format!("tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase'", bed.assets.display(), assets.join(" "), bed.dest());
     // The same, made durable (bootstrap fsyncs before it renames into place).
     let tar_sync = tar.replace("tar x -C /root/tarbase'", "tar x -C /root/tarbase && sync'");
     // The same over an already open connection (a ControlMaster), as
@@ -105,7 +100,9 @@ pub fn run() -> Result<()> {
         args.extend(["-o".into(), "json".into()]);
         let (first_secs, out) = timed(Command::new(bin.join("kubectl-bootstrap")).args(&args))?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let upload_secs = v["phases"].as_array().and_then(|p| p.iter().find(|x| x["name"] == "upload")).and_then(|x| x["seconds"].as_f64()).unwrap_or(f64::NAN);
+        // The upload: the stage step and the commit step, each timed by itself.
+        let steps = v["steps"].as_array().context("bootstrap -o json has steps")?;
+        let upload_secs: f64 = steps.iter().filter(|x| x["step"] == "stage" || x["step"] == "commit").map(|x| x["seconds"].as_f64().unwrap_or(0.0)).sum();
         bytes = v["bytesSent"].as_u64().unwrap_or(0);
         files = v["uploaded"].as_array().map(|a| a.len()).unwrap_or(0);
         println!(

@@ -68,7 +68,13 @@ pub fn run(seed: Option<u64>, cuts: usize, sigints: usize) -> Result<()> {
     md.push_str(&format!("| runtime-fault and hostile-input tests passed | {passed} of {} |\n\n", passed + failed.len()));
     md.push_str("Converged by how and where the run was cut:\n\n| phase | kill the SSH master | link down | SIGINT | all |\n| --- | --- | --- | --- | --- |\n");
     for (name, p) in [("upload", Phase::Upload), ("commit", Phase::Commit), ("daemon-reload / restart", Phase::Restart), ("health wait", Phase::Wait)] {
-        md.push_str(&format!("| {name} | {} | {} | {} | {} |\n", by(Some(Cut::KillMaster), Some(p)), by(Some(Cut::LinkDown), Some(p)), by(Some(Cut::Sigint), Some(p)), by(None, Some(p))));
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            by(Some(Cut::KillMaster), Some(p)),
+            by(Some(Cut::LinkDown), Some(p)),
+            by(Some(Cut::Sigint), Some(p)),
+            by(None, Some(p))
+        ));
     }
     md.push_str("\nEach trial: prepare a change (a reset for an upload-phase trial, else a flag of the apiserver or\nthe scheduler), start `kubectl bootstrap server`, wait for the phase's first progress line, wait a\nrandom delay from the seed, cut; then run again without a fault and check: exit 0, `kubectl cpcheck`\n(host, health, leader) without a FAIL, every `host.running.*` PASS, every placed file's sha256 the\ndesired one, no `.kcp-tmp-` file in the layout's directories, and no process or control directory of\nthe cut run on the jumpbox. A SIGINT trial also requires exit 130. The commit is one round trip of a\nfew tens of milliseconds: a cut aimed at it lands in it or just after it (the `after` column shows\nthe last progress line before the cut).\n\n");
     md.push_str("The trials, one line each:\n\n```\n");

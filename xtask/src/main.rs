@@ -25,7 +25,7 @@ enum Cmd {
         #[command(subcommand)]
         command: BedCmd,
     },
-    /// Every test: installs prerequisites, builds the bed's parts, runs the whole suite, prints phase timings.
+    /// Every test: installs prerequisites, builds the bed's parts, checks rustfmt and clippy, runs the whole suite, prints phase timings.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -95,6 +95,11 @@ enum BedCmd {
     },
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR`, else the workspace's target/.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target"))
+}
+
 fn loaded(name: &str) -> Result<Bed> {
     Bed::load(name)?.with_context(|| format!("no bed `{name}` is up (cargo xtask bed up --name {name})"))
 }
@@ -128,6 +133,14 @@ fn test(args: &[String]) -> Result<()> {
     timed("rootfs (debootstrap)", &mut t, Command::new("bash").arg(scripts.join("build-rootfs.sh")).stdout(std::process::Stdio::null()))?;
     timed("kubernetes build", &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).stdout(std::process::Stdio::null()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // rustfmt and clippy come with the toolchain's default profile; add them if this one lacks them.
+    let has =
+        |tool: &str| Command::new(&cargo).args([tool, "--version"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+    if !has("fmt") || !has("clippy") {
+        timed("rustup component add", &mut t, Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    }
+    timed("cargo fmt --check", &mut t, Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    timed("cargo clippy", &mut t, Command::new(&cargo).current_dir(&root).args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     timed("cargo build", &mut t, Command::new(&cargo).current_dir(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
     timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
     print_timings(&t);
@@ -145,7 +158,7 @@ fn demo(keep: bool) -> Result<()> {
         bail!("building the plugins failed");
     }
     // Run them as kubectl plugins: kubectl finds kubectl-* executables on PATH.
-    let path = format!("{}:{}", root.join("target/debug").display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!("{}:{}", target_dir().join("debug").display(), std::env::var("PATH").unwrap_or_default());
     let mut boot = Command::new("kubectl");
     boot.env("PATH", &path).arg("bootstrap").args(bed.bootstrap_args("root"));
     eprintln!("\n== {boot:?}");

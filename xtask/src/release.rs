@@ -37,7 +37,7 @@ pub fn build_release() -> Result<PathBuf> {
     if !st.success() {
         bail!("cargo build --release failed");
     }
-    Ok(root().join("target/release"))
+    Ok(crate::target_dir().join("release"))
 }
 
 /// Copies `from` to `to` through a temp file and a rename.
@@ -76,7 +76,7 @@ pub fn install(prefix: Option<PathBuf>) -> Result<()> {
 }
 
 fn sha256_file(p: &Path) -> Result<String> {
-    Ok(controlplane::bootstrap::desired::sha256_hex(&std::fs::read(p)?))
+    Ok(controlplane::local::files::sha256_hex(&std::fs::read(p)?))
 }
 
 pub fn dist(out: Option<PathBuf>) -> Result<()> {

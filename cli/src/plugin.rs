@@ -53,8 +53,8 @@ pub fn early(cmd: clap::Command) -> Option<ExitCode> {
     } else if first.as_deref() == Some("completion") && args.len() == 3 {
         let shell = args[2].to_string_lossy();
         let Ok(shell) = shell.parse::<clap_complete::Shell>() else {
-            crate::errln!("error: completion {shell}: unknown shell; use bash, zsh, fish, elvish or powershell");
-            return Some(ExitCode::from(crate::exit::INPUT));
+            controlplane::errln!("error: completion {shell}: unknown shell; use bash, zsh, fish, elvish or powershell");
+            return Some(ExitCode::from(controlplane::exit::INPUT));
         };
         let mut cmd = cmd;
         let name = cmd.get_name().replace(' ', "-");
