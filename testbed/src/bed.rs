@@ -3,6 +3,7 @@
 //! network namespace (10.240.K.2, host side 10.240.K.1), reached over its own
 //! sshd with a throwaway key and a recorded host key.
 
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+/// The bed's parts, built once per machine: (the root file system, the
+/// directory of the Kubernetes binaries).
+pub(crate) fn prerequisites() -> Result<(PathBuf, PathBuf)> {
+    phase("host prerequisites", || script("install-prereqs.sh").map(drop))?;
+    let root = phase("root file system", || script("build-rootfs.sh"))?;
+    let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh"))?;
+    Ok((root, k8s_bin))
+}
 
 /// Where beds keep their state: outside any checkout, on the same file system
 /// as the cache.
@@ -42,7 +52,7 @@ fn script(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(s.lines().last().unwrap_or_default().trim()))
 }
 
-fn phase<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn phase<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();
     let r = f().with_context(|| format!("bed: {what}"));
     eprintln!("[bed] {what}: {:.1}s", t.elapsed().as_secs_f64());
@@ -69,15 +79,50 @@ pub struct Bed {
     /// Tear down on drop (tests); `bed up` keeps the bed running.
     #[serde(skip)]
     pub teardown_on_drop: bool,
+    /// Set when this bed is one server of a cluster (see `Cluster`).
+    #[serde(default)]
+    pub member: Option<Member>,
+}
+
+/// A bed's place in a cluster: its number, the bridge it hangs on, and every
+/// server of the cluster (for etcd's peers and /etc/hosts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    /// 1-based.
+    pub index: u8,
+    pub bridge: String,
+    /// (hostname, address) of every server, this one included.
+    pub servers: Vec<(String, Ipv4Addr)>,
+    /// The cluster's client key and known_hosts are shared; not this bed's to remove.
+    pub shared_dir: PathBuf,
 }
 
 impl Bed {
     pub fn netns(&self) -> String {
-        format!("kcpbed-{}", self.slot)
+        match &self.member {
+            Some(m) => format!("kcpbed-{}-{}", self.slot, m.index),
+            None => format!("kcpbed-{}", self.slot),
+        }
+    }
+    /// The server's hostname (`server`, or `server-N` in a cluster).
+    pub fn hostname(&self) -> String {
+        match &self.member {
+            Some(m) => format!("server-{}", m.index),
+            None => "server".into(),
+        }
+    }
+    fn veth_server(&self) -> String {
+        match &self.member {
+            Some(m) => format!("kcpb{}m{}s", self.slot, m.index),
+            None => format!("kcpbed{}s", self.slot),
+        }
     }
     /// The host side of the bed's link (tests take it down to cut the link).
     pub fn veth_host(&self) -> String {
-        format!("kcpbed{}h", self.slot)
+        match &self.member {
+            Some(m) => format!("kcpb{}m{}h", self.slot, m.index),
+            None => format!("kcpbed{}h", self.slot),
+        }
     }
     fn merged(&self) -> PathBuf {
         self.dir.join("root")
@@ -184,9 +229,7 @@ impl Bed {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the bed needs root (network namespaces, mounts, systemd-nspawn)");
         }
-        phase("host prerequisites", || script("install-prereqs.sh").map(drop))?;
-        let root = phase("root file system", || script("build-rootfs.sh"))?;
-        let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh"))?;
+        let (root, k8s_bin) = prerequisites()?;
         let dir = base_dir().join("beds").join(name);
         std::fs::create_dir_all(&dir)?;
         let slot = claim_slot(name)?;
@@ -203,37 +246,49 @@ impl Bed {
             pid: 0,
             k8s_bin,
             teardown_on_drop: true,
+            member: None,
         };
         match bed.boot(&root) {
             Ok(()) => Ok(bed),
             Err(e) => {
-                let log = std::fs::read_to_string(bed.dir.join("nspawn.log")).unwrap_or_default();
-                // Units that failed anywhere in the boot, then the last lines.
-                let failed = log.lines().filter(|l| l.contains("FAILED") || l.contains("Failed to")).take(10);
-                let last = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev();
-                let tail: Vec<_> = failed.chain(std::iter::once("…").filter(|_| !log.is_empty())).chain(last).collect();
+                let e = bed.with_console(e);
                 bed.teardown();
                 bed.teardown_on_drop = false;
-                if tail.is_empty() {
-                    Err(e)
-                } else {
-                    Err(e.context(format!("last lines of the container's console:\n{}", tail.join("\n"))))
-                }
+                Err(e)
             }
         }
     }
 
+    /// `e` with the failed units and the last lines of the container's console.
+    pub(crate) fn with_console(&self, e: anyhow::Error) -> anyhow::Error {
+        let log = std::fs::read_to_string(self.dir.join("nspawn.log")).unwrap_or_default();
+        // Units that failed anywhere in the boot, then the last lines.
+        let failed = log.lines().filter(|l| l.contains("FAILED") || l.contains("Failed to")).take(10);
+        let last = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev();
+        let tail: Vec<_> = failed.chain(std::iter::once("…").filter(|_| !log.is_empty())).chain(last).collect();
+        if tail.is_empty() {
+            e
+        } else {
+            e.context(format!("{}: last lines of the container's console:\n{}", self.hostname(), tail.join("\n")))
+        }
+    }
+
     fn boot(&mut self, root: &Path) -> Result<()> {
-        phase("network namespace", || self.make_network())?;
-        phase("overlay and per-run keys", || self.make_root(root))?;
-        self.save()?;
+        self.prepare(root)?;
         phase("boot systemd", || self.start())?;
         phase("wait for etcd", || self.wait_etcd(Duration::from_secs(60)).map(drop))?;
         phase("PKI, kubeconfigs, encryption config", || {
-            crate::pki::generate(&self.assets, self.address.into())?;
+            crate::pki::generate(&self.assets, &[(self.hostname(), self.address.into())])?;
             self.link_binaries()
         })?;
         Ok(())
+    }
+
+    /// Network, overlay, keys and configuration: everything before boot.
+    pub(crate) fn prepare(&mut self, root: &Path) -> Result<()> {
+        phase("network namespace", || self.make_network())?;
+        phase("overlay and per-run keys", || self.make_root(root))?;
+        self.save()
     }
 
     fn save(&self) -> Result<()> {
@@ -242,11 +297,15 @@ impl Bed {
     }
 
     fn make_network(&self) -> Result<()> {
-        let (ns, h) = (self.netns(), self.veth_host());
-        let s = format!("kcpbed{}s", self.slot);
+        let (ns, h, s) = (self.netns(), self.veth_host(), self.veth_server());
         run(Command::new("ip").args(["netns", "add", &ns]))?;
         run(Command::new("ip").args(["link", "add", &h, "type", "veth", "peer", "name", &s, "netns", &ns]))?;
-        run(Command::new("ip").args(["addr", "add", &format!("{}/24", self.host_address), "dev", &h]))?;
+        match &self.member {
+            // One segment for the cluster: the host side hangs on its bridge,
+            // which holds the host's address.
+            Some(m) => run(Command::new("ip").args(["link", "set", &h, "master", &m.bridge]))?,
+            None => run(Command::new("ip").args(["addr", "add", &format!("{}/24", self.host_address), "dev", &h]))?,
+        };
         run(Command::new("ip").args(["link", "set", &h, "up"]))?;
         let inns = |args: &[&str]| run(Command::new("ip").args(["-n", &ns]).args(args));
         inns(&["addr", "add", &format!("{}/24", self.address), "dev", &s])?;
@@ -272,10 +331,18 @@ impl Bed {
         let pubkey = std::fs::read_to_string(hk.with_extension("pub"))?;
         let mut it = pubkey.split_whitespace();
         let (t, k) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-        std::fs::write(&self.known_hosts, format!("{} {t} {k}\n", self.address))?;
+        let line = format!("{} {t} {k}\n", self.address);
+        if self.member.is_some() {
+            // The cluster's known_hosts names every server.
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.known_hosts)?.write_all(line.as_bytes())?;
+        } else {
+            std::fs::write(&self.known_hosts, line)?;
+        }
 
-        // Client key pair for root, deploy (sudo) and nosudo.
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bed-client", "-f"]).arg(&self.key))?;
+        // Client key pair for root, deploy (sudo) and nosudo (one per cluster).
+        if !self.key.exists() {
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "bed-client", "-f"]).arg(&self.key))?;
+        }
         let client_pub = std::fs::read_to_string(self.key.with_extension("pub"))?;
         let passwd = std::fs::read_to_string(merged.join("etc/passwd"))?;
         for user in ["root", "deploy", "nosudo"] {
@@ -289,18 +356,35 @@ impl Bed {
             std::os::unix::fs::chown(&ak, Some(uid), Some(gid))?;
             std::fs::set_permissions(&ssh_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
-        // The guide's /etc/hosts step: the server knows its own name.
-        std::fs::write(merged.join("etc/hostname"), "server\n")?;
-        std::fs::write(merged.join("etc/hosts"), format!("127.0.0.1 localhost\n{} server.kubernetes.local server\n", self.address))?;
+        // The guide's /etc/hosts step: the server knows its own name (and
+        // server.kubernetes.local is its own apiserver); in a cluster it
+        // knows its peers too.
+        let name = self.hostname();
+        std::fs::write(merged.join("etc/hostname"), format!("{name}\n"))?;
+        let mut hosts = format!("127.0.0.1 localhost\n{} server.kubernetes.local {name}\n", self.address);
+        if let Some(m) = &self.member {
+            for (peer, addr) in m.servers.iter().filter(|(p, _)| *p != name) {
+                hosts.push_str(&format!("{addr} {peer}\n"));
+            }
+            std::fs::write(merged.join("etc/default/etcd"), crate::cluster::etcd_config(&name, self.address, &m.servers, &self.slot.to_string()))?;
+        }
+        std::fs::write(merged.join("etc/hosts"), hosts)?;
         Ok(())
     }
 
     fn start(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_booted()
+    }
+
+    /// Starts systemd-nspawn (not waiting for the boot).
+    pub(crate) fn spawn(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.dir.join("nspawn.log"))?;
         let child = Command::new("systemd-nspawn")
             .arg("-D")
             .arg(self.merged())
-            .args(["-b", "--register=no", "--keep-unit", "-M", &self.netns(), "--hostname=server"])
+            .args(["-b", "--register=no", "--keep-unit", "-M", &self.netns()])
+            .arg(format!("--hostname={}", self.hostname()))
             .arg(format!("--network-namespace-path=/run/netns/{}", self.netns()))
             .args(["--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"])
             .stdin(Stdio::null())
@@ -310,7 +394,11 @@ impl Bed {
             .spawn()
             .context("cannot start systemd-nspawn (package systemd-container)")?;
         self.pid = child.id() as i32;
-        self.save()?;
+        self.save()
+    }
+
+    /// Waits until systemd reports the boot done and sshd answers.
+    pub(crate) fn wait_booted(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut last;
         loop {
@@ -336,7 +424,7 @@ impl Bed {
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() > deadline {
-                bail!("sshd on {} did not answer within 120s: {last}", self.address);
+                bail!("sshd on {} ({}) did not answer within 120s: {last}", self.address, self.hostname());
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -368,7 +456,7 @@ impl Bed {
     }
 
     /// The guide's jumpbox layout: downloads/controller and downloads/client.
-    fn link_binaries(&self) -> Result<()> {
+    pub(crate) fn link_binaries(&self) -> Result<()> {
         let ctl = self.assets.join("downloads/controller");
         let cli = self.assets.join("downloads/client");
         std::fs::create_dir_all(&ctl)?;
@@ -416,7 +504,10 @@ impl Bed {
         if !mounted(&merged) {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        let _ = std::fs::remove_dir_all(base_dir().join("slots").join(self.slot.to_string()));
+        // A cluster's slot is the cluster's to release.
+        if self.member.is_none() {
+            let _ = std::fs::remove_dir_all(base_dir().join("slots").join(self.slot.to_string()));
+        }
         self.pid = 0;
     }
 
@@ -482,7 +573,7 @@ pub fn degraded_but_usable(state: &str, failed: &[String]) -> bool {
 }
 
 /// Claims the lowest free slot K (10.240.K.0/24) atomically.
-fn claim_slot(name: &str) -> Result<u8> {
+pub(crate) fn claim_slot(name: &str) -> Result<u8> {
     let slots = base_dir().join("slots");
     std::fs::create_dir_all(&slots)?;
     for k in 1..=250u8 {
@@ -505,7 +596,12 @@ fn claim_slot(name: &str) -> Result<u8> {
 /// Names of the beds that are up.
 pub fn list() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(base_dir().join("beds"))
-        .map(|r| r.filter_map(|e| e.ok()).filter(|e| e.path().join("state.json").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("state.json").exists() || e.path().join("cluster.json").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -2,6 +2,8 @@
 //! `cargo xtask bed …`, the demo, and the end-to-end tests.
 
 mod bed;
+mod cluster;
 pub mod pki;
 
-pub use bed::{base_dir, degraded_but_usable, list, run, Bed};
+pub use bed::{base_dir, degraded_but_usable, list, run, Bed, Member};
+pub use cluster::{etcd_config, Cluster};

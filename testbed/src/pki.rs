@@ -84,8 +84,23 @@ fn kubeconfig(ca_pem: &str, server: &str, user: &str, crt: &str, key: &str) -> S
     )
 }
 
-/// Generates every asset the guide's jumpbox holds into `dir`.
-pub fn generate(dir: &Path, server_ip: IpAddr) -> Result<()> {
+/// The serving certificate's names for these servers: the guide's, every
+/// server's address, and in a cluster every server's hostname.
+pub fn cluster_sans(servers: &[(String, IpAddr)]) -> Vec<String> {
+    let mut v = apiserver_sans(servers[0].1);
+    for (name, ip) in &servers[1..] {
+        v.push(ip.to_string());
+        v.push(name.clone());
+    }
+    if servers.len() > 1 {
+        v.push(servers[0].0.clone());
+    }
+    v
+}
+
+/// Generates every asset the guide's jumpbox holds into `dir`, for these
+/// servers (hostname, address).
+pub fn generate(dir: &Path, servers: &[(String, IpAddr)]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut ca_params = params("CA", None, vec![], 3650)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -97,7 +112,7 @@ pub fn generate(dir: &Path, server_ip: IpAddr) -> Result<()> {
     let ca = Ca { pem: ca_cert.pem(), issuer: Issuer::new(ca_params, ca_key) };
 
     // The apiserver's serving certificate, also its client cert towards kubelets (CN kubernetes).
-    let mut p = params("kubernetes", None, apiserver_sans(server_ip), 365)?;
+    let mut p = params("kubernetes", None, cluster_sans(servers), 365)?;
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     leaf(dir, "kube-api-server", &ca, p)?;
 

@@ -240,7 +240,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
 
     // ---- the kubeconfig that will be used, whichever selects it
     let other = tmp.join("other-pki");
-    testbed::pki::generate(&other, bed.address.into()).unwrap();
+    testbed::pki::generate(&other, &[("server".into(), bed.address.into())]).unwrap();
     let foreign = other.join("admin.kubeconfig").display().to_string();
     cases.push(Case::new(
         "--kubeconfig of another cluster",

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use testbed::Bed;
+use testbed::{Bed, Cluster};
 
 mod bench;
 mod faults;
@@ -62,6 +62,9 @@ enum Cmd {
         /// Leave the bed running afterwards.
         #[arg(long)]
         keep: bool,
+        /// Servers: 1, or 3 for the HA path (stacked etcd, rolling changes).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+        servers: u8,
     },
 }
 
@@ -71,6 +74,9 @@ enum BedCmd {
     Up {
         #[arg(long, default_value = "default")]
         name: String,
+        /// Servers on one segment, with a stacked etcd cluster (1: the single-server bed).
+        #[arg(long, default_value_t = 1)]
+        servers: u8,
     },
     /// Print the BED_* variables of a bed that is up.
     Env {
@@ -89,6 +95,9 @@ enum BedCmd {
     Ssh {
         #[arg(long, default_value = "default")]
         name: String,
+        /// Which server of a multi-server bed (1-based).
+        #[arg(long, default_value_t = 1)]
+        server: usize,
         /// Command to run instead of a shell.
         #[arg(trailing_var_arg = true)]
         command: Vec<String>,
@@ -147,11 +156,24 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn demo(keep: bool) -> Result<()> {
+fn demo(keep: bool, servers: u8) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let mut bed = Bed::up("demo")?;
-    bed.teardown_on_drop = !keep;
-    eprintln!("\n== the bed is up (a throwaway Debian server with systemd, sshd and etcd):\n{}", bed.env_lines());
+    // One server, or an HA plane of N on one bridge with stacked etcd.
+    let (single, cluster) = if servers <= 1 {
+        let mut bed = Bed::up("demo")?;
+        bed.teardown_on_drop = !keep;
+        (Some(bed), None)
+    } else {
+        let mut c = Cluster::up("demo", servers)?;
+        c.teardown_on_drop = !keep;
+        (None, Some(c))
+    };
+    let (env, boot_args, check_args) = match (&single, &cluster) {
+        (Some(b), _) => (b.env_lines(), b.bootstrap_args("root"), b.cpcheck_args()),
+        (_, Some(c)) => (c.env_lines(), c.bootstrap_args("root"), c.cpcheck_args()),
+        _ => unreachable!(),
+    };
+    eprintln!("\n== the bed is up ({servers} throwaway Debian server(s) with systemd, sshd and etcd):\n{env}");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo).current_dir(&root).args(["build", "--quiet", "--bin", "kubectl-bootstrap", "--bin", "kubectl-cpcheck"]).status()?;
     if !st.success() {
@@ -160,14 +182,14 @@ fn demo(keep: bool) -> Result<()> {
     // Run them as kubectl plugins: kubectl finds kubectl-* executables on PATH.
     let path = format!("{}:{}", target_dir().join("debug").display(), std::env::var("PATH").unwrap_or_default());
     let mut boot = Command::new("kubectl");
-    boot.env("PATH", &path).arg("bootstrap").args(bed.bootstrap_args("root"));
+    boot.env("PATH", &path).arg("bootstrap").args(&boot_args);
     eprintln!("\n== {boot:?}");
     let st = boot.status()?;
     if !st.success() {
         bail!("kubectl bootstrap server failed ({st})");
     }
     let mut check = Command::new("kubectl");
-    check.env("PATH", &path).arg("cpcheck").args(bed.cpcheck_args());
+    check.env("PATH", &path).arg("cpcheck").args(&check_args);
     eprintln!("\n== {check:?}");
     let st = check.status()?;
     if keep {
@@ -183,21 +205,40 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Bed { command } => match command {
-            BedCmd::Up { name } => Bed::up(&name).map(|mut b| {
+            BedCmd::Up { name, servers: 1 } => Bed::up(&name).map(|mut b| {
                 b.teardown_on_drop = false;
                 print!("{}", b.env_lines());
             }),
-            BedCmd::Env { name } => loaded(&name).map(|mut b| {
-                b.teardown_on_drop = false;
-                print!("{}", b.env_lines())
+            BedCmd::Up { name, servers } => Cluster::up(&name, servers).map(|mut c| {
+                c.teardown_on_drop = false;
+                print!("{}", c.env_lines());
             }),
+            BedCmd::Env { name } => match Cluster::load(&name) {
+                Ok(Some(c)) => {
+                    print!("{}", c.env_lines());
+                    Ok(())
+                }
+                _ => loaded(&name).map(|mut b| {
+                    b.teardown_on_drop = false;
+                    print!("{}", b.env_lines())
+                }),
+            },
             BedCmd::Down { name, all } => {
                 let names = if all { testbed::list() } else { vec![name] };
                 names.iter().try_for_each(|n| {
-                    let mut b = loaded(n)?;
-                    b.teardown();
-                    b.teardown_on_drop = false;
-                    let left = b.leftovers();
+                    let left = match Cluster::load(n)? {
+                        Some(mut c) => {
+                            c.teardown();
+                            c.teardown_on_drop = false;
+                            c.leftovers()
+                        }
+                        None => {
+                            let mut b = loaded(n)?;
+                            b.teardown();
+                            b.teardown_on_drop = false;
+                            b.leftovers()
+                        }
+                    };
                     if !left.is_empty() {
                         bail!("bed `{n}`: left behind: {}", left.join("; "));
                     }
@@ -205,18 +246,33 @@ fn main() -> ExitCode {
                     Ok(())
                 })
             }
-            BedCmd::Ssh { name, command } => loaded(&name).and_then(|mut b| {
-                b.teardown_on_drop = false;
+            BedCmd::Ssh { name, server, command } => (|| {
+                let b = match Cluster::load(&name)? {
+                    Some(mut c) => {
+                        c.teardown_on_drop = false;
+                        if server == 0 || server > c.servers.len() {
+                            bail!("--server {server}: bed `{name}` has servers 1 to {}", c.servers.len());
+                        }
+                        let mut b = c.servers.remove(server - 1);
+                        b.teardown_on_drop = false;
+                        b
+                    }
+                    None => {
+                        let mut b = loaded(&name)?;
+                        b.teardown_on_drop = false;
+                        b
+                    }
+                };
                 let err = Command::new("ssh").args(b.ssh_options()).arg("-t").arg(b.dest()).args(&command).exec();
                 Err(err).context("cannot run ssh")
-            }),
+            })(),
         },
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench::run(),
         Cmd::Faults { seed, cuts, sigints } => faults::run(seed, cuts, sigints),
         Cmd::Install { prefix } => release::install(prefix),
         Cmd::Dist { out } => release::dist(out),
-        Cmd::Demo { keep } => demo(keep),
+        Cmd::Demo { keep, servers } => demo(keep, servers),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
