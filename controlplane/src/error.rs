@@ -40,18 +40,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Something wrong, as one line: what and where, then what to do.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The server it was found on, when a run has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub what: String,
     pub fix: String,
 }
 
 impl Problem {
     pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { what: what.into(), fix: fix.into() }
+        Problem { server: None, what: what.into(), fix: fix.into() }
+    }
+    /// The same problem, found on `server`.
+    pub fn on(mut self, server: &str) -> Self {
+        self.server = Some(server.to_string());
+        self
     }
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.server {
+            write!(f, "{s}: ")?;
+        }
+        if self.fix.is_empty() {
+            return write!(f, "{}", self.what);
+        }
         write!(f, "{}: {}", self.what, self.fix)
     }
 }

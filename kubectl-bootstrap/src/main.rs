@@ -35,11 +35,22 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Deploy, start and prove the control plane on DESTINATION (idempotent).
+    /// Deploy, start and prove the control plane on DESTINATION, or on every server of a highly available plane (idempotent).
+    ///
+    /// With several servers: nothing changes anywhere unless every server passes preflight; files are staged on
+    /// all at once; a first deploy starts all at once; a change to a running plane rolls one server at a time,
+    /// each healthy again (and every other server ready) before the next, apiservers before their clients.
     #[command(mut_arg("kubeconfig", |a| a.help("Admin kubeconfig for the RBAC step (default: $KUBECONFIG, else ASSETS/admin.kubeconfig)")))]
     Server {
-        /// user@host, ssh://user@host:port, or a Host alias from ~/.ssh/config.
-        destination: String,
+        /// user@host, ssh://user@host:port, or a Host alias from ~/.ssh/config; several for an HA plane.
+        #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
+        destinations: Vec<String>,
+        /// The address clients use for the plane (load balancer or virtual IP), https://HOST[:PORT]: must be a name of the serving certificate.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// How many servers to connect to, read and stage at once (default: all).
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+        concurrency: usize,
         #[command(flatten)]
         ssh: SshArgs,
         /// The jumpbox directory: certs, kubeconfigs, encryption-config.yaml; binaries in downloads/controller and downloads/client, or directly here.
@@ -67,7 +78,9 @@ enum Command {
     },
     /// Stop and disable the control-plane units and remove what bootstrap placed (etcd stays).
     Reset {
-        destination: String,
+        /// The server(s) to reset.
+        #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
+        destinations: Vec<String>,
         #[command(flatten)]
         ssh: SshArgs,
         /// Do not ask for confirmation.
@@ -146,29 +159,50 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Reset { destination, ssh, yes, timeout } => {
+        Command::Reset { destinations, ssh, yes, timeout } => {
             if !yes {
-                if let Err(e) = confirm(&destination) {
+                if let Err(e) = confirm(&destinations.join(", ")) {
                     return fail(&e);
                 }
             }
-            let o = ResetOptions { destination: destination.clone(), ssh: (&ssh).into(), timeout };
+            let multi = destinations.len() > 1;
+            let o = ResetOptions { destinations, ssh: (&ssh).into(), timeout };
             match rt.block_on(interrupt::guard(bootstrap::reset(&o, &Ui::new(false)))) {
-                Ok(Ok(done)) => {
-                    if done.is_empty() {
-                        outln!("nothing to reset on {destination}");
+                Ok(results) => {
+                    let mut code = 0u8;
+                    for (dest, r) in results {
+                        let prefix = if multi { format!("{dest}: ") } else { String::new() };
+                        match r {
+                            Ok(done) if done.is_empty() => outln!("nothing to reset on {dest}"),
+                            Ok(done) => {
+                                for l in done {
+                                    outln!("{prefix}{}", controlplane::output::redact::line(&l));
+                                }
+                            }
+                            Err(e) => {
+                                errln!("error: {prefix}{e}");
+                                code = code.max(e.exit_code());
+                            }
+                        }
                     }
-                    for l in done {
-                        outln!("{}", controlplane::output::redact::line(&l));
-                    }
-                    ExitCode::SUCCESS
+                    ExitCode::from(code)
                 }
-                Ok(Err(e)) => fail(&e),
                 Err(sig) => interrupted(sig),
             }
         }
-        Command::Server { destination, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
-            let o = ServerOptions { destination, ssh: (&ssh).into(), assets, overrides: (&overrides).into(), dry_run, timeout, kube: (&kube).into(), kubernetes_version };
+        Command::Server { destinations, endpoint, concurrency, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
+            let o = ServerOptions {
+                destinations,
+                ssh: (&ssh).into(),
+                assets,
+                overrides: (&overrides).into(),
+                dry_run,
+                timeout,
+                kube: (&kube).into(),
+                kubernetes_version,
+                endpoint,
+                concurrency,
+            };
             let ui = Ui::new(verbose);
             match rt.block_on(interrupt::guard(bootstrap::server(&o, &ui))) {
                 Ok(Ok(report)) => {

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use crate::error::Problem;
 use crate::kube::config::KubeOptions;
 use crate::model::overrides::{desired_units, OverrideSources, Overrides};
@@ -16,7 +18,7 @@ use crate::model::version::{render_scheduler_config, scheduler_api_version, Vers
 use crate::model::{Source, DIRECTORIES, FILES, SCHEDULER_CONFIG};
 use crate::output::Ui;
 use crate::remote::lock::Lock;
-use crate::remote::probe::{self, Request};
+use crate::remote::probe::{self, Probe, Request};
 use crate::remote::{Host, SshOptions};
 use crate::Error;
 
@@ -25,6 +27,7 @@ pub mod plan;
 pub mod preflight;
 pub mod report;
 pub mod reset;
+pub mod rollout;
 pub mod steps;
 
 pub use report::{Failure, PlanReport, Report, RunReport};
@@ -32,7 +35,9 @@ pub use report::{Failure, PlanReport, Report, RunReport};
 /// What `kubectl bootstrap server` was asked.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub destination: String,
+    /// One server, or the servers of a highly available plane (each gets
+    /// the same control plane; per-host SSH settings come from ssh_config).
+    pub destinations: Vec<String>,
     pub ssh: SshOptions,
     /// The jumpbox directory: certs, kubeconfigs, encryption config, binaries.
     pub assets: PathBuf,
@@ -43,6 +48,11 @@ pub struct ServerOptions {
     pub kube: KubeOptions,
     /// The binaries' release, when they cannot run here to say it.
     pub kubernetes_version: Option<String>,
+    /// The address clients use for the plane (a load balancer or virtual
+    /// IP), `https://HOST[:PORT]`: preflight checks it is a certificate name.
+    pub endpoint: Option<String>,
+    /// How many servers are connected to, read and staged at once (0: all).
+    pub concurrency: usize,
 }
 
 async fn release(lock: Option<Lock<'_>>) {
@@ -51,30 +61,80 @@ async fn release(lock: Option<Lock<'_>>) {
     }
 }
 
+async fn release_all(locks: Vec<Option<Lock<'_>>>) {
+    futures::future::join_all(locks.into_iter().map(release)).await;
+}
+
+async fn close_all(hosts: Vec<Host>) {
+    futures::future::join_all(hosts.into_iter().map(Host::close)).await;
+}
+
 fn timing(step: &'static str, line: &str, t: &mut Instant) -> steps::StepTiming {
     let s = steps::StepTiming { step, line: line.to_string(), seconds: (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0 };
     *t = Instant::now();
     s
 }
 
-/// Deploys, starts and proves the control plane on one server (or, with
-/// `dry_run`, says how it would).
-pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
-    let started = Instant::now();
-    let mut t = Instant::now();
-    let destination = o.destination.as_str();
-    let overrides = Overrides::from_sources(&o.overrides)?;
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// The worst exit an error among several deserves: cannot connect (3),
+/// else failed on a server (1), else bad input (2).
+fn worst(errors: &[&Error]) -> u8 {
+    if errors.iter().any(|e| matches!(e, Error::Connect(_))) {
+        3
+    } else if errors.iter().any(|e| matches!(e, Error::Server(_))) {
+        1
+    } else {
+        2
+    }
+}
+
+/// Checks what the command line says before anything connects.
+fn validate(o: &ServerOptions) -> Result<Option<Version>, Error> {
+    if o.destinations.is_empty() {
+        return Err(Error::Input("no server given: kubectl bootstrap server DESTINATION [DESTINATION…]".into()));
+    }
+    for (i, d) in o.destinations.iter().enumerate() {
+        if o.destinations[..i].contains(d) {
+            return Err(Error::Input(format!("server {} is given twice: name each server once", crate::output::redact::line(d))));
+        }
+    }
     if !o.assets.is_dir() {
         return Err(Error::Input(format!(
             "--assets {}: not a directory (the jumpbox directory with certs, kubeconfigs and downloads/)",
             crate::output::redact::line(&o.assets.display().to_string())
-        ))
-        .into());
+        )));
     }
-    let version = match &o.kubernetes_version {
-        Some(v) => Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", crate::output::redact::line(v))))?),
-        None => None,
-    };
+    if let Some(e) = &o.endpoint {
+        let ok = e.parse::<http::Uri>().is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()) && matches!(u.path(), "" | "/"));
+        if !ok || unitfile::control_char(e).is_some() {
+            return Err(Error::Input(format!("--endpoint {}: expected https://HOST[:PORT] (the load balancer or virtual IP clients use)", crate::output::redact::line(e))));
+        }
+    }
+    match &o.kubernetes_version {
+        Some(v) => Ok(Some(Version::parse(v).ok_or_else(|| Error::Input(format!("--kubernetes-version {}: expected vMAJOR.MINOR, e.g. v1.32", crate::output::redact::line(v))))?)),
+        None => Ok(None),
+    }
+}
+
+/// Deploys, starts and proves the control plane on one server or several
+/// (or, with `dry_run`, says how it would). With several: local checks
+/// once; every server connected, locked, read, planned and preflighted
+/// concurrently, and nothing changes anywhere unless every server passes;
+/// then the waves of [`rollout::waves`]: staged everywhere at once, a first
+/// deploy started everywhere at once, a change to a running plane rolled
+/// one server at a time.
+pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
+    let started = Instant::now();
+    let mut t = Instant::now();
+    let overrides = Overrides::from_sources(&o.overrides)?;
+    let version = validate(o)?;
+    let dests = &o.destinations;
+    let multi = dests.len() > 1;
+    let uis: Vec<Ui> = dests.iter().map(|d| if multi { ui.for_server(d) } else { ui.clone() }).collect();
+    let limit = if o.concurrency == 0 { dests.len() } else { o.concurrency.min(dests.len()) };
     // The API step's credential: --kubeconfig, else $KUBECONFIG, else
     // ASSETS/admin.kubeconfig. It is checked like the assets' kubeconfigs
     // before anything changes. Local work (hashing hundreds of MiB,
@@ -100,93 +160,241 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
             (desired, problems, resolved)
         }
     });
-    ui.step(&format!("connect  {destination}"));
-    let remote = async {
-        let host = Host::connect(destination, &o.ssh, o.timeout).await?;
-        host.require_root().await?;
-        Ok::<_, Error>(host)
-    };
-    let (local, host) = tokio::join!(local, remote);
+    ui.step(&format!("connect  {}", dests.join(" ")));
+    let connect = futures::stream::iter(dests.iter())
+        .map(|d| async move {
+            let host = Host::connect(d, &o.ssh, o.timeout).await?;
+            host.require_root().await?;
+            Ok::<_, Error>(host)
+        })
+        .buffered(limit)
+        .collect::<Vec<_>>();
+    let (local, connected) = tokio::join!(local, connect);
     let (desired, mut problems, resolved) = local.expect("local checks do not panic");
-    let host = host.map_err(|error| Failure { error, problems: problems.clone() })?;
+    let mut hosts = Vec::new();
+    let mut failed: Vec<(usize, Error)> = Vec::new();
+    for (i, r) in connected.into_iter().enumerate() {
+        match r {
+            Ok(h) => hosts.push(h),
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    if !multi && !failed.is_empty() {
+        return Err(Failure { error: failed.remove(0).1, problems });
+    }
     // One run per server: wait for any other (a dry run changes nothing and
     // does not wait). The server is read under the lock.
-    let lock = if o.dry_run {
-        None
-    } else {
-        match Lock::acquire(&host, o.timeout, ui).await {
-            Ok(l) => Some(l),
-            Err(error) => return Err(Failure { error, problems }),
+    let locks: Vec<Result<Option<Lock<'_>>, Error>> = futures::stream::iter(hosts.iter().zip(&uis))
+        .map(|(h, u)| async move {
+            if o.dry_run {
+                Ok(None)
+            } else {
+                Lock::acquire(h, o.timeout, u).await.map(Some)
+            }
+        })
+        .buffered(limit)
+        .collect()
+        .await;
+    let reads: Vec<Result<Probe, Error>> = futures::stream::iter(hosts.iter().zip(&locks))
+        .map(|(h, l)| async move {
+            match l {
+                Ok(_) => probe::read(h, &Request::bootstrap()).await,
+                Err(_) => Err(Error::Input(String::new())),
+            }
+        })
+        .buffered(limit)
+        .collect()
+        .await;
+    let index: Vec<usize> = (0..dests.len()).filter(|i| !failed.iter().any(|(f, _)| f == i)).collect();
+    let mut locks_ok = Vec::new();
+    let mut probes = Vec::new();
+    for (k, (l, r)) in locks.into_iter().zip(reads).enumerate() {
+        match (l, r) {
+            (Ok(l), Ok(p)) => {
+                locks_ok.push(l);
+                probes.push(p);
+            }
+            (Ok(l), Err(e)) => {
+                locks_ok.push(l);
+                probes.push(Probe::default());
+                failed.push((index[k], e));
+            }
+            (Err(e), _) => {
+                locks_ok.push(None);
+                probes.push(Probe::default());
+                failed.push((index[k], e));
+            }
         }
-    };
-    let probe = match probe::read(&host, &Request::bootstrap()).await {
-        Ok(p) => p,
-        Err(error) => return Err(Failure { error, problems }),
-    };
+    }
+    let locks = locks_ok;
+    let names: Vec<String> = index.iter().map(|&i| dests[i].clone()).collect();
     let mut prepare = vec![timing("connect", "connect, read the server, local checks", &mut t)];
-    ui.detail(&format!("server: {} ({}), login {}", probe.arch, if probe.systemd { "systemd" } else { "no systemd" }, if host.sudo { "via sudo -n" } else { "root" }));
-    let plan = plan::build(&desired, &probe);
-    problems.extend(preflight::remote(&desired, &probe, &plan));
+    if !multi && !failed.is_empty() {
+        release_all(locks).await;
+        close_all(hosts).await;
+        return Err(Failure { error: failed.remove(0).1, problems });
+    }
+    for (h, (p, u)) in hosts.iter().zip(probes.iter().zip(&uis)) {
+        u.detail(&format!("server: {} ({}), login {}", p.arch, if p.systemd { "systemd" } else { "no systemd" }, if h.sudo { "via sudo -n" } else { "root" }));
+    }
+    // A first deploy: nothing runs anywhere yet. A change to a running
+    // plane of several rolls, apiservers first.
+    let first_deploy = probes.iter().all(|p| !crate::model::UNITS.iter().any(|u| p.active(u.file_name)));
+    let mode = if multi && !first_deploy { plan::Rollout::ApiserversFirst } else { plan::Rollout::OnePass };
+    let plans: Vec<plan::Plan> = probes.iter().map(|p| plan::build_for(&desired, p, mode)).collect();
+    for ((p, plan), name) in probes.iter().zip(&plans).zip(&names) {
+        let found = preflight::remote(&desired, p, plan);
+        problems.extend(found.into_iter().map(|x| if multi { x.on(name) } else { x }));
+    }
+    let servers: Vec<(&str, &Probe)> = names.iter().map(String::as_str).zip(probes.iter()).filter(|(n, _)| !failed.iter().any(|(i, _)| dests[*i] == *n)).collect();
+    problems.extend(preflight::cluster(&desired, &servers, o.endpoint.as_deref()));
     prepare.push(timing("preflight", "preflight and plan", &mut t));
-    if !problems.is_empty() {
-        let n = problems.len();
-        release(lock).await;
-        host.close().await;
-        let error = Error::Input(format!("preflight found {n} problem{}; nothing on {destination} was changed", if n == 1 { "" } else { "s" }));
-        return Err(Failure { error, problems });
+    if !problems.is_empty() || !failed.is_empty() {
+        release_all(locks).await;
+        close_all(hosts).await;
+        let n = problems.len() + failed.len();
+        let s = if n == 1 { "" } else { "s" };
+        let code = worst(&failed.iter().map(|(_, e)| e).collect::<Vec<_>>());
+        let mut all: Vec<Problem> = failed.iter().map(|(i, e)| Problem::new(e.to_string(), "").on(&dests[*i])).collect();
+        all.append(&mut problems);
+        if !multi {
+            let error = Error::Input(format!("preflight found {n} problem{s}; nothing on {} was changed", dests[0]));
+            return Err(Failure { error, problems: all });
+        }
+        let msg = format!("{n} problem{s} on {} server(s); nothing on any server was changed", dests.len());
+        let error = match (code, failed.is_empty()) {
+            (3, _) => Error::Connect(format!("{} of {} servers cannot be reached: {msg}", failed.iter().filter(|(_, e)| matches!(e, Error::Connect(_))).count(), dests.len())),
+            (1, false) => Error::Server(msg),
+            _ => Error::Input(format!("preflight found {msg}")),
+        };
+        return Err(Failure { error, problems: all });
     }
     if let Some(v) = desired.scheduler_version {
         ui.detail(&format!("binaries: Kubernetes {v}; scheduler config rendered as {}", scheduler_api_version(v).unwrap_or("?")));
     }
+    let waves = rollout::waves(&plans, first_deploy);
     if o.dry_run {
-        let report = PlanReport::new(destination, &plan, &desired, &probe);
-        release(lock).await;
-        host.close().await;
-        return Ok(Report::Plan(report));
+        let reports: Vec<PlanReport> = names.iter().zip(&plans).zip(&probes).map(|((n, plan), p)| PlanReport::new(n, plan, &desired, p)).collect();
+        let order: Vec<String> = waves.iter().map(|w| rollout::line(w, &names, &plans)).collect();
+        release_all(locks).await;
+        close_all(hosts).await;
+        if !multi {
+            return Ok(Report::Plan(reports.into_iter().next().expect("one server")));
+        }
+        return Ok(Report::ClusterPlan(report::ClusterPlanReport::new(reports, waves, order, first_deploy)));
     }
     let config = crate::kube::config::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), o.timeout).await?;
-    let mut x = steps::Exec::new(&host, &desired, lock.as_ref(), config, o.timeout, ui);
-    let ran = steps::execute(&plan, &mut x).await;
-    let outcome = x.outcome;
-    release(lock).await;
-    host.close().await;
+    let mut execs: Vec<steps::Exec<'_>> = hosts.iter().zip(&locks).zip(&uis).map(|((h, l), u)| steps::Exec::new(h, &desired, l.as_ref(), config.clone(), o.timeout, u)).collect();
+    let ran = run_waves(&mut execs, &plans, &waves, &names, limit, ui).await;
+    let outcomes: Vec<steps::Outcome> = execs.into_iter().map(|x| x.outcome).collect();
+    release_all(locks).await;
+    close_all(hosts).await;
     ran?;
-    let changed = !plan.is_noop() || outcome.rbac.iter().any(|r| r.result != "unchanged");
-    Ok(Report::Run(RunReport {
-        api_version: report::API_VERSION,
-        kind: "Result",
-        destination: destination.to_string(),
-        dry_run: false,
-        changed,
-        outcome,
-        prepare,
-        elapsed_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    }))
+    let elapsed = seconds(started.elapsed());
+    let mut runs: Vec<RunReport> = names
+        .iter()
+        .zip(outcomes)
+        .zip(&plans)
+        .map(|((n, outcome), plan)| RunReport {
+            api_version: report::API_VERSION,
+            kind: "Result",
+            destination: n.clone(),
+            dry_run: false,
+            changed: !plan.is_noop() || outcome.rbac.iter().any(|r| r.result != "unchanged"),
+            outcome,
+            prepare: prepare.clone(),
+            elapsed_seconds: elapsed,
+        })
+        .collect();
+    if !multi {
+        return Ok(Report::Run(runs.remove(0)));
+    }
+    Ok(Report::ClusterRun(report::ClusterRunReport::new(runs, waves, first_deploy, elapsed)))
+}
+
+/// Runs the waves. With several servers each server's wait also waits for
+/// every other server's /readyz. A failure stops the run there: what was
+/// staged on servers not yet reached is removed, and the error names the
+/// server and those left as they were.
+async fn run_waves(execs: &mut [steps::Exec<'_>], plans: &[plan::Plan], waves: &[rollout::Wave], names: &[String], limit: usize, ui: &Ui) -> Result<(), Failure> {
+    if execs.len() > 1 {
+        let opened = futures::future::join_all(execs.iter_mut().map(|x| async move { x.clients().await.map(|c| c.api.clone()) })).await;
+        let mut apis = Vec::new();
+        for (r, n) in opened.into_iter().zip(names) {
+            apis.push(r.map_err(|e| Failure::from(Error::Connect(format!("{n}: {e}"))))?);
+        }
+        for (i, x) in execs.iter_mut().enumerate() {
+            x.peers = names.iter().zip(&apis).enumerate().filter(|(j, _)| *j != i).map(|(_, (n, a))| (n.clone(), a.clone())).collect();
+        }
+    }
+    let mut reached = vec![false; execs.len()];
+    for w in waves {
+        if execs.len() > 1 {
+            ui.step(&format!("== {}", rollout::line(w, names, plans)));
+        }
+        let errors: Vec<(usize, Error)> = {
+            let runs = execs.iter_mut().enumerate().filter(|(i, _)| w.servers.contains(i)).map(|(i, x)| {
+                let actions = plans[i].part(w.part);
+                async move { (i, steps::run_actions(actions, x).await) }
+            });
+            futures::stream::iter(runs).buffer_unordered(limit.max(1)).filter_map(|(i, r)| async move { r.err().map(|e| (i, e)) }).collect().await
+        };
+        if !matches!(w.part, plan::Part::Prepare) {
+            for &i in &w.servers {
+                reached[i] = true;
+            }
+        }
+        if let Some((i, e)) = errors.into_iter().next() {
+            if execs.len() == 1 {
+                return Err(e.into());
+            }
+            let untouched: Vec<String> = (0..execs.len()).filter(|j| !reached[*j]).map(|j| names[j].clone()).collect();
+            for (j, x) in execs.iter_mut().enumerate() {
+                if !reached[j] {
+                    x.discard_staged().await;
+                }
+            }
+            let left = if untouched.is_empty() { String::new() } else { format!("\nnot reached, as they were: {}", untouched.join(", ")) };
+            let msg = format!("the rollout stopped at {}: {e}{left}\nfix the cause and run again: the next run finishes the rollout", names[i]);
+            return Err(match e {
+                Error::Connect(_) => Error::Connect(msg),
+                _ => Error::Server(msg),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// What `kubectl bootstrap reset` was asked (confirmation is the caller's).
 #[derive(Debug, Clone)]
 pub struct ResetOptions {
-    pub destination: String,
+    pub destinations: Vec<String>,
     pub ssh: SshOptions,
     pub timeout: Duration,
 }
 
-/// Stops and disables the units, removes what bootstrap placed (under the
-/// server's lock). Returns what it did, one line each.
-pub async fn reset(o: &ResetOptions, ui: &Ui) -> Result<Vec<String>, Error> {
-    let host = Host::connect(&o.destination, &o.ssh, o.timeout).await?;
-    host.require_root().await?;
-    let done = match Lock::acquire(&host, o.timeout, ui).await {
-        Ok(lock) => {
-            let done = reset::reset(&host).await;
-            lock.release().await;
-            done
-        }
-        Err(e) => Err(e),
-    };
-    host.close().await;
-    done
+/// Stops and disables the units, removes what bootstrap placed (under each
+/// server's lock), on every server at once. Returns, per server, what it
+/// did (one line each) or why it could not.
+pub async fn reset(o: &ResetOptions, ui: &Ui) -> Vec<(String, Result<Vec<String>, Error>)> {
+    async fn one(d: &str, o: &ResetOptions, ui: &Ui) -> Result<Vec<String>, Error> {
+        let host = Host::connect(d, &o.ssh, o.timeout).await?;
+        host.require_root().await?;
+        let done = match Lock::acquire(&host, o.timeout, ui).await {
+            Ok(lock) => {
+                let done = reset::reset(&host).await;
+                lock.release().await;
+                done
+            }
+            Err(e) => Err(e),
+        };
+        host.close().await;
+        done
+    }
+    let multi = o.destinations.len() > 1;
+    let results = futures::future::join_all(o.destinations.iter().map(|d| async move { one(d, o, &if multi { ui.for_server(d) } else { ui.clone() }).await })).await;
+    o.destinations.iter().cloned().zip(results).collect()
 }
 
 /// `kubectl bootstrap manifests [NAME]`: the layout, or one compiled-in file

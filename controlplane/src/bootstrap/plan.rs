@@ -212,6 +212,56 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         !self.actions.iter().any(Action::changes)
     }
+    /// The plan's parts, as a run over several servers schedules them.
+    pub fn parts(&self) -> Parts {
+        let a = &self.actions;
+        let prepare = a.iter().take_while(|x| matches!(x, Action::RemoveStale { .. } | Action::Directories { .. } | Action::Stage { .. })).count();
+        let finish = a.len() - a.iter().rev().take_while(|x| matches!(x, Action::ApplyRbac { .. })).count();
+        let mut passes = Vec::new();
+        let mut at = prepare;
+        for (i, x) in a.iter().enumerate().take(finish).skip(prepare) {
+            if matches!(x, Action::WaitHealthy { .. }) {
+                passes.push(at..i + 1);
+                at = i + 1;
+            }
+        }
+        if at < finish {
+            passes.push(at..finish);
+        }
+        Parts { prepare: 0..prepare, passes, finish: finish..a.len() }
+    }
+    /// The actions of `part`.
+    pub fn part(&self, part: Part) -> &[Action] {
+        let p = self.parts();
+        let r = match part {
+            Part::Prepare => p.prepare,
+            Part::Pass(k) => p.passes.get(k).cloned().unwrap_or(0..0),
+            Part::Finish => p.finish,
+        };
+        &self.actions[r]
+    }
+}
+
+/// Where a plan's parts are: what is staged before anything changes, the
+/// passes (each ends waiting until healthy), what is done once at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    pub prepare: std::ops::Range<usize>,
+    pub passes: Vec<std::ops::Range<usize>>,
+    pub finish: std::ops::Range<usize>,
+}
+
+/// A part of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "part", content = "pass")]
+pub enum Part {
+    /// Remove stale temps, make directories, stage the uploads: nothing
+    /// at a final path changes.
+    Prepare,
+    /// Commit, systemctl, wait until healthy (0-based).
+    Pass(usize),
+    /// Apply the RBAC.
+    Finish,
 }
 
 /// How a running process's argv differs from `want`, e.g. `--v=2 (unit: --v=3)`.
@@ -259,6 +309,26 @@ pub fn argv(u: &DesiredUnit) -> Vec<String> {
 /// So the plan stops those clients first, restarts the apiserver, and
 /// starts them again: seconds instead, and no crash-restart of them.
 pub fn build(desired: &Desired, probe: &Probe) -> Plan {
+    build_for(desired, probe, Rollout::OnePass)
+}
+
+/// How one server's plan fits a run over several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rollout {
+    /// One server, or the first deploy of several: everything in one pass.
+    #[default]
+    OnePass,
+    /// A change to a running plane of several servers: when a running
+    /// apiserver and its running clients both change, the apiserver's files
+    /// go in a first pass and the clients' in a second, so that every
+    /// server's apiserver is new before any client is (the Kubernetes
+    /// version-skew policy) and the clients keep running meanwhile.
+    ApiserversFirst,
+}
+
+/// [`build`] for a server that is one of several.
+pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
     let mut actions = Vec::new();
     if !probe.stale.is_empty() {
         actions.push(Action::RemoveStale { paths: probe.stale.clone() });
@@ -278,8 +348,6 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
     if !create.is_empty() || !fix.is_empty() {
         actions.push(Action::Directories { create, fix });
     }
-    let mut because: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut reload: Vec<String> = Vec::new();
     let (mut uploads, mut modes) = (Vec::new(), Vec::new());
     for (index, f) in desired.files.iter().enumerate() {
         let DesiredFile { spec, size, sha256, .. } = f;
@@ -301,25 +369,21 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
                 secret: spec.kind.is_secret(),
                 index,
             });
-            for c in spec.restarts {
-                because.entry(c).or_default().push(spec.dest.to_string());
-            }
-            if spec.kind == FileKind::Unit {
-                reload.push(format!("{} changed", spec.dest));
-            }
         } else if let Some(r) = remote {
             if r.mode.0 != spec.mode || r.owner != spec.owner || r.group != spec.group {
                 modes.push(ModeChange { dest: spec.dest.into(), mode: FileMode(spec.mode), owner: spec.owner.into(), group: spec.group.into() });
             }
         }
     }
-    // What the server's state says is still owed.
+    // What the server's state says is still owed, besides the files.
+    let mut owed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut owed_reload: Vec<String> = Vec::new();
     for line in &probe.pending {
         match line.split_once(' ') {
-            None if line == "daemon-reload" => reload.push("pending from an interrupted run".into()),
+            None if line == "daemon-reload" => owed_reload.push("pending from an interrupted run".into()),
             Some(("restart", unit)) => {
                 if let Some(u) = UNITS.iter().find(|u| u.file_name == unit) {
-                    because.entry(u.component).or_default().push("pending from an interrupted run".into());
+                    owed.entry(u.component).or_default().push("pending from an interrupted run".into());
                 }
             }
             _ => {}
@@ -328,18 +392,59 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
     for u in &desired.units {
         let Some(st) = probe.units.get(u.spec.file_name) else { continue };
         if st.need_daemon_reload {
-            reload.push(format!("systemd has not read the current {}", u.spec.file_name));
+            owed_reload.push(format!("systemd has not read the current {}", u.spec.file_name));
         }
         if probe.active(u.spec.file_name) && !st.cmdline.is_empty() {
             if let Some(d) = argv_difference(&st.cmdline, &argv(u)) {
-                because.entry(u.spec.component).or_default().push(format!("running with other flags than its unit: {d}"));
+                owed.entry(u.spec.component).or_default().push(format!("running with other flags than its unit: {d}"));
             }
         }
     }
-    let owes_restart = |unit: &str| probe.active(unit);
+    let restarts_of = |f: &FileChange| desired.files[f.index].spec.restarts;
+    let api_unit = crate::model::unit(APISERVER).map(|u| u.file_name).unwrap_or_default();
+    // Two passes when a running apiserver and its running clients both
+    // change because of files: the apiserver's files (and those no unit
+    // reads) first, the clients' second.
+    let apiserver_changes = owed.contains_key(APISERVER) || uploads.iter().any(|f| restarts_of(f).contains(&APISERVER));
+    let clients_change =
+        uploads.iter().any(|f| !restarts_of(f).contains(&APISERVER) && restarts_of(f).iter().any(|c| crate::model::unit(c).is_some_and(|u| probe.active(u.file_name))));
+    let two_passes = rollout == Rollout::ApiserversFirst && probe.active(api_unit) && apiserver_changes && clients_change;
+    let passes: Vec<Vec<FileChange>> = if two_passes {
+        let (first, second): (Vec<FileChange>, Vec<FileChange>) = uploads.iter().cloned().partition(|f| restarts_of(f).is_empty() || restarts_of(f).contains(&APISERVER));
+        vec![first, second]
+    } else {
+        vec![uploads.clone()]
+    };
     if !uploads.is_empty() {
-        let files: Vec<String> = uploads.iter().map(|f| f.dest.clone()).collect();
         actions.push(Action::Stage { files: uploads });
+    }
+    for (k, files) in passes.into_iter().enumerate() {
+        let first = k == 0;
+        let mut because = if first { owed.clone() } else { BTreeMap::new() };
+        let mut reload = if first { owed_reload.clone() } else { Vec::new() };
+        for f in &files {
+            let spec = &desired.files[f.index].spec;
+            for c in spec.restarts {
+                because.entry(c).or_default().push(spec.dest.to_string());
+            }
+            if spec.kind == FileKind::Unit {
+                reload.push(format!("{} changed", spec.dest));
+            }
+        }
+        pass(&mut actions, probe, files, because, reload, if first { std::mem::take(&mut modes) } else { Vec::new() }, first);
+    }
+    actions.push(Action::ApplyRbac {
+        cluster_roles: crate::model::CLUSTER_ROLES.iter().map(|r| r.name.to_string()).collect(),
+        cluster_role_bindings: crate::model::CLUSTER_ROLE_BINDINGS.iter().map(|r| r.name.to_string()).collect(),
+    });
+    Plan { actions }
+}
+
+/// One pass: commit `files`, reload, enable, restart or start what needs
+/// it, wait until healthy.
+fn pass(actions: &mut Vec<Action>, probe: &Probe, files: Vec<FileChange>, because: BTreeMap<&str, Vec<String>>, mut reload: Vec<String>, modes: Vec<ModeChange>, first: bool) {
+    let owes_restart = |unit: &str| probe.active(unit);
+    if !files.is_empty() {
         // The marker: what the commit makes necessary, recorded before it.
         let mut marker = Vec::new();
         if !reload.is_empty() {
@@ -348,7 +453,7 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
         for u in UNITS.iter().filter(|u| because.contains_key(u.component) && owes_restart(u.file_name)) {
             marker.push(format!("restart {}", u.file_name));
         }
-        actions.push(Action::Commit { files, marker });
+        actions.push(Action::Commit { files: files.iter().map(|f| f.dest.clone()).collect(), marker });
     }
     if !modes.is_empty() {
         actions.push(Action::SetModes { files: modes });
@@ -358,7 +463,7 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
         actions.push(Action::DaemonReload { because: reload });
     }
     let to_enable: Vec<String> = UNITS.iter().filter(|u| !probe.units.get(u.file_name).is_some_and(|s| s.is_enabled())).map(|u| u.file_name.to_string()).collect();
-    if !to_enable.is_empty() {
+    if first && !to_enable.is_empty() {
         actions.push(Action::Enable { units: to_enable });
     }
     let why = |c: &str| -> Vec<String> {
@@ -385,17 +490,14 @@ pub fn build(desired: &Desired, probe: &Probe) -> Plan {
             b.insert(0, "stopped around the apiserver's restart".into());
             actions.push(Action::Start { unit: u.file_name.into(), because: b });
         } else if !probe.active(u.file_name) {
-            actions.push(Action::Start { unit: u.file_name.into(), because: Vec::new() });
+            if first {
+                actions.push(Action::Start { unit: u.file_name.into(), because: Vec::new() });
+            }
         } else if restart(u) && Some(u.file_name) != apiserver.map(|a| a.file_name) {
             actions.push(Action::Restart { unit: u.file_name.into(), because: why(u.component) });
         }
     }
     actions.push(Action::WaitHealthy { components: UNITS.iter().map(|u| u.component.to_string()).collect() });
-    actions.push(Action::ApplyRbac {
-        cluster_roles: crate::model::CLUSTER_ROLES.iter().map(|r| r.name.to_string()).collect(),
-        cluster_role_bindings: crate::model::CLUSTER_ROLE_BINDINGS.iter().map(|r| r.name.to_string()).collect(),
-    });
-    Plan { actions }
 }
 
 #[cfg(test)]
@@ -450,6 +552,39 @@ mod tests {
         }
         // Nothing ran yet: inactive units are started by the next run anyway.
         assert_eq!(marker(&p), ["daemon-reload"]);
+    }
+
+    #[test]
+    fn a_running_plane_of_several_takes_the_apiserver_first_when_both_change() {
+        let d = desired();
+        let mut f = converged(&d);
+        // New binaries for all three.
+        for b in ["/usr/local/bin/kube-apiserver", "/usr/local/bin/kube-controller-manager", "/usr/local/bin/kube-scheduler"] {
+            f.files.get_mut(b).unwrap().sha256 = "old".into();
+        }
+        // One server: one pass, as before.
+        let one = build(&d, &f);
+        assert_eq!(kinds(&one), ["stage", "commit", "stop", "restart", "start", "start", "wait-healthy", "apply-rbac"]);
+        let p = build_for(&d, &f, Rollout::ApiserversFirst);
+        assert_eq!(kinds(&p), ["stage", "commit", "stop", "restart", "start", "start", "wait-healthy", "commit", "restart", "restart", "wait-healthy", "apply-rbac"]);
+        let commits: Vec<Vec<String>> = p.actions.iter().filter_map(|a| if let Action::Commit { files, .. } = a { Some(files.clone()) } else { None }).collect();
+        assert_eq!(commits[0], ["/usr/local/bin/kube-apiserver"]);
+        assert_eq!(commits[1], ["/usr/local/bin/kube-controller-manager", "/usr/local/bin/kube-scheduler"]);
+        // The first pass starts the clients again from their old binaries
+        // (they are not committed yet); the second restarts them on the new.
+        let line = |i: usize| p.actions[i].line();
+        assert!(line(4).starts_with("systemctl start kube-controller-manager.service (stopped around"), "{}", line(4));
+        assert!(line(8).contains("changed: /usr/local/bin/kube-controller-manager"), "{}", line(8));
+        let parts = p.parts();
+        assert_eq!((parts.prepare, parts.passes, parts.finish), (0..1, vec![1..7, 7..11], 11..12));
+        // Only the apiserver changes: one pass, also on a plane of several.
+        let mut g = converged(&d);
+        g.files.get_mut("/usr/local/bin/kube-apiserver").unwrap().sha256 = "old".into();
+        assert_eq!(build_for(&d, &g, Rollout::ApiserversFirst).parts().passes.len(), 1);
+        // A no-op: one pass that only waits.
+        let n = build_for(&d, &converged(&d), Rollout::ApiserversFirst);
+        let parts = n.parts();
+        assert_eq!((parts.prepare, parts.passes.len(), parts.passes[0].clone(), parts.finish), (0..0, 1, 0..1, 1..2));
     }
 
     #[test]

@@ -244,3 +244,76 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
     }
     p
 }
+
+/// The serving certificate bootstrap installs (`--tls-cert-file`), parsed.
+fn serving_cert(desired: &Desired) -> Option<Cert> {
+    let dest = desired.unit("kube-apiserver").and_then(|u| u.flag("tls-cert-file"))?;
+    let f = desired.file(dest)?;
+    Cert::from_pem(&f.bytes().ok()?).ok()
+}
+
+/// The address `probe`'s server will advertise: `--advertise-address` when
+/// set, else what the apiserver picks itself (the default route's interface).
+pub fn advertise_address(desired: &Desired, probe: &Probe) -> Option<String> {
+    desired.unit("kube-apiserver").and_then(|u| u.flag("advertise-address")).map(str::to_string).or_else(|| probe.default_address.clone())
+}
+
+/// Checks across the servers of one run: with several, each server's
+/// advertise address and hostname must be names of the serving certificate
+/// (clients and the other servers reach it by them) and unique (Lease
+/// holders are named by hostname, Endpoints list addresses); `--endpoint`'s
+/// host must be a name of the certificate.
+pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&str>) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let show = crate::output::redact::line;
+    let cert = serving_cert(desired);
+    if let Some(url) = endpoint {
+        match (pki::host_of(url), &cert) {
+            (Some(host), Some(c)) if !c.covers(&host) => p.push(Problem::new(
+                format!("--endpoint {}: {host} is not a name of the serving certificate", show(url)),
+                "reissue kube-api-server.crt with it among its SANs, or pass the address clients really use",
+            )),
+            _ => {}
+        }
+    }
+    if servers.len() < 2 {
+        return p;
+    }
+    let mut hostnames: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut addresses: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, probe) in servers {
+        if !probe.hostname.is_empty() {
+            hostnames.entry(probe.hostname.as_str()).or_default().push(name);
+        }
+        let address = advertise_address(desired, probe);
+        match &address {
+            None => p.push(
+                Problem::new(
+                    "no default route: the apiserver cannot pick an address to advertise",
+                    "give the server a default route (the apiserver advertises its interface's address)",
+                )
+                .on(name),
+            ),
+            Some(a) => addresses.entry(a.clone()).or_default().push(name),
+        }
+        let Some(c) = &cert else { continue };
+        for (what, value) in [("the address it will advertise", address.as_deref()), ("its hostname", Some(probe.hostname.as_str()).filter(|h| !h.is_empty()))] {
+            if let Some(v) = value.filter(|v| !c.covers(v)) {
+                p.push(
+                    Problem::new(
+                        format!("{what}, {}, is not a name of the serving certificate", show(v)),
+                        "reissue kube-api-server.crt with every server's address and hostname among its SANs",
+                    )
+                    .on(name),
+                );
+            }
+        }
+    }
+    for (h, names) in hostnames.iter().filter(|(_, n)| n.len() > 1) {
+        p.push(Problem::new(format!("{} share the hostname {}", names.join(", "), show(h)), "give each server its own hostname (leader Leases name their holder by it)"));
+    }
+    for (a, names) in addresses.iter().filter(|(_, n)| n.len() > 1) {
+        p.push(Problem::new(format!("{} would all advertise {a}", names.join(", ")), "each server must advertise its own address"));
+    }
+    p
+}

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::desired::{Content, Desired};
 use super::plan::{Action, Plan};
+use super::rollout::Wave;
 use super::steps::{Outcome, StepTiming};
 use crate::error::Problem;
 use crate::output::human_bytes;
@@ -55,11 +56,96 @@ pub struct RunReport {
     pub elapsed_seconds: f64,
 }
 
+/// `--dry-run` on several servers: each server's plan and the order the
+/// run takes them in.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPlanReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub dry_run: bool,
+    /// Would anything on any server change?
+    pub changes: bool,
+    /// `first-deploy` (every server at once) or `rolling` (one at a time).
+    pub rollout: &'static str,
+    pub waves: Vec<Wave>,
+    /// The waves, one line each, as the run prints them.
+    pub order: Vec<String>,
+    pub servers: Vec<PlanReport>,
+}
+
+impl ClusterPlanReport {
+    pub fn new(servers: Vec<PlanReport>, waves: Vec<Wave>, order: Vec<String>, first_deploy: bool) -> Self {
+        ClusterPlanReport {
+            api_version: API_VERSION,
+            kind: "ClusterPlan",
+            dry_run: true,
+            changes: servers.iter().any(|s| s.changes),
+            rollout: if first_deploy { "first-deploy" } else { "rolling" },
+            waves,
+            order,
+            servers,
+        }
+    }
+}
+
+/// Totals over the servers of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSummary {
+    pub servers: usize,
+    pub changed_servers: Vec<String>,
+    pub uploaded_files: usize,
+    pub bytes_sent: u64,
+    /// `SERVER UNIT`, in the order they happened per server.
+    pub restarted: Vec<String>,
+}
+
+/// A run over several servers that finished.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRunReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub dry_run: bool,
+    pub changed: bool,
+    pub rollout: &'static str,
+    pub waves: Vec<Wave>,
+    pub summary: ClusterSummary,
+    pub servers: Vec<RunReport>,
+    pub elapsed_seconds: f64,
+}
+
+impl ClusterRunReport {
+    pub fn new(servers: Vec<RunReport>, waves: Vec<Wave>, first_deploy: bool, elapsed_seconds: f64) -> Self {
+        let summary = ClusterSummary {
+            servers: servers.len(),
+            changed_servers: servers.iter().filter(|s| s.changed).map(|s| s.destination.clone()).collect(),
+            uploaded_files: servers.iter().map(|s| s.outcome.uploaded.len()).sum(),
+            bytes_sent: servers.iter().map(|s| s.outcome.bytes_sent).sum(),
+            restarted: servers.iter().flat_map(|s| s.outcome.restarted.iter().map(move |u| format!("{} {u}", s.destination))).collect(),
+        };
+        ClusterRunReport {
+            api_version: API_VERSION,
+            kind: "ClusterResult",
+            dry_run: false,
+            changed: servers.iter().any(|s| s.changed),
+            rollout: if first_deploy { "first-deploy" } else { "rolling" },
+            waves,
+            summary,
+            servers,
+            elapsed_seconds,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Report {
     Plan(PlanReport),
     Run(RunReport),
+    ClusterPlan(ClusterPlanReport),
+    ClusterRun(ClusterRunReport),
 }
 
 /// A run that did not finish: the error and, from preflight, every problem.
@@ -192,11 +278,61 @@ impl fmt::Display for RunReport {
     }
 }
 
+impl fmt::Display for ClusterPlanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.servers {
+            writeln!(f, "{s}\n")?;
+        }
+        writeln!(
+            f,
+            "order ({}):",
+            if self.rollout == "rolling" { "a running plane: one server at a time, each healthy before the next" } else { "a first deploy: every server at once" }
+        )?;
+        for (i, l) in self.order.iter().enumerate() {
+            writeln!(f, "  {}. {l}", i + 1)?;
+        }
+        let n = self.servers.iter().filter(|s| s.changes).count();
+        if n == 0 {
+            write!(f, "dry run: nothing would change on any of {} servers", self.servers.len())
+        } else {
+            write!(f, "dry run: {n} of {} servers would change; run without --dry-run to apply", self.servers.len())
+        }
+    }
+}
+
+impl fmt::Display for ClusterRunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.servers {
+            writeln!(f, "{}:", s.destination)?;
+            for l in s.to_string().lines().filter(|l| !l.starts_with("steps:")) {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        let m = &self.summary;
+        if m.changed_servers.is_empty() {
+            write!(f, "nothing changed on any of {} servers; total {:.1}s", m.servers, self.elapsed_seconds)
+        } else {
+            write!(
+                f,
+                "{} of {} servers changed ({}): {} file(s), {} sent; total {:.1}s",
+                m.changed_servers.len(),
+                m.servers,
+                self.rollout,
+                m.uploaded_files,
+                human_bytes(m.bytes_sent),
+                self.elapsed_seconds
+            )
+        }
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Report::Plan(p) => p.fmt(f),
             Report::Run(r) => r.fmt(f),
+            Report::ClusterPlan(p) => p.fmt(f),
+            Report::ClusterRun(r) => r.fmt(f),
         }
     }
 }

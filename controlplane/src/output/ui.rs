@@ -38,25 +38,32 @@ macro_rules! err {
     }};
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ui {
     pub tty: bool,
     pub verbose: bool,
+    /// Put before every line: the server's name when a run has several.
+    pub prefix: String,
 }
 
 impl Ui {
     pub fn new(verbose: bool) -> Ui {
-        Ui { tty: std::io::stderr().is_terminal(), verbose }
+        Ui { tty: std::io::stderr().is_terminal(), verbose, prefix: String::new() }
+    }
+
+    /// The same, for the lines about one of several servers.
+    pub fn for_server(&self, name: &str) -> Ui {
+        Ui { prefix: format!("[{name}] "), ..self.clone() }
     }
 
     /// One line of progress.
     pub fn step(&self, line: &str) {
-        crate::errln!("{line}");
+        crate::errln!("{}{line}", self.prefix);
     }
 
     pub fn detail(&self, line: &str) {
         if self.verbose {
-            crate::errln!("  {line}");
+            crate::errln!("{}  {line}", self.prefix);
         }
     }
 

@@ -68,7 +68,7 @@ impl<'h> Lock<'h> {
     pub async fn acquire(host: &'h Host, timeout: Duration, ui: &Ui) -> Result<Lock<'h>, Error> {
         let token: String = format!("{:016x}", rand::random::<u64>());
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-        let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
         let info = format!("from {} (user {user}, pid {}) since {since} token {token}", local_host(), std::process::id());
         let info: String = crate::output::redact::line(&info);
         let start = Instant::now();

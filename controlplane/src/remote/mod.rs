@@ -233,6 +233,16 @@ impl Host {
     }
 
     pub async fn sh_within(&self, script: &str, limit: Duration) -> Result<std::process::Output, Error> {
+        self.sh_fed(script, None, limit).await
+    }
+
+    /// [`Host::sh`] with `input` on the script's stdin: what must not be in
+    /// its command line (which every user of the server can read in /proc).
+    pub async fn sh_input(&self, script: &str, input: &[u8]) -> Result<std::process::Output, Error> {
+        self.sh_fed(script, Some(input), self.timeout).await
+    }
+
+    async fn sh_fed(&self, script: &str, input: Option<&[u8]>, limit: Duration) -> Result<std::process::Output, Error> {
         let secs = limit.as_secs().max(1);
         let mut c = if self.sudo {
             let mut c = self.session.command("sudo");
@@ -242,7 +252,18 @@ impl Host {
             self.session.command("timeout")
         };
         c.arg("-k").arg("5").arg(secs.to_string()).arg("sh").arg("-c").arg(script);
-        match tokio::time::timeout(Duration::from_secs(secs + 10), c.output()).await {
+        let run = async {
+            let Some(input) = input else { return c.output().await };
+            use tokio::io::AsyncWriteExt;
+            let mut child = c.stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped()).spawn().await?;
+            if let Some(mut w) = child.stdin().take() {
+                // A script that exits without reading is its own answer.
+                let _ = w.write_all(input).await;
+                let _ = w.shutdown().await;
+            }
+            child.wait_with_output().await
+        };
+        match tokio::time::timeout(Duration::from_secs(secs + 10), run).await {
             Ok(r) => {
                 let out = r.map_err(|e| self.lost(e))?;
                 if out.status.code() == Some(124) || out.status.code() == Some(137) {

@@ -35,6 +35,13 @@ pub fn pending_marker() -> String {
     format!("{STATE_DIR}/pending")
 }
 
+/// `hm FILE`: HMAC-SHA256 of FILE under the key whose pads ([`HmacKey::pads`])
+/// arrive on stdin. Only builtins and pipes see them: nothing on a command
+/// line, which every user of the server can read in /proc.
+pub const HMAC_SH: &str = "read -r IP; read -r OP\n\
+    hm() { i=$( { printf %s \"$IP\" | basenc --base16 -d; cat -- \"$1\"; } | sha256sum | cut -c1-64 | tr a-f A-F ); \
+    { printf %s \"$OP\" | basenc --base16 -d; printf %s \"$i\" | basenc --base16 -d; } | sha256sum | cut -c1-64; }\n";
+
 /// What a caller needs read. Every path comes from the compiled-in layout or
 /// from the installed units; nothing else is read.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +62,44 @@ pub struct Request {
     pub kubeconfigs: Vec<String>,
     /// The encryption config whose provider names to read.
     pub encryption: Option<String>,
+    /// etcd's member list (v3 gateway on the local member).
+    pub etcd_members: bool,
+    /// Fingerprints of the layout's files to compare across servers: the
+    /// sha256 of a public file, an HMAC-SHA256 under this run's random key
+    /// of a secret one (the key goes on stdin, never on a command line).
+    pub fingerprints: Option<HmacKey>,
+}
+
+/// A random per-run HMAC key. Its Debug says nothing.
+#[derive(Clone)]
+pub struct HmacKey([u8; 64]);
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+impl HmacKey {
+    pub fn random() -> HmacKey {
+        HmacKey(rand::random())
+    }
+    /// The key XOR the HMAC inner and outer pads (block size 64: the key is
+    /// exactly a block), upper-case hex for `basenc --base16 -d`, one per
+    /// line: the script's stdin.
+    pub fn pads(&self) -> String {
+        let hex = |pad: u8| self.0.iter().map(|b| format!("{:02X}", b ^ pad)).collect::<String>();
+        format!("{}\n{}\n", hex(0x36), hex(0x5c))
+    }
+    /// HMAC-SHA256 of `data` under this key, as the server computes it.
+    #[cfg(test)]
+    pub fn hmac(&self, data: &[u8]) -> String {
+        use sha2::Digest;
+        let pad = |p: u8| self.0.iter().map(|b| b ^ p).collect::<Vec<u8>>();
+        let inner = sha2::Sha256::new().chain_update(pad(0x36)).chain_update(data).finalize();
+        let outer = sha2::Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+        outer.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl Request {
@@ -131,7 +176,15 @@ pub struct Probe {
     /// Lines of the pending-work marker an interrupted run left.
     pub pending: Vec<String>,
     pub etcd_health: String,
+    /// etcd's answer to /v3/cluster/member/list (JSON), when asked.
+    pub etcd_members: String,
     pub addresses: Vec<String>,
+    /// The first global IPv4 address of the interface with the default
+    /// route: what the apiserver advertises unless told otherwise.
+    pub default_address: Option<String>,
+    /// Path → sha256 (public) or HMAC (secret), when asked.
+    #[serde(skip)]
+    pub fingerprints: BTreeMap<String, String>,
     /// Texts of units and configs (never of secrets), by path.
     #[serde(skip)]
     pub texts: BTreeMap<String, String>,
@@ -175,6 +228,8 @@ pub fn script(req: &Request) -> String {
          echo \"arch${{T}}$(uname -m)\"\n\
          echo \"hostname${{T}}$(hostname)\"\n\
          if [ -d /run/systemd/system ]; then echo \"systemd${{T}}yes\"; else echo \"systemd${{T}}no\"; fi\n\
+         dev=$(ip -o -4 route show default 2>/dev/null | awk '{{for(i=1;i<NF;i++) if($i==\"dev\"){{print $(i+1); exit}}}}')\n\
+         [ -n \"$dev\" ] && ip -o -4 addr show dev \"$dev\" scope global 2>/dev/null | awk -v T=\"$T\" 'NR==1{{split($4,a,\"/\"); print \"advertise\" T a[1]}}'\n\
          for f in {files}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"stat${{T}}$f${{T}}$(stat -c \"%a${{T}}%U${{T}}%G${{T}}%s${{T}}%F\" \"$f\")\"; fi; done\n\
          for f in {texts}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"text${{T}}$f${{T}}$(base64 -w0 \"$f\")\"; done\n\
          for d in {dirs}; do [ -e \"$d\" ] && echo \"dir${{T}}$d${{T}}$(stat -L -c \"%a${{T}}%U${{T}}%G${{T}}%F\" \"$d\")\"; done\n",
@@ -229,6 +284,25 @@ pub fn script(req: &Request) -> String {
              ip -o -6 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{{print \"addr\" T $4}}'\n",
             host = etcd.host,
             port = etcd.port,
+        ));
+    }
+    if req.etcd_members {
+        let etcd = crate::model::etcd_endpoint();
+        s.push_str(&format!(
+            "(m=$(timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && printf \"POST /v3/cluster/member/list HTTP/1.0\\r\\nContent-Type: application/json\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}\" >&3 && cat <&3 | tail -1' 2>&1 | tr -d '\\r\\n'); echo \"etcdmembers${{T}}$m\") &\n",
+            host = etcd.host,
+            port = etcd.port,
+        ));
+    }
+    if req.fingerprints.is_some() {
+        let secret: Vec<&str> = FILES.iter().filter(|f| f.kind.is_secret()).map(|f| f.dest).collect();
+        let public: Vec<&str> = FILES.iter().filter(|f| !f.kind.is_secret()).map(|f| f.dest).collect();
+        s.push_str(HMAC_SH);
+        s.push_str(&format!(
+            "if command -v basenc >/dev/null; then for f in {secret}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"fp${{T}}$f${{T}}hmac:$(hm \"$f\")\"; done; fi\n\
+             for f in {public}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && printf '%s\\0' \"$f\"; done | xargs -0 -r -P 4 -n 1 $H | sed \"s|^|fpsum${{T}}|\"\n",
+            secret = list(&secret),
+            public = list(&public),
         ));
     }
     if !req.certs.is_empty() {
@@ -320,6 +394,16 @@ pub fn parse(out: &str, p: &mut Probe) {
             ["version", unit, v] => p.units.entry(unit.to_string()).or_default().binary_version = Some(v.trim().to_string()),
             ["ss", rest] => p.listeners.extend(parse_ss(rest)),
             ["etcd", rest] => p.etcd_health = rest.to_string(),
+            ["etcdmembers", rest] => p.etcd_members = rest.to_string(),
+            ["advertise", a] => p.default_address = Some(a.trim().to_string()),
+            ["fp", path, v] => {
+                p.fingerprints.insert(path.to_string(), v.trim().to_string());
+            }
+            ["fpsum", rest] => {
+                if let Some((sha, path)) = rest.split_once(' ') {
+                    p.fingerprints.insert(path.trim_start_matches(' ').trim_start_matches('*').to_string(), format!("sha256:{sha}"));
+                }
+            }
             ["addr", a] => p.addresses.push(a.split('/').next().unwrap_or(a).to_string()),
             ["cert", path, b] => {
                 p.certs.insert(path.to_string(), b64(b).unwrap_or_default());
@@ -352,7 +436,10 @@ pub fn parse(out: &str, p: &mut Probe) {
 /// read in it; the local time it answered sets the skew).
 pub async fn run(host: &Host, req: &Request, into: &mut Probe) -> Result<(), Error> {
     let asked = std::time::SystemTime::now();
-    let out = host.sh(&script(req)).await?;
+    let out = match &req.fingerprints {
+        Some(key) => host.sh_input(&script(req), key.pads().as_bytes()).await?,
+        None => host.sh(&script(req)).await?,
+    };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if host.sudo && (err.contains("a password is required") || err.contains("sudo:")) {
@@ -381,6 +468,31 @@ pub async fn read(host: &Host, req: &Request) -> Result<Probe, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_servers_hmac_is_hmac_sha256_and_its_key_is_on_no_command_line() {
+        let key = HmacKey::random();
+        let dir = std::env::temp_dir().join(format!("kcp-hmac-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&f, &data).unwrap();
+        let script = format!("{HMAC_SH}hm {}", shell_quote_test(&f.display().to_string()));
+        assert!(!script.contains(&key.pads()[..20]));
+        let mut c = std::process::Command::new("sh").arg("-c").arg(&script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(key.pads().as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), key.hmac(&data));
+        // Another key, another answer: nothing to compare across runs.
+        assert_ne!(HmacKey::random().hmac(&data), key.hmac(&data));
+        assert_eq!(format!("{key:?}"), "HmacKey(..)");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn shell_quote_test(s: &str) -> String {
+        crate::remote::shell_quote(s)
+    }
 
     /// A reply as a server gives it (recorded from the bed, trimmed).
     const REPLY: &str = "now\t1796049323.105266432\narch\tx86_64\nhostname\tserver\nsystemd\tyes\n\

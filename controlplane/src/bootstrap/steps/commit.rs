@@ -34,7 +34,7 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
     if !marker.is_empty() {
         let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
         script.push_str(&format!(
-            "o=; printf '%s\\n' {lines} > {t} || fail 'cannot write {m}'\nrun sync {t} || fail 'cannot write {m}'\nrun mv -fT {t} {mq} || fail 'cannot write {m}'\n",
+            "o=; {{ [ -f {mq} ] && cat {mq}; printf '%s\\n' {lines}; }} | awk '!seen[$0]++' > {t} || fail 'cannot write {m}'\nrun sync {t} || fail 'cannot write {m}'\nrun mv -fT {t} {mq} || fail 'cannot write {m}'\n",
             lines = lines.join(" "),
             t = q(&format!("{marker_path}.tmp")),
             m = marker_path,
@@ -74,7 +74,9 @@ pub fn clear_marker(lines: &[String], marker_path: &str) -> String {
 }
 
 pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[String]) -> Result<(), Error> {
-    let staged = std::mem::take(&mut x.staged);
+    // This commit's files; the rest stay staged for a later pass's commit.
+    let (staged, later): (Vec<_>, Vec<_>) = std::mem::take(&mut x.staged).into_iter().partition(|s| dests.iter().any(|d| d == x.desired.files[s.index].spec.dest));
+    x.staged = later;
     if staged.is_empty() {
         return Ok(());
     }
@@ -141,6 +143,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&m).unwrap(), "restart x.service\n");
         run(clear_marker(&["restart x.service".into()], &m));
         assert!(!std::path::Path::new(&m).exists());
+        // A second pass's commit adds to what the first still owes.
+        std::fs::write(&m, "restart x.service\n").unwrap();
+        run(commit_script(&[], &["daemon-reload".into(), "restart x.service".into()], &m, None));
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), "restart x.service\ndaemon-reload\n");
     }
 
     /// A destination that became a directory stops the commit on one line

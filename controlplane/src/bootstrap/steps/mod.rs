@@ -65,14 +65,18 @@ pub struct Exec<'a> {
     clients: Option<HealthClients>,
     /// When the apiserver's restart began.
     api_restart: Option<Instant>,
+    /// The other servers' apiservers, by name, when the run has several:
+    /// the wait step waits until each answers /readyz too.
+    pub peers: Vec<(String, kube::Client)>,
 }
 
 impl<'a> Exec<'a> {
     pub fn new(host: &'a Host, desired: &'a Desired, lock: Option<&'a Lock<'a>>, api_config: kube::Config, timeout: Duration, ui: &'a Ui) -> Exec<'a> {
-        Exec { host, desired, lock, api_config, timeout, ui, outcome: Outcome::default(), staged: Vec::new(), clients: None, api_restart: None }
+        Exec { host, desired, lock, api_config, timeout, ui, outcome: Outcome::default(), staged: Vec::new(), clients: None, api_restart: None, peers: Vec::new() }
     }
 
-    async fn clients(&mut self) -> Result<&HealthClients, Error> {
+    /// The tunnelled health clients of this server (opened on first use).
+    pub async fn clients(&mut self) -> Result<&HealthClients, Error> {
         if self.clients.is_none() {
             self.clients = Some(HealthClients::open(self.host, self.desired, self.api_config.clone()).await?);
         }
@@ -96,9 +100,25 @@ impl Action {
     }
 }
 
+impl Exec<'_> {
+    /// Removes what was staged and not committed (a rollout stopped before
+    /// this server's turn): nothing of this run is left on it.
+    pub async fn discard_staged(&mut self) {
+        let temps: Vec<String> = std::mem::take(&mut self.staged).into_iter().map(|s| crate::remote::shell_quote(&s.tmp)).collect();
+        if !temps.is_empty() {
+            let _ = self.host.sh(&format!("rm -f {}", temps.join(" "))).await;
+        }
+    }
+}
+
 /// Runs every step of `plan` in order, each timed.
 pub async fn execute(plan: &Plan, x: &mut Exec<'_>) -> Result<(), Error> {
-    for a in &plan.actions {
+    run_actions(&plan.actions, x).await
+}
+
+/// Runs `actions` (a part of a plan) in order, each timed.
+pub async fn run_actions(actions: &[Action], x: &mut Exec<'_>) -> Result<(), Error> {
+    for a in actions {
         let t = Instant::now();
         x.ui.step(&a.line());
         a.run(x).await?;

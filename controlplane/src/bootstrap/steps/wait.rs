@@ -25,7 +25,7 @@ pub async fn diagnose(host: &Host, unit: &str) -> String {
 
 /// Waits until every component answers healthy; returns when the
 /// apiserver first answered ready.
-async fn healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &Ui) -> Result<Instant, Error> {
+async fn healthy(host: &Host, clients: &HealthClients, peers: &[(String, kube::Client)], timeout: Duration, ui: &Ui) -> Result<Instant, Error> {
     let start = Instant::now();
     let mut api_ready: Option<Instant> = None;
     let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
@@ -34,12 +34,24 @@ async fn healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &U
     let baseline = restarts(&host.sh_ok(&show).await?);
     let mut last_report = Instant::now();
     loop {
-        let bad = clients.check().await;
+        let (bad, peers_bad) = tokio::join!(clients.check(), peers_not_ready(peers));
         if api_ready.is_none() && !bad.iter().any(|b| b.component == APISERVER) {
             api_ready = Some(Instant::now());
         }
-        if bad.is_empty() {
+        if bad.is_empty() && peers_bad.is_empty() {
             return Ok(api_ready.unwrap_or_else(Instant::now));
+        }
+        if bad.is_empty() {
+            // Healthy here; another server's apiserver is not ready.
+            if start.elapsed() >= timeout {
+                return Err(Error::Server(format!("not every other server's kube-apiserver became ready within {}s: {}", timeout.as_secs(), peers_bad.join("; "))));
+            }
+            if last_report.elapsed() > Duration::from_secs(10) {
+                ui.step(&format!("  waiting ({}s) for the other servers: {}", start.elapsed().as_secs(), peers_bad.join("; ")));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         // A unit restarting again and again will not get healthy: stop waiting.
         let now = restarts(&host.sh_ok(&show).await?);
@@ -72,6 +84,19 @@ async fn healthy(host: &Host, clients: &HealthClients, timeout: Duration, ui: &U
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The other servers whose apiserver does not answer /readyz now, with why.
+async fn peers_not_ready(peers: &[(String, kube::Client)]) -> Vec<String> {
+    let answers = futures::future::join_all(peers.iter().map(|(name, c)| async move { (name, health::get(c, "/readyz").await) })).await;
+    answers
+        .into_iter()
+        .filter(|(_, (status, _))| *status != 200)
+        .map(|(name, (status, body))| {
+            let why = if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
+            format!("{name}: /readyz → {why}")
+        })
+        .collect()
 }
 
 /// Waits until every component that elects a leader (all but the
@@ -145,11 +170,18 @@ async fn leaders(host: &Host, api: &kube::Client, desired: &Desired, timeout: Du
 
 pub async fn run(x: &mut Exec<'_>) -> Result<(), Error> {
     let (host, desired, timeout, ui, api_restart) = (x.host, x.desired, x.timeout, x.ui, x.api_restart);
+    let peers = x.peers.clone();
     let clients = x.clients().await?;
-    let ready = healthy(host, clients, timeout, ui).await?;
-    ui.step("  healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz");
+    let ready = healthy(host, clients, &peers, timeout, ui).await?;
+    ui.step(&format!(
+        "  healthy: kube-apiserver /livez /readyz, kube-controller-manager /healthz, kube-scheduler /healthz{}",
+        if peers.is_empty() { String::new() } else { format!("; /readyz of {}", peers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")) }
+    ));
     let api = clients.api.clone();
     leaders(host, &api, desired, timeout, ui).await?;
-    x.outcome.apiserver_restart_to_ready_seconds = api_restart.map(|t| (ready.duration_since(t).as_secs_f64() * 1000.0).round() / 1000.0);
+    if let Some(t) = api_restart {
+        x.outcome.apiserver_restart_to_ready_seconds = Some((ready.duration_since(t).as_secs_f64() * 1000.0).round() / 1000.0);
+        x.api_restart = None;
+    }
     Ok(())
 }
