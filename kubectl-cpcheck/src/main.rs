@@ -24,9 +24,13 @@ use controlplane::{errln, out, outln};
     after_help = "`kubectl cpcheck completion bash|zsh|fish` prints a completion script for the kubectl-cpcheck executable."
 )]
 struct Cli {
-    /// Check the host too, over SSH: user@host, ssh://user@host:port or a Host alias.
-    #[arg(long = "ssh", value_name = "DESTINATION")]
-    ssh_destination: Option<String>,
+    /// Check the host too, over SSH: user@host, ssh://user@host:port or a Host alias. Repeat it (or separate with commas)
+    /// for every server of an HA plane: host checks then run on each, cluster checks across them.
+    #[arg(long = "ssh", value_name = "DESTINATION", value_delimiter = ',')]
+    ssh_destinations: Vec<String>,
+    /// The plane's load-balanced address (https://HOST[:PORT]): checked to reach a ready apiserver.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
     #[command(flatten)]
     ssh: SshArgs,
     #[command(flatten)]
@@ -84,7 +88,8 @@ fn main() -> ExitCode {
         };
     }
     let o = CheckOptions {
-        ssh_destination: cli.ssh_destination.clone(),
+        ssh_destinations: cli.ssh_destinations.clone(),
+        endpoint: cli.endpoint.clone(),
         ssh: (&cli.ssh).into(),
         kube: (&cli.kube).into(),
         overrides: (&cli.overrides).into(),

@@ -78,6 +78,9 @@ impl Finding {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub id: String,
+    /// The server a host check ran on, when several were checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub group: &'static str,
     pub title: String,
     #[serde(flatten)]
@@ -118,6 +121,19 @@ pub struct Ctx {
     pub health: BTreeMap<&'static str, Result<kube::Client, String>>,
     /// `--timeout`: no check waits longer.
     pub timeout: Duration,
+    /// Every server, for the cluster checks (empty unless several).
+    pub servers: Vec<ServerView>,
+    /// `--endpoint` and a client for it.
+    pub endpoint: Option<(String, Result<kube::Client, String>)>,
+}
+
+/// One server of several as the cluster checks see it.
+pub struct ServerView {
+    pub name: String,
+    /// What was read there, or why nothing was (cannot connect…).
+    pub probe: Result<Probe, String>,
+    /// A client of its own apiserver (through its SSH connection).
+    pub api: Result<kube::Client, String>,
 }
 
 impl Ctx {
@@ -135,11 +151,17 @@ impl Ctx {
             api_url: String::new(),
             health: BTreeMap::new(),
             timeout: Duration::from_secs(5),
+            servers: Vec::new(),
+            endpoint: None,
         }
     }
 }
 
-pub const GROUPS: &[&str] = &["host", "ports", "health", "api", "consistency", "rbac", "leader", "cis"];
+pub const GROUPS: &[&str] = &["host", "ports", "health", "api", "consistency", "rbac", "leader", "cluster", "cis"];
+
+/// Groups whose checks run on every server (with several): what they read
+/// is the server's own. The others are about the cluster and run once.
+pub const PER_SERVER: &[&str] = &["host", "ports", "health", "consistency", "cis"];
 
 /// How long one check may take at most (less when `--timeout` is shorter):
 /// an apiserver whose etcd is down accepts requests and never answers them.
@@ -158,26 +180,8 @@ async fn bounded(f: BoxFuture<'_, Finding>, limit: Duration) -> Finding {
 /// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, --timeout)`;
 /// `skip` ids are reported as SKIP.
 pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResult> {
-    let limit = ctx.timeout.min(CHECK_TIMEOUT);
-    let futs = checks.iter().map(|c| async move {
-        let finding = if skip.iter().any(|s| s == &c.id) {
-            Finding::skip("skipped by --skip")
-        } else {
-            match &c.run {
-                Runner::Host(f) => match &ctx.host {
-                    Ok(h) => f(ctx, h),
-                    Err(why) => Finding::skip(why.clone()),
-                },
-                Runner::Async(f) => bounded(f(ctx), limit).await,
-                Runner::Api(f) => match &ctx.api {
-                    Ok(client) => bounded(f(ctx, client), limit).await,
-                    Err(why) => Finding::skip(why.clone()),
-                },
-            }
-        };
-        CheckResult { id: c.id.clone(), group: c.group, title: c.title.clone(), finding }
-    });
-    futures::future::join_all(futs).await
+    let refs: Vec<&Check> = checks.iter().collect();
+    run_refs(ctx, &refs, skip).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -204,6 +208,7 @@ pub fn summarize(results: &[CheckResult]) -> Summary {
 /// Every check of every group and every CIS benchmark here, in report order.
 pub fn catalog() -> Vec<Check> {
     let mut v = checks::registry();
+    v.extend(checks::cluster_checks());
     v.extend(cis::every_check());
     v
 }
@@ -255,20 +260,12 @@ pub fn referenced(p: &Probe) -> Request {
     req
 }
 
-/// Reads the server for the checks: one request, then one for what the
-/// installed units reference.
-pub async fn gather(host: &Host) -> Result<Probe, Error> {
-    let mut p = probe::read(host, &Request::cpcheck()).await?;
-    let second = referenced(&p);
-    probe::run(host, &second, &mut p).await?;
-    Ok(p)
-}
-
 /// What `kubectl cpcheck` was asked.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
-    /// Check the host too, over SSH.
-    pub ssh_destination: Option<String>,
+    /// Check the host(s) too, over SSH: one server, or every server of an
+    /// HA plane (host checks then run on each, cluster checks across them).
+    pub ssh_destinations: Vec<String>,
     pub ssh: SshOptions,
     pub kube: KubeOptions,
     pub overrides: OverrideSources,
@@ -276,6 +273,8 @@ pub struct CheckOptions {
     pub skip: Vec<String>,
     pub strict: bool,
     pub timeout: Duration,
+    /// The plane's load-balanced address, `https://HOST[:PORT]`.
+    pub endpoint: Option<String>,
 }
 
 fn is_loopback(config: &kube::Config) -> bool {
@@ -298,10 +297,122 @@ async fn server_version(ctx: &Ctx) -> (Version, &'static str) {
     (Version::parse(crate::model::KUBERNETES_VERSION).unwrap_or(Version { major: 1, minor: 32 }), "the manifests (the server said no version)")
 }
 
+/// What one server gives the checks: what was read there, an API client
+/// (through its SSH connection when `tunnel` or the kubeconfig names a
+/// loopback address), the controller-manager's and scheduler's /healthz.
+struct Opened {
+    probe: Result<Probe, String>,
+    api: Result<kube::Client, String>,
+    health: BTreeMap<&'static str, Result<kube::Client, String>>,
+}
+
+async fn open(host: &Host, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<&probe::HmacKey>) -> Opened {
+    // The probe, the API client and the health tunnels come up concurrently.
+    let read_host = async {
+        let mut p = probe::read(host, &Request { etcd_members: key.is_some(), ..Request::cpcheck() }).await?;
+        let mut second = referenced(&p);
+        second.fingerprints = key.cloned();
+        probe::run(host, &second, &mut p).await?;
+        Ok::<_, Error>(p)
+    };
+    let connect_api = async {
+        match config {
+            Ok(c) if tunnel || is_loopback(c) => {
+                let port = if is_loopback(c) {
+                    c.cluster_url.port_u16().unwrap_or(443)
+                } else {
+                    desired.iter().find(|u| u.spec.component == crate::model::APISERVER).map(|u| u.serving_port()).unwrap_or(6443)
+                };
+                health::api_client(host, c.clone(), port).await.map_err(|e| e.to_string())
+            }
+            Ok(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
+            Err(e) => Err(e.clone()),
+        }
+    };
+    // The controller-manager and scheduler are reached at their compiled-in
+    // (plus overrides) port and bind address.
+    let open_health = async {
+        let mut m = BTreeMap::new();
+        for u in desired.iter().filter(|u| u.spec.component != crate::model::APISERVER) {
+            let addr = health::reach_address(u.bind_address());
+            m.insert(u.spec.component, health::anonymous_client(host, addr, u.serving_port()).await.map_err(|e| e.to_string()));
+        }
+        m
+    };
+    let (probe, api, health) = tokio::join!(read_host, connect_api, open_health);
+    Opened { probe: probe.map_err(|e| e.to_string()), api, health }
+}
+
+/// Runs `checks` on `ctx` with the CIS controls of the benchmark
+/// kube-bench picks for its server's version; another benchmark's control
+/// named by --only is reported as SKIP.
+async fn run_with_cis(ctx: &Ctx, checks: &[&Check], o: &CheckOptions) -> (Vec<CheckResult>, report::CisInfo) {
+    let (version, from) = server_version(ctx).await;
+    let benchmark = cis::benchmark_for(version);
+    let here = |id: &str| benchmark.is_some_and(|b| id.starts_with(&format!("{b}/")));
+    let (run_these, other): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| c.group != "cis" || here(&c.id));
+    let mut results = run_refs(ctx, &run_these, &o.skip).await;
+    for c in other.iter().filter(|c| o.only.iter().any(|x| x == &c.id)) {
+        let why = match benchmark {
+            Some(b) => format!("belongs to another benchmark: Kubernetes {version} is checked against {b}"),
+            None => format!("no CIS benchmark for Kubernetes {version}"),
+        };
+        results.push(CheckResult { id: c.id.clone(), server: None, group: c.group, title: c.title.clone(), finding: Finding::skip(why) });
+    }
+    let cis = report::CisInfo {
+        benchmark: benchmark.map(str::to_string),
+        kubernetes_version: version.to_string(),
+        version_from: from.to_string(),
+        in_table: benchmark.is_some_and(|b| cis::BENCHMARKS.iter().any(|x| x.name == b)),
+    };
+    (results, cis)
+}
+
+async fn run_refs(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckResult> {
+    let limit = ctx.timeout.min(CHECK_TIMEOUT);
+    let futs = checks.iter().map(|c| async move {
+        let finding = if skip.iter().any(|s| s == &c.id) {
+            Finding::skip("skipped by --skip")
+        } else {
+            match &c.run {
+                Runner::Host(f) => match &ctx.host {
+                    Ok(h) => f(ctx, h),
+                    Err(why) => Finding::skip(why.clone()),
+                },
+                Runner::Async(f) => bounded(f(ctx), limit).await,
+                Runner::Api(f) => match &ctx.api {
+                    Ok(client) => bounded(f(ctx, client), limit).await,
+                    Err(why) => Finding::skip(why.clone()),
+                },
+            }
+        };
+        CheckResult { id: c.id.clone(), server: None, group: c.group, title: c.title.clone(), finding }
+    });
+    futures::future::join_all(futs).await
+}
+
+/// A client for `--endpoint`: the kubeconfig's credentials, that address.
+fn endpoint_client(url: &str, config: &Result<kube::Config, String>) -> Result<kube::Client, String> {
+    let mut c = config.clone()?;
+    let original = c.cluster_url.host().map(|h| h.trim_matches(['[', ']']).to_string());
+    c.cluster_url = url.parse().map_err(|_| format!("--endpoint {}: not a URL", crate::output::redact::line(url)))?;
+    // TLS is verified for the endpoint's own name, which the serving
+    // certificate must carry; the kubeconfig's name is not assumed.
+    if c.tls_server_name.as_deref() == original.as_deref() {
+        c.tls_server_name = None;
+    }
+    kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}"))
+}
+
 /// Runs the checks `o` asks for and reports them.
 pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let overrides = Overrides::from_sources(&o.overrides)?;
     let registry = select(&o.only, &o.skip)?;
+    if let Some(e) = &o.endpoint {
+        if !e.parse::<http::Uri>().is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some()) || unitfile::control_char(e).is_some() {
+            return Err(Error::Input(format!("--endpoint {}: expected https://HOST[:PORT]", crate::output::redact::line(e))));
+        }
+    }
     // Credentials: an explicit --kubeconfig or --context that cannot be used is bad input;
     // no kubeconfig at all means the API checks are skipped.
     let explicit = o.kube.kubeconfig.is_some() || o.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
@@ -310,66 +421,98 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         Err(e) if explicit => return Err(e),
         Err(e) => Err(format!("no API credentials ({e})")),
     };
-    let host = match &o.ssh_destination {
-        Some(d) => Some(Host::connect(d, &o.ssh, o.timeout).await?),
-        None => None,
-    };
-    // The probe, the API client and the health tunnels come up concurrently.
-    let read_host = async {
-        match &host {
-            Some(h) => gather(h).await.map_err(|e| e.to_string()),
-            None => Err("no --ssh DESTINATION: host checks need the server".to_string()),
-        }
-    };
     let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
-    let connect_api = async {
-        match (config, &host) {
-            (Ok(c), Some(h)) if is_loopback(&c) => {
-                let port = c.cluster_url.port_u16().unwrap_or(443);
-                health::api_client(h, c, port).await.map_err(|e| e.to_string())
-            }
-            (Ok(c), _) => kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}")),
-            (Err(e), _) => Err(e),
-        }
-    };
-    // The controller-manager and scheduler are reached at their compiled-in
-    // (plus overrides) port and bind address.
     let desired = desired_units(&overrides);
-    let open_health = async {
-        let mut m = BTreeMap::new();
-        if let Some(h) = &host {
-            for u in desired.iter().filter(|u| u.spec.component != crate::model::APISERVER) {
-                let addr = health::reach_address(u.bind_address());
-                m.insert(u.spec.component, health::anonymous_client(h, addr, u.serving_port()).await.map_err(|e| e.to_string()));
-            }
-        }
-        m
-    };
-    let (host_data, api, health_clients) = tokio::join!(read_host, connect_api, open_health);
-    let ctx = Ctx { strict: o.strict, desired, host: host_data, api, api_url, health: health_clients, timeout: o.timeout };
-    // The CIS controls of the benchmark kube-bench picks for this version;
-    // another benchmark's control named by --only is reported as SKIP.
-    let (version, from) = server_version(&ctx).await;
-    let benchmark = cis::benchmark_for(version);
-    let here = |id: &str| benchmark.is_some_and(|b| id.starts_with(&format!("{b}/")));
-    let (mut run_these, other): (Vec<Check>, Vec<Check>) = registry.into_iter().partition(|c| c.group != "cis" || here(&c.id));
-    let mut results = run(&ctx, &run_these, &o.skip).await;
-    for c in other.iter().filter(|c| o.only.iter().any(|x| x == &c.id)) {
-        let why = match benchmark {
-            Some(b) => format!("belongs to another benchmark: Kubernetes {version} is checked against {b}"),
-            None => format!("no CIS benchmark for Kubernetes {version}"),
+    let endpoint = o.endpoint.as_ref().map(|u| (u.clone(), endpoint_client(u, &config)));
+    let dests = &o.ssh_destinations;
+    if dests.len() <= 1 {
+        let host = match dests.first() {
+            Some(d) => Some(Host::connect(d, &o.ssh, o.timeout).await?),
+            None => None,
         };
-        results.push(CheckResult { id: c.id.clone(), group: c.group, title: c.title.clone(), finding: Finding::skip(why) });
+        let opened = match &host {
+            Some(h) => open(h, &config, &desired, false, None).await,
+            None => Opened {
+                probe: Err("no --ssh DESTINATION: host checks need the server".into()),
+                api: match &config {
+                    Ok(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
+                    Err(e) => Err(e.clone()),
+                },
+                health: BTreeMap::new(),
+            },
+        };
+        let ctx = Ctx { strict: o.strict, desired, host: opened.probe, api: opened.api, api_url, health: opened.health, timeout: o.timeout, servers: Vec::new(), endpoint };
+        let all: Vec<&Check> = registry.iter().collect();
+        let (results, cis) = run_with_cis(&ctx, &all, o).await;
+        if let Some(h) = host {
+            h.close().await;
+        }
+        return Ok(Report::new(results, cis));
     }
-    run_these.clear();
-    if let Some(h) = host {
-        h.close().await;
+    // Several servers: each connected and read at once; one that cannot be
+    // reached fails the checks that need it, by name.
+    let key = probe::HmacKey::random();
+    let hosts: Vec<Result<Host, Error>> = futures::future::join_all(dests.iter().map(|d| Host::connect(d, &o.ssh, o.timeout))).await;
+    if hosts.iter().all(|h| h.is_err()) {
+        let first = hosts.into_iter().find_map(|h| h.err()).expect("several");
+        return Err(Error::Connect(format!("no server can be reached ({} given); the first: {first}", dests.len())));
     }
-    let cis = report::CisInfo {
-        benchmark: benchmark.map(str::to_string),
-        kubernetes_version: version.to_string(),
-        version_from: from.to_string(),
-        in_table: benchmark.is_some_and(|b| cis::BENCHMARKS.iter().any(|x| x.name == b)),
+    let opened: Vec<Opened> = futures::future::join_all(hosts.iter().map(|h| async {
+        match h {
+            Ok(h) => open(h, &config, &desired, true, Some(&key)).await,
+            Err(e) => Opened { probe: Err(e.to_string()), api: Err(e.to_string()), health: BTreeMap::new() },
+        }
+    }))
+    .await;
+    let (per_server, once): (Vec<&Check>, Vec<&Check>) = registry.iter().partition(|c| PER_SERVER.contains(&c.group));
+    let mut results = Vec::new();
+    let mut cis_info = None;
+    let mut views = Vec::new();
+    let mut contexts = Vec::new();
+    for (d, op) in dests.iter().zip(opened) {
+        views.push(ServerView { name: d.clone(), probe: op.probe.clone(), api: op.api.clone() });
+        contexts.push((
+            d,
+            Ctx {
+                strict: o.strict,
+                desired: desired.clone(),
+                host: op.probe,
+                api: op.api,
+                api_url: api_url.clone(),
+                health: op.health,
+                timeout: o.timeout,
+                servers: Vec::new(),
+                endpoint: None,
+            },
+        ));
+    }
+    let per_server = &per_server;
+    let per = futures::future::join_all(contexts.iter().map(|(d, ctx)| async move { (*d, run_with_cis(ctx, per_server, o).await) })).await;
+    for (d, (rows, cis)) in per {
+        if cis_info.is_none() && contexts.iter().any(|(n, c)| *n == d && c.host.is_ok()) {
+            cis_info = Some(cis);
+        }
+        results.extend(rows.into_iter().map(|mut r| {
+            r.server = Some(d.to_string());
+            r
+        }));
+    }
+    // The cluster's own checks: the API through the kubeconfig's address,
+    // or through the first server that answers when that is a loopback one.
+    let first_ok = views.iter().position(|v| v.api.is_ok() && v.probe.is_ok()).or_else(|| views.iter().position(|v| v.probe.is_ok()));
+    let api = match &config {
+        Ok(c) if !is_loopback(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
+        Ok(_) => first_ok.map(|i| views[i].api.clone()).unwrap_or_else(|| Err("no server's apiserver can be reached".into())),
+        Err(e) => Err(e.clone()),
+    };
+    let host = first_ok.map(|i| views[i].probe.clone()).unwrap_or_else(|| Err("no server could be read".into()));
+    let cluster = Ctx { strict: o.strict, desired, host, api, api_url, health: BTreeMap::new(), timeout: o.timeout, servers: views, endpoint };
+    results.extend(run_refs(&cluster, &once, &o.skip).await);
+    drop(contexts);
+    futures::future::join_all(hosts.into_iter().flatten().map(Host::close)).await;
+    let cis = match cis_info {
+        Some(c) => c,
+        None => run_with_cis(&cluster, &[], o).await.1,
     };
     Ok(Report::new(results, cis))
 }

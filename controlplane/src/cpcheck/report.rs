@@ -70,7 +70,11 @@ impl Report {
             let s = rows.iter().filter(|r| r.finding.status == Status::Skip).count();
             out.push_str(&format!("  <testsuite name=\"{g}\" tests=\"{}\" failures=\"{f}\" skipped=\"{s}\">\n", rows.len()));
             for r in rows {
-                out.push_str(&format!("    <testcase classname=\"cpcheck.{g}\" name=\"{}\">\n", xml(&r.id)));
+                let name = match &r.server {
+                    Some(s) => format!("{} [{s}]", r.id),
+                    None => r.id.clone(),
+                };
+                out.push_str(&format!("    <testcase classname=\"cpcheck.{g}\" name=\"{}\">\n", xml(&name)));
                 let detail = xml(&r.finding.detail);
                 let fix = xml(r.finding.remediation.as_deref().unwrap_or(""));
                 match r.finding.status {
@@ -106,12 +110,35 @@ pub fn summary_line(s: &Summary) -> String {
 }
 
 /// The table: a heading per group (the CIS one names its benchmark), a line
-/// per check, its fix under it, the summary last.
+/// per check, its fix under it, the summary last. With several servers,
+/// each server's checks under its name, then the cluster's.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.checks.iter().map(|r| r.id.len()).max().unwrap_or(10);
+        let mut servers: Vec<&str> = Vec::new();
+        for r in &self.checks {
+            if let Some(s) = r.server.as_deref().filter(|s| !servers.contains(s)) {
+                servers.push(s);
+            }
+        }
+        if servers.is_empty() {
+            self.table(f, &self.checks.iter().collect::<Vec<_>>(), "")?;
+        } else {
+            for s in &servers {
+                writeln!(f, "== {s}")?;
+                self.table(f, &self.checks.iter().filter(|r| r.server.as_deref() == Some(*s)).collect::<Vec<_>>(), "  ")?;
+            }
+            writeln!(f, "== the cluster ({} servers)", servers.len())?;
+            self.table(f, &self.checks.iter().filter(|r| r.server.is_none()).collect::<Vec<_>>(), "  ")?;
+        }
+        writeln!(f, "{}", summary_line(&self.summary))
+    }
+}
+
+impl Report {
+    fn table(&self, f: &mut fmt::Formatter<'_>, checks: &[&CheckResult], indent: &str) -> fmt::Result {
+        let width = checks.iter().map(|r| r.id.len()).max().unwrap_or(10);
         for g in GROUPS {
-            let rows: Vec<&CheckResult> = self.checks.iter().filter(|r| r.group == *g).collect();
+            let rows: Vec<&CheckResult> = checks.iter().copied().filter(|r| r.group == *g).collect();
             let cis_without_rows = *g == "cis" && rows.is_empty() && self.cis.benchmark.is_some() && !self.cis.in_table;
             if rows.is_empty() && !cis_without_rows {
                 continue;
@@ -123,20 +150,20 @@ impl fmt::Display for Report {
                 } else {
                     format!("; no table for it in this build (it has {})", super::cis::BENCHMARKS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "))
                 };
-                writeln!(f, "CIS ({b}, for Kubernetes {} from {}{here})", self.cis.kubernetes_version, self.cis.version_from)?;
+                writeln!(f, "{indent}CIS ({b}, for Kubernetes {} from {}{here})", self.cis.kubernetes_version, self.cis.version_from)?;
             } else {
-                writeln!(f, "{}", g.to_uppercase())?;
+                writeln!(f, "{indent}{}", g.to_uppercase())?;
             }
             for r in rows {
                 let st = paint(&format!("{:<4}", r.finding.status.as_str()), r.finding.status, self.color);
                 // Escaped again: a detail is server text, however it was made.
-                writeln!(f, "  {st}  {:<width$}  {}", r.id, crate::output::redact::line(&r.finding.detail))?;
+                writeln!(f, "{indent}  {st}  {:<width$}  {}", r.id, crate::output::redact::line(&r.finding.detail))?;
                 if let Some(fix) = &r.finding.remediation {
-                    writeln!(f, "        {:<width$}  fix: {}", "", crate::output::redact::line(fix))?;
+                    writeln!(f, "{indent}        {:<width$}  fix: {}", "", crate::output::redact::line(fix))?;
                 }
             }
         }
-        writeln!(f, "{}", summary_line(&self.summary))
+        Ok(())
     }
 }
 
@@ -165,7 +192,7 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
-        let r = |id: &str, group: &'static str, f: Finding| CheckResult { id: id.into(), group, title: format!("title of {id}"), finding: f };
+        let r = |id: &str, group: &'static str, f: Finding| CheckResult { id: id.into(), server: None, group, title: format!("title of {id}"), finding: f };
         let mut bad = Finding::fail("x", "fix it");
         // Text from a server, whatever it holds, even if a constructor were bypassed.
         bad.detail = "installed `a\u{1b}[2J<b>&\"c\"\u{0}`".into();
@@ -203,6 +230,26 @@ mod tests {
         let failure = doc.descendants().find(|n| n.has_tag_name("failure")).unwrap();
         assert_eq!(failure.attribute("message"), Some("installed `a\\u{1b}[2J<b>&\"c\"\\u{0}`"));
         assert_eq!(doc.descendants().filter(|n| n.has_tag_name("skipped")).count(), 1);
+    }
+
+    #[test]
+    fn several_servers_are_grouped_by_server_then_the_cluster() {
+        let mut rep = report();
+        for (i, c) in rep.checks.iter_mut().enumerate() {
+            if c.group == "host" {
+                c.server = Some(format!("root@s{i}"));
+            }
+        }
+        let t = rep.to_string();
+        let heads: Vec<&str> = t.lines().filter(|l| l.starts_with("==")).collect();
+        assert_eq!(heads, ["== root@s0", "== root@s1", "== the cluster (2 servers)"]);
+        assert!(t.contains("== root@s1\n  HOST\n    FAIL  host.drift.kube-scheduler"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&rep.json()).unwrap();
+        assert_eq!(v["checks"][1]["server"], "root@s1");
+        assert!(v["checks"][2].get("server").is_none());
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../../docs/cpcheck.schema.json")).unwrap();
+        assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&v));
+        assert!(rep.junit().contains("name=\"host.drift.kube-scheduler [root@s1]\""));
     }
 
     #[test]

@@ -118,7 +118,13 @@ pub fn checks() -> Vec<Check> {
             if addrs.is_empty() {
                 return Finding::fail("Endpoints default/kubernetes has no addresses", "journalctl -u kube-apiserver (advertise address)");
             }
-            let own = ctx.host().map(|h| h.addresses.clone());
+            // With several servers, any server's address is right (the
+            // cluster checks say whether each is listed).
+            let own = if ctx.servers.is_empty() {
+                ctx.host().map(|h| h.addresses.clone())
+            } else {
+                Some(ctx.servers.iter().filter_map(|s| s.probe.as_ref().ok()).flat_map(|p| p.addresses.iter().chain(p.default_address.iter()).cloned()).collect())
+            };
             let wrong: Vec<&String> = shown.iter().zip(&addrs).filter(|(_, (a, p))| *p != port || own.as_ref().is_some_and(|o| !o.contains(a))).map(|(s, _)| s).collect();
             // EndpointSlices where discovery.k8s.io/v1 is served.
             let (status, _) = endpoints::get(client, "/apis/discovery.k8s.io/v1").await;

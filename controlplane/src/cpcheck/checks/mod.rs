@@ -18,6 +18,7 @@ pub use crate::pki::Cert;
 pub use crate::remote::probe::Probe;
 
 mod api;
+pub mod cluster;
 mod consistency;
 mod health;
 mod host;
@@ -83,7 +84,12 @@ pub fn first_difference(installed: &str, expected: &str) -> Option<(usize, Strin
         .map(|i| (i + 1, a.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into()), b.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into())))
 }
 
-/// Every check but the CIS ones (see `cpcheck::cis`), in report order.
+/// The checks across several servers (`cluster`).
+pub fn cluster_checks() -> Vec<Check> {
+    cluster::checks()
+}
+
+/// Every check but the cluster and CIS ones (see `cpcheck::cis`), in report order.
 pub fn registry() -> Vec<Check> {
     let mut v = host::checks();
     v.extend(ports::checks());

@@ -40,8 +40,11 @@ pub fn checks() -> Vec<Check> {
         // Each component's plain-HTTP port of older releases (the manifests'
         // --port, else its default), and whether it is open.
         let ports: Vec<(u16, &str)> = UNITS.iter().filter_map(|u| u.insecure_port.map(|p| (p, u.component))).collect();
-        let open: Vec<String> =
+        // Once per port (a port open on IPv4 and IPv6 is one finding).
+        let mut open: Vec<String> =
             h.listeners.iter().filter(|l| ports.iter().any(|(p, _)| *p == l.port)).map(|l| format!("{} ({})", l.port, l.process.as_deref().unwrap_or("?"))).collect();
+        open.sort();
+        open.dedup();
         let shown: Vec<String> = ports.iter().map(|(p, _)| p.to_string()).collect();
         if open.is_empty() {
             Finding::pass(format!("{} closed", shown.join(" and ")))
