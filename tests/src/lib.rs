@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-pub use testbed::Bed;
+pub use testbed::{Bed, Cluster};
 
 pub mod faults;
 
@@ -23,6 +23,17 @@ pub fn bed(label: &str) -> Bed {
     let name = format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     match Bed::up(&name) {
         Ok(b) => b,
+        Err(e) => panic!("the test bed could not start (needs root, systemd-nspawn, debootstrap; run scripts/install-prereqs.sh): {e:#}"),
+    }
+}
+
+/// Brings up a fresh bed of `n` servers (one bridge, stacked etcd) or
+/// fails the test saying why (never skips).
+pub fn cluster(label: &str, n: u8) -> Cluster {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    match Cluster::up(&name, n) {
+        Ok(c) => c,
         Err(e) => panic!("the test bed could not start (needs root, systemd-nspawn, debootstrap; run scripts/install-prereqs.sh): {e:#}"),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use controlplane::model::{Source, FILES};
-use testbed::Bed;
+use testbed::{Bed, Cluster};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -45,15 +45,119 @@ fn bootstrap_args(bed: &Bed) -> Vec<String> {
 
 pub fn run() -> Result<()> {
     let bin = release_plugins()?;
-    let bed = Bed::up("bench")?;
-    // The same bytes bootstrap uploads from the assets directory.
-    let assets: Vec<String> = FILES
+    single(&bin)?;
+    ha(&bin)
+}
+
+/// The asset files bootstrap uploads (paths under ASSETS).
+fn asset_files(assets: &Path) -> Vec<String> {
+    FILES
         .iter()
         .filter_map(|f| match f.source {
-            Source::Asset(c) => c.iter().find(|p| bed.assets.join(p).exists()).map(|p| p.to_string()),
+            Source::Asset(c) => c.iter().find(|p| assets.join(p).exists()).map(|p| p.to_string()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The upload of a run over several servers: every server stages at once
+/// and commits at once on a first deploy, so the slowest of each.
+fn cluster_upload(v: &serde_json::Value) -> f64 {
+    let slowest = |step: &str| {
+        v["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["steps"].as_array().into_iter().flatten().filter(|x| x["step"] == step).map(|x| x["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>())
+            .fold(0.0, f64::max)
+    };
+    slowest("stage") + slowest("commit")
+}
+
+/// Three servers: a first deploy against tar to the three in parallel, a
+/// no-op on three against one, a rolling restart's duration.
+fn ha(bin: &Path) -> Result<()> {
+    let c = Cluster::up("bench-ha", 3)?;
+    let assets = asset_files(&c.assets);
+    for a in &assets {
+        std::fs::read(c.assets.join(a))?;
+    }
+    let ssh = c.servers[0].ssh_options().join(" ");
+    let tar3: String = c
+        .servers
+        .iter()
+        .map(|s| format!("(tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase') &", c.assets.display(), assets.join(" "), s.dest()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\nwait";
+    let clean = "rm -rf /root/tarbase && sync";
+    let boot = |extra: &[&str]| {
+        let mut cmd = Command::new(bin.join("kubectl-bootstrap"));
+        cmd.args(c.bootstrap_args("root")).args(extra);
+        cmd
+    };
+    let mut reset = Command::new(bin.join("kubectl-bootstrap"));
+    reset.arg("reset").args(c.dests()).arg("--yes").args(c.servers[0].plugin_ssh_args());
+    let (mut tars, mut uploads, mut ratios, mut wholes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..5 {
+        if round > 0 {
+            timed(&mut reset)?;
+        }
+        for s in &c.servers {
+            s.ssh("sync")?;
+        }
+        let (tar_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar3))?;
+        for s in &c.servers {
+            s.ssh(clean)?;
+        }
+        let (whole, out) = timed(&mut boot(&["-o", "json"]))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let up = cluster_upload(&v);
+        println!("  HA round {}: tar to 3 in parallel {tar_secs:.2}s, bootstrap upload to 3 {up:.2}s (ratio {:.2}), first deploy of 3 {whole:.1}s", round + 1, up / tar_secs);
+        tars.push(tar_secs);
+        uploads.push(up);
+        ratios.push(up / tar_secs);
+        wholes.push(whole);
+    }
+    // No-op: three servers against one of them alone, alternating.
+    let mut one = Command::new(bin.join("kubectl-bootstrap"));
+    one.arg("server").arg(c.servers[0].dest()).args(c.servers[0].plugin_ssh_args()).args(["--assets", &c.assets.display().to_string()]);
+    let (mut noop3, mut noop1, mut noop_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let (a, _) = timed(&mut one)?;
+        let (b, _) = timed(&mut boot(&[]))?;
+        noop1.push(a);
+        noop3.push(b);
+        noop_ratios.push(b / a);
+    }
+    // A rolling restart (an apiserver flag) over the three.
+    let (mut rolls, mut per) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let v = format!("kube-apiserver.v={}", 3 + round % 2);
+        let (secs, out) = timed(&mut boot(&["--set", &v, "-o", "json"]))?;
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let each: Vec<f64> = j["servers"].as_array().into_iter().flatten().filter_map(|s| s["apiserverRestartToReadySeconds"].as_f64()).collect();
+        println!("  rolling restart round {}: {secs:.1}s; each apiserver restart → /readyz {each:?}", round + 1);
+        rolls.push(secs);
+        per.extend(each);
+    }
+    println!("HA benchmark (3 servers on one bridge, stacked etcd; medians)");
+    println!("  tar c | ssh tar x to 3 in parallel  {:.2}s", median(tars));
+    println!("  bootstrap upload to 3 (stage + commit, slowest server) {:.2}s", median(uploads));
+    println!("  ratio upload / tar               {:.2}  (median of per-round ratios; goal <= 1.20)", median(ratios));
+    println!("  first deploy of 3, whole         {:.1}s", median(wholes));
+    println!("  no-op on 1 server                {:.2}s", median(noop1));
+    println!("  no-op on 3 servers               {:.2}s", median(noop3));
+    println!("  ratio no-op 3 / 1                {:.2}  (median of per-round ratios; goal <= 1.50)", median(noop_ratios));
+    println!("  rolling restart over 3           {:.1}s  (goal <= 3 x 15s plus the health waits)", median(rolls));
+    println!("  each apiserver restart → /readyz {:.1}s (median of {})", median(per.clone()), per.len());
+    Ok(())
+}
+
+fn single(bin: &Path) -> Result<()> {
+    let bed = Bed::up("bench")?;
+    // The same bytes bootstrap uploads from the assets directory.
+    let assets = asset_files(&bed.assets);
     // Warm the local page cache for both contenders.
     for a in &assets {
         std::fs::read(bed.assets.join(a))?;
@@ -127,7 +231,7 @@ pub fn run() -> Result<()> {
         noop.push(timed(Command::new(bin.join("kubectl-bootstrap")).args(bootstrap_args(&bed)))?.0);
     }
     let noop = median(noop);
-    let restart = restart(&bin, &bed)?;
+    let restart = restart(bin, &bed)?;
 
     let mib = bytes as f64 / (1u64 << 20) as f64;
     println!("bootstrap benchmark (medians of {ROUNDS} alternating rounds, same bed, same link)");
@@ -143,7 +247,7 @@ pub fn run() -> Result<()> {
     println!("  bootstrap first deploy, whole {first_secs:.2}s (includes start, health wait, RBAC)");
     println!("  no-op re-run (median of 5)    {noop:.2}s  (goal <= 2.00)");
     println!("{restart}");
-    cpcheck(&bin, &bed)
+    cpcheck(bin, &bed)
 }
 
 /// An apiserver-only change: from bootstrap's first systemctl step of the

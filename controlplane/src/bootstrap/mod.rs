@@ -317,20 +317,25 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
 /// staged on servers not yet reached is removed, and the error names the
 /// server and those left as they were.
 async fn run_waves(execs: &mut [steps::Exec<'_>], plans: &[plan::Plan], waves: &[rollout::Wave], names: &[String], limit: usize, ui: &Ui) -> Result<(), Failure> {
+    let mut apis = Vec::new();
     if execs.len() > 1 {
         let opened = futures::future::join_all(execs.iter_mut().map(|x| async move { x.clients().await.map(|c| c.api.clone()) })).await;
-        let mut apis = Vec::new();
         for (r, n) in opened.into_iter().zip(names) {
             apis.push(r.map_err(|e| Failure::from(Error::Connect(format!("{n}: {e}"))))?);
-        }
-        for (i, x) in execs.iter_mut().enumerate() {
-            x.peers = names.iter().zip(&apis).enumerate().filter(|(j, _)| *j != i).map(|(_, (n, a))| (n.clone(), a.clone())).collect();
         }
     }
     let mut reached = vec![false; execs.len()];
     for w in waves {
         if execs.len() > 1 {
             ui.step(&format!("== {}", rollout::line(w, names, plans)));
+            // A server rolled alone waits for every other server's /readyz
+            // too; servers waiting together (a first deploy, no-op passes)
+            // each for their own health: a server broken before this run
+            // must not hold up the one pass that fixes it.
+            for (i, x) in execs.iter_mut().enumerate() {
+                x.peers =
+                    if w.servers == [i] { names.iter().zip(&apis).enumerate().filter(|(j, _)| *j != i).map(|(_, (n, a))| (n.clone(), a.clone())).collect() } else { Vec::new() };
+            }
         }
         let errors: Vec<(usize, Error)> = {
             let runs = execs.iter_mut().enumerate().filter(|(i, _)| w.servers.contains(i)).map(|(i, x)| {

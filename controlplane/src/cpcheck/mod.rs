@@ -499,7 +499,15 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     }
     // The cluster's own checks: the API through the kubeconfig's address,
     // or through the first server that answers when that is a loopback one.
-    let first_ok = views.iter().position(|v| v.api.is_ok() && v.probe.is_ok()).or_else(|| views.iter().position(|v| v.probe.is_ok()));
+    // A tunnel opens to a stopped apiserver too: the first that answers /readyz.
+    let ready = futures::future::join_all(views.iter().map(|v| async move {
+        match &v.api {
+            Ok(c) => health::get(c, "/readyz").await.0 == 200,
+            Err(_) => false,
+        }
+    }))
+    .await;
+    let first_ok = ready.iter().position(|r| *r).or_else(|| views.iter().position(|v| v.api.is_ok() && v.probe.is_ok())).or_else(|| views.iter().position(|v| v.probe.is_ok()));
     let api = match &config {
         Ok(c) if !is_loopback(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
         Ok(_) => first_ok.map(|i| views[i].api.clone()).unwrap_or_else(|| Err("no server's apiserver can be reached".into())),

@@ -1,0 +1,214 @@
+//! A highly available plane on a real bed of three servers (one bridge,
+//! a stacked etcd cluster, each server its own hostname): bootstrap from
+//! nothing, a no-op re-run, a rolling change watched by a /readyz poller,
+//! a failing unit that stops the rollout, and before any of it, preflight
+//! that changes nothing anywhere; cpcheck on the healthy plane and on one
+//! broken three ways.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
+}
+
+/// How many of the servers' apiservers answer /readyz `ok` now (anonymous
+/// /readyz, as a load balancer's health check asks).
+fn ready_count(c: &Cluster) -> usize {
+    let kids: Vec<_> = c.servers.iter().map(|s| Command::new("curl").args(["-sk", "-m", "0.5", &format!("https://{}:6443/readyz", s.address)]).output()).collect();
+    kids.into_iter().filter(|o| o.as_ref().is_ok_and(|o| o.stdout == b"ok")).count()
+}
+
+/// Every server's (kube-apiserver ActiveEnterTimestampMonotonic, NRestarts).
+fn apiserver_starts(c: &Cluster) -> Vec<(u64, u64)> {
+    c.servers.iter().map(|s| active_since(s, "kube-apiserver")).collect()
+}
+
+fn with(args: &[String], more: &[&str]) -> Vec<String> {
+    let mut v = args.to_vec();
+    v.extend(more.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_failing_unit() {
+    let c = cluster("ha", 3);
+    let args = c.bootstrap_args("root");
+    // From nothing: every server at once.
+    let out = run_bootstrap(&with(&args, &["-o", "json"]));
+    assert!(out.status.success(), "first deploy: {:?}", text(&out));
+    let v = json(&out);
+    assert_eq!((v["kind"].as_str(), v["rollout"].as_str()), (Some("ClusterResult"), Some("first-deploy")));
+    assert_eq!(v["summary"]["changedServers"].as_array().unwrap().len(), 3);
+    for s in &c.servers {
+        let st = s.ssh("systemctl is-active kube-apiserver kube-controller-manager kube-scheduler").unwrap();
+        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["active", "active", "active"], "{}", s.dest());
+    }
+    let kubectl = |server: &Bed, a: &[&str]| {
+        let o = Command::new("kubectl").arg("--kubeconfig").arg(&c.kubeconfig).arg("--server").arg(format!("https://{}:6443", server.address)).args(a).output().expect("kubectl");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let eps = kubectl(&c.servers[0], &["get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]);
+    let mut eps: Vec<&str> = eps.split_whitespace().collect();
+    eps.sort();
+    let mut want: Vec<String> = c.servers.iter().map(|s| s.address.to_string()).collect();
+    want.sort();
+    assert_eq!(eps, want, "the kubernetes Endpoints list the three servers");
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        let holder = kubectl(&c.servers[1], &["-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}"]);
+        let hosts: Vec<String> = c.servers.iter().map(|s| s.hostname()).collect();
+        assert_eq!(hosts.iter().filter(|h| holder.starts_with(&format!("{h}_"))).count(), 1, "{lease} held by exactly one server: {holder}");
+    }
+    for s in &c.servers {
+        assert_eq!(kubectl(s, &["auth", "can-i", "get", "nodes", "--subresource=proxy", "--as=kubernetes"]), "yes", "through {}", s.dest());
+    }
+
+    // A re-run changes nothing anywhere and restarts nothing.
+    let before = apiserver_starts(&c);
+    let snaps: Vec<String> = c.servers.iter().map(snapshot).collect();
+    let out = run_bootstrap(&with(&args, &["-o", "json"]));
+    assert!(out.status.success(), "re-run: {:?}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["changed"], false, "{v:#}");
+    assert_eq!(apiserver_starts(&c), before);
+    assert_eq!(c.servers.iter().map(snapshot).collect::<Vec<_>>(), snaps, "the re-run changed a server");
+
+    // A rolling flag change while every server's /readyz is polled every 100 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, servers) = (stop.clone(), c.servers.iter().map(|s| s.address).collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let kids: Vec<_> = servers.iter().map(|a| Command::new("curl").args(["-sk", "-m", "0.5", &format!("https://{a}:6443/readyz")]).output()).collect();
+                samples.push(kids.into_iter().filter(|o| o.as_ref().is_ok_and(|o| o.stdout == b"ok")).count());
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+            }
+            samples
+        })
+    };
+    let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
+    stop.store(true, Ordering::SeqCst);
+    let samples = poller.join().unwrap();
+    assert!(out.status.success(), "rolling change: {:?}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["rollout"], "rolling");
+    // One wave per server, in order, each alone.
+    let alone: Vec<u64> =
+        v["waves"].as_array().unwrap().iter().filter(|w| w["part"] == "pass" && w["servers"].as_array().unwrap().len() == 1).map(|w| w["servers"][0].as_u64().unwrap()).collect();
+    assert_eq!(alone, [0, 1, 2], "{:#}", v["waves"]);
+    let min = *samples.iter().min().unwrap();
+    let dips = samples.windows(2).filter(|w| w[0] == 3 && w[1] < 3).count();
+    eprintln!("rolling change: {} /readyz samples every 100 ms, minimum ready {min} of 3, {dips} dips", samples.len());
+    assert!(min >= 2, "at some sample fewer than N-1 apiservers were ready: {samples:?}");
+    assert!(dips >= 3, "each server's restart shows as its own dip: {samples:?}");
+    let after = apiserver_starts(&c);
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(restarted_on_request(*b, *a), "server {} restarted once, on request", i + 1);
+    }
+    assert_eq!(ready_count(&c), 3);
+
+    // A unit that will not start stops the rollout at the first server.
+    let snaps: Vec<String> = c.servers.iter().map(snapshot).collect();
+    let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=not-a-number", "--timeout", "90s"]));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let first = c.servers[0].dest();
+    assert!(err.contains(&format!("the rollout stopped at {first}")), "{err}");
+    assert!(err.contains("kube-apiserver") && err.contains("Active:"), "names the unit with its status: {err}");
+    assert!(err.contains(&format!("not reached, as they were: {}, {}", c.servers[1].dest(), c.servers[2].dest())), "{err}");
+    assert_eq!(snapshot(&c.servers[1]), snaps[1], "server 2 was not touched (no temp left either)");
+    assert_eq!(snapshot(&c.servers[2]), snaps[2], "server 3 was not touched (no temp left either)");
+    // Fixed input: the re-run finishes the rollout (server 1 back on the good unit).
+    let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
+    assert!(out.status.success(), "the fixed re-run: {:?}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["summary"]["changedServers"], serde_json::json!([first]), "{v:#}");
+    assert_eq!(ready_count(&c), 3);
+    let units: Vec<String> = c.servers.iter().map(|s| s.ssh("sha256sum /etc/systemd/system/kube-apiserver.service").unwrap()).collect();
+    assert!(units.windows(2).all(|w| w[0] == w[1]), "{units:?}");
+}
+
+#[test]
+fn nothing_changes_anywhere_unless_every_server_passes_and_cpcheck_names_the_broken_server() {
+    let c = cluster("hapre", 3);
+    let args = c.bootstrap_args("root");
+    let snaps = |c: &Cluster| c.servers.iter().map(snapshot).collect::<Vec<_>>();
+    let clean = snaps(&c);
+    // A server that cannot be reached: exit 3, named, nothing changed on the others.
+    c.servers[2].link(false).unwrap();
+    let out = run_bootstrap(&with(&args, &["--timeout", "5s"]));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("{}: cannot connect to {}", c.servers[2].dest(), c.servers[2].dest())), "{err}");
+    assert!(err.contains("nothing on any server was changed"), "{err}");
+    c.servers[2].link(true).unwrap();
+    // A server whose preflight fails: exit 2, named, nothing changed anywhere.
+    c.servers[1].ssh("mkdir -p /var/lib/kubernetes/ca.crt").unwrap();
+    let with_dir = snaps(&c);
+    let out = run_bootstrap(&args);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("error: {}: /var/lib/kubernetes/ca.crt on the server is a directory", c.servers[1].dest())), "{err}");
+    assert_eq!(snaps(&c), with_dir, "preflight changed a server");
+    c.servers[1].ssh("rmdir /var/lib/kubernetes/ca.crt && rmdir /var/lib/kubernetes").unwrap();
+    assert_eq!(snaps(&c), clean);
+    // A dry run shows every server's plan and the order; --endpoint must be a certificate name.
+    let out = run_bootstrap(&with(&args, &["--dry-run", "--endpoint", "https://lb.example.invalid:6443"]));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--endpoint https://lb.example.invalid:6443: lb.example.invalid is not a name of the serving certificate"), "{err}");
+    let out = run_bootstrap(&with(&args, &["--dry-run", "-o", "json"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v = json(&out);
+    assert_eq!((v["kind"].as_str(), v["servers"].as_array().map(Vec::len)), (Some("ClusterPlan"), Some(3)));
+    assert_eq!(snaps(&c), clean, "a dry run changed a server");
+
+    let out = run_bootstrap(&args);
+    assert!(out.status.success(), "bootstrap: {:?}", text(&out));
+    let check = |extra: &[&str]| {
+        let mut a = c.cpcheck_args();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        cpcheck(&a)
+    };
+    let endpoint = format!("https://{}:6443", c.servers[1].address);
+    let out = check(&["--endpoint", &endpoint]);
+    assert_eq!(out.status.code(), Some(0), "a healthy HA plane: {}", redact_tail(&text(&out).0));
+    let out = check(&["-o", "json", "--endpoint", &endpoint]);
+    let v = json(&out);
+    let rows = v["checks"].as_array().unwrap();
+    let status = |id: &str| rows.iter().find(|r| r["id"] == id).map(|r| r["status"].as_str().unwrap().to_string()).unwrap();
+    for id in ["cluster.apiservers-ready", "cluster.endpoints", "cluster.leases", "cluster.same-files", "cluster.etcd-members", "cluster.endpoint"] {
+        assert_eq!(status(id), "PASS", "{id}");
+    }
+    // Host checks ran on each server, the server a field of its own.
+    for s in &c.servers {
+        assert!(rows.iter().any(|r| r["id"] == "host.unit.kube-apiserver" && r["server"] == s.dest().as_str()), "{}", s.dest());
+    }
+
+    // Broken three ways: an apiserver stopped, a unit edited, an etcd member stopped.
+    c.servers[0].ssh("systemctl stop kube-apiserver").unwrap();
+    c.servers[1].ssh("sed -i 's/--v=2/--v=4/' /etc/systemd/system/kube-scheduler.service").unwrap();
+    c.servers[2].ssh("systemctl stop etcd").unwrap();
+    let out = check(&["-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let v = json(&out);
+    let rows = v["checks"].as_array().unwrap();
+    let failed = |id: &str, server: Option<&str>| -> String {
+        let r = rows.iter().find(|r| r["id"] == id && r["server"].as_str() == server).unwrap_or_else(|| panic!("{id} {server:?}"));
+        assert_eq!(r["status"], "FAIL", "{id} on {server:?}: {r:#}");
+        r["detail"].as_str().unwrap().to_string()
+    };
+    let (s1, s2, s3) = (c.servers[0].dest(), c.servers[1].dest(), c.servers[2].dest());
+    assert!(failed("cluster.apiservers-ready", None).contains(&format!("{s1}: /readyz")));
+    failed("host.unit.kube-apiserver", Some(&s1));
+    failed("host.drift.kube-scheduler", Some(&s2));
+    assert!(failed("cluster.same-files", None).contains(&format!("/etc/systemd/system/kube-scheduler.service differs on {s2}")));
+    assert!(failed("cluster.etcd-members", None).contains(&format!("{s3}: etcd /health")));
+    assert!(failed("cluster.endpoints", None).contains(&s1), "the stopped apiserver is not listed");
+}
