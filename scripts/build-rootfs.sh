@@ -18,7 +18,7 @@ if [ -f "$root/.complete" ]; then echo "$root"; exit 0; fi
 start=$(date +%s)
 tmp="$root.tmp"
 rm -rf "$tmp"
-pkgs=systemd,systemd-sysv,dbus,openssh-server,iproute2,etcd-server,sudo,ca-certificates,procps,netcat-openbsd,openssl
+pkgs=systemd,systemd-sysv,dbus,openssh-server,iproute2,etcd-server,sudo,ca-certificates,procps,netcat-openbsd,openssl,zstd
 echo "[rootfs] debootstrap bookworm (minbase + $pkgs)" >&2
 debootstrap --variant=minbase --include="$pkgs" bookworm "$tmp" "$mirror" >"$cache/rootfs/debootstrap.log" 2>&1 || {
   echo "[rootfs] debootstrap failed; last lines of $cache/rootfs/debootstrap.log:" >&2

@@ -82,6 +82,32 @@ pub struct Bed {
     /// Set when this bed is one server of a cluster (see `Cluster`).
     #[serde(default)]
     pub member: Option<Member>,
+    #[serde(default)]
+    pub options: BedOptions,
+}
+
+/// How a bed is made besides its name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BedOptions {
+    /// Shape the link from the jumpbox to the server to this rate (tc tbf on
+    /// the host side of the veth: `100mbit`, `20mbit`…). Bandwidth only:
+    /// netem is not in every kernel, so latency is not simulated.
+    pub link: Option<String>,
+    /// Keep zstd on the server. A minimal Debian server has gzip only, and
+    /// so does a bed unless asked.
+    pub zstd: bool,
+}
+
+impl BedOptions {
+    pub fn check(&self) -> Result<()> {
+        if let Some(l) = &self.link {
+            let digits = l.trim_end_matches("bit").trim_end_matches(['k', 'm', 'g']);
+            if !l.ends_with("bit") || digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                bail!("--link {l}: a rate like 100mbit, 20mbit or 500kbit");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A bed's place in a cluster: its number, the bridge it hangs on, and every
@@ -220,6 +246,12 @@ impl Bed {
 
     /// Brings up a new bed called `name` (fails if one of that name is up).
     pub fn up(name: &str) -> Result<Bed> {
+        Self::up_with(name, &BedOptions::default())
+    }
+
+    /// [`Bed::up`] with a shaped link or zstd.
+    pub fn up_with(name: &str, options: &BedOptions) -> Result<Bed> {
+        options.check()?;
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || name.is_empty() {
             bail!("bed name `{name}`: use letters, digits and '-'");
         }
@@ -247,6 +279,7 @@ impl Bed {
             k8s_bin,
             teardown_on_drop: true,
             member: None,
+            options: options.clone(),
         };
         match bed.boot(&root) {
             Ok(()) => Ok(bed),
@@ -307,6 +340,10 @@ impl Bed {
             None => run(Command::new("ip").args(["addr", "add", &format!("{}/24", self.host_address), "dev", &h]))?,
         };
         run(Command::new("ip").args(["link", "set", &h, "up"]))?;
+        if let Some(rate) = &self.options.link {
+            // Shapes what the jumpbox sends (uploads): tbf, as netem is absent.
+            run(Command::new("tc").args(["qdisc", "add", "dev", &h, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms"]))?;
+        }
         let inns = |args: &[&str]| run(Command::new("ip").args(["-n", &ns]).args(args));
         inns(&["addr", "add", &format!("{}/24", self.address), "dev", &s])?;
         inns(&["link", "set", &s, "up"])?;
@@ -324,6 +361,12 @@ impl Bed {
         }
         let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
         run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged))?;
+        if !self.options.zstd {
+            // As on a minimal Debian server (the root file system has it for beds that ask).
+            for z in ["usr/bin/zstd", "usr/bin/unzstd", "usr/bin/zstdcat", "usr/bin/zstdmt"] {
+                let _ = std::fs::remove_file(merged.join(z));
+            }
+        }
 
         // Host key, fresh per bed, recorded for strict checking.
         let hk = merged.join("etc/ssh/ssh_host_ed25519_key");

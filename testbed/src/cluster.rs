@@ -76,6 +76,12 @@ impl Cluster {
 
     /// Brings up `n` servers called `name`.
     pub fn up(name: &str, n: u8) -> Result<Cluster> {
+        Self::up_with(name, n, &crate::bed::BedOptions::default())
+    }
+
+    /// [`Cluster::up`] with every server's link shaped, or zstd kept.
+    pub fn up_with(name: &str, n: u8, options: &crate::bed::BedOptions) -> Result<Cluster> {
+        options.check()?;
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || name.is_empty() {
             bail!("bed name `{name}`: use letters, digits and '-'");
         }
@@ -107,7 +113,7 @@ impl Cluster {
             teardown_on_drop: true,
         };
         c.save()?;
-        match c.boot(&root, &k8s_bin, &servers) {
+        match c.boot(&root, &k8s_bin, &servers, options) {
             Ok(()) => Ok(c),
             Err(e) => {
                 let e = c.servers.iter().fold(e, |e, s| s.with_console(e));
@@ -118,7 +124,7 @@ impl Cluster {
         }
     }
 
-    fn boot(&mut self, root: &std::path::Path, k8s_bin: &std::path::Path, servers: &[(String, Ipv4Addr)]) -> Result<()> {
+    fn boot(&mut self, root: &std::path::Path, k8s_bin: &std::path::Path, servers: &[(String, Ipv4Addr)], options: &crate::bed::BedOptions) -> Result<()> {
         phase("bridge", || {
             run(Command::new("ip").args(["link", "add", &self.bridge, "type", "bridge"]))?;
             run(Command::new("ip").args(["addr", "add", &format!("{}/24", self.host_address), "dev", &self.bridge]))?;
@@ -142,6 +148,7 @@ impl Cluster {
                 k8s_bin: k8s_bin.to_path_buf(),
                 teardown_on_drop: false,
                 member: Some(Member { index, bridge: self.bridge.clone(), servers: servers.to_vec(), shared_dir: self.dir.clone() }),
+                options: options.clone(),
             };
             bed.prepare(root)?;
             self.servers.push(bed);

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-pub use testbed::{Bed, Cluster};
+pub use testbed::{Bed, BedOptions, Cluster};
 
 pub mod faults;
 
@@ -19,9 +19,14 @@ pub fn redact_tail(stderr: &str) -> String {
 
 /// Brings up a fresh bed or fails the test saying why (never skips).
 pub fn bed(label: &str) -> Bed {
+    bed_with(label, &BedOptions::default())
+}
+
+/// [`bed`] with a shaped link or zstd on the server.
+pub fn bed_with(label: &str, options: &BedOptions) -> Bed {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-    match Bed::up(&name) {
+    match Bed::up_with(&name, options) {
         Ok(b) => b,
         Err(e) => panic!("the test bed could not start (needs root, systemd-nspawn, debootstrap; run scripts/install-prereqs.sh): {e:#}"),
     }

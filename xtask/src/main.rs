@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use testbed::{Bed, Cluster};
+use testbed::{Bed, BedOptions, Cluster};
 
 mod bench;
 mod faults;
@@ -77,6 +77,12 @@ enum BedCmd {
         /// Servers on one segment, with a stacked etcd cluster (1: the single-server bed).
         #[arg(long, default_value_t = 1)]
         servers: u8,
+        /// Shape the jumpbox→server link to this rate (tc tbf): 100mbit, 20mbit…
+        #[arg(long, value_name = "RATE")]
+        link: Option<String>,
+        /// Keep zstd on the server(s) (a minimal Debian server has only gzip).
+        #[arg(long)]
+        zstd: bool,
     },
     /// Print the BED_* variables of a bed that is up.
     Env {
@@ -205,11 +211,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Bed { command } => match command {
-            BedCmd::Up { name, servers: 1 } => Bed::up(&name).map(|mut b| {
+            BedCmd::Up { name, servers: 1, link, zstd } => Bed::up_with(&name, &BedOptions { link, zstd }).map(|mut b| {
                 b.teardown_on_drop = false;
                 print!("{}", b.env_lines());
             }),
-            BedCmd::Up { name, servers } => Cluster::up(&name, servers).map(|mut c| {
+            BedCmd::Up { name, servers, link, zstd } => Cluster::up_with(&name, servers, &BedOptions { link, zstd }).map(|mut c| {
                 c.teardown_on_drop = false;
                 print!("{}", c.env_lines());
             }),
