@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::{parse_duration, KubeArgs, OverrideArgs, SshArgs};
 use controlplane::bootstrap::{self, ResetOptions, ServerOptions};
+use controlplane::local::compress::{Codec, Compress};
 use controlplane::local::interrupt::{self, Signal};
 use controlplane::model::overrides::Overrides;
 use controlplane::model::Version;
@@ -33,6 +34,25 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressArg {
+    Auto,
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl From<CompressArg> for Compress {
+    fn from(c: CompressArg) -> Compress {
+        match c {
+            CompressArg::Auto => Compress::Auto,
+            CompressArg::Zstd => Compress::Use(Codec::Zstd),
+            CompressArg::Gzip => Compress::Use(Codec::Gzip),
+            CompressArg::None => Compress::Use(Codec::None),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Deploy, start and prove the control plane on DESTINATION, or on every server of a highly available plane (idempotent).
@@ -51,6 +71,9 @@ enum Command {
         /// How many servers to connect to, read and stage at once (default: all).
         #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         concurrency: usize,
+        /// How large files travel: auto compresses (zstd, else gzip, as the server has) where the measured link makes it pay.
+        #[arg(long, value_enum, default_value = "auto")]
+        compress: CompressArg,
         #[command(flatten)]
         ssh: SshArgs,
         /// The jumpbox directory: certs, kubeconfigs, encryption-config.yaml; binaries in downloads/controller and downloads/client, or directly here.
@@ -190,7 +213,7 @@ fn main() -> ExitCode {
                 Err(sig) => interrupted(sig),
             }
         }
-        Command::Server { destinations, endpoint, concurrency, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
+        Command::Server { destinations, endpoint, concurrency, compress, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
             let o = ServerOptions {
                 destinations,
                 ssh: (&ssh).into(),
@@ -202,9 +225,14 @@ fn main() -> ExitCode {
                 kubernetes_version,
                 endpoint,
                 concurrency,
+                compress: compress.into(),
             };
             let ui = Ui::new(verbose);
-            match rt.block_on(interrupt::guard(bootstrap::server(&o, &ui))) {
+            let ran = rt.block_on(interrupt::guard(bootstrap::server(&o, &ui)));
+            if verbose {
+                errln!("{}", controlplane::local::process::stats_line());
+            }
+            match ran {
                 Ok(Ok(report)) => {
                     match output {
                         Format::Json => outln!("{}", serde_json::to_string_pretty(&report).expect("a report serializes")),

@@ -55,7 +55,7 @@ struct Cli {
     /// How long to wait for the server and the API; no check waits longer (each at most 10s).
     #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = parse_duration)]
     timeout: std::time::Duration,
-    /// More detail.
+    /// More detail: the run's SSH sessions, CPU and peak memory at the end.
     #[arg(short = 'v', long)]
     verbose: bool,
 }
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let _ = cli.verbose;
+
     if cli.list {
         return match cpcheck::select(&cli.only, &cli.skip) {
             Ok(checks) => {
@@ -99,7 +99,11 @@ fn main() -> ExitCode {
         timeout: cli.timeout,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    match rt.block_on(interrupt::guard(cpcheck::check(&o))) {
+    let ran = rt.block_on(interrupt::guard(cpcheck::check(&o)));
+    if cli.verbose {
+        errln!("{}", controlplane::local::process::stats_line());
+    }
+    match ran {
         Ok(Ok(mut report)) => {
             match cli.output {
                 Format::Table => {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::local::files::sha256_hex;
 
 use crate::error::Problem;
-use crate::local::files::hash_file;
+use crate::local::cache::HashCache;
 use crate::model::overrides::{desired_units, DesiredUnit, Overrides};
 use crate::model::version::{render_scheduler_config, Version};
 use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
@@ -46,10 +46,13 @@ impl DesiredFile {
         }
     }
 
+    /// The whole content, for the small files that are parsed (certificates,
+    /// keys, kubeconfigs, configs): never more than
+    /// [`crate::local::files::SMALL_FILE_LIMIT`] (binaries are streamed).
     pub fn bytes(&self) -> std::io::Result<Vec<u8>> {
         match &self.content {
             Content::Text(t) => Ok(t.as_bytes().to_vec()),
-            Content::Path(p) => std::fs::read(p),
+            Content::Path(p) => crate::local::files::read_regular(p, crate::local::files::SMALL_FILE_LIMIT).map_err(std::io::Error::other),
         }
     }
 }
@@ -61,11 +64,22 @@ pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// most `timeout` (then it is killed). Only a regular file is run.
 pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, String> {
     let shown = crate::output::redact::line(&path.display().to_string());
+    let line = version_line(path, timeout)?;
+    Version::parse(&line).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&line)))
+}
+
+/// The first line a binary's `--version` prints (`Kubernetes v1.20.2`),
+/// bounded like [`binary_version`].
+pub fn version_line(path: &Path, timeout: std::time::Duration) -> Result<String, String> {
+    let shown = crate::output::redact::line(&path.display().to_string());
     crate::local::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
     let out = crate::local::process::output_within(std::process::Command::new(path).arg("--version"), timeout).map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let first: String = text.trim().chars().take(80).collect();
-    Version::parse(&text).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)))
+    let first: String = text.trim().lines().next().unwrap_or("").chars().take(80).collect();
+    if Version::parse(&first).is_none() {
+        return Err(format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)));
+    }
+    Ok(crate::output::redact::line(&first))
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +88,8 @@ pub struct Desired {
     pub units: Vec<DesiredUnit>,
     /// The kube-scheduler version the scheduler config was rendered for.
     pub scheduler_version: Option<Version>,
+    /// sha256 of a unit's binary → its `--version` line, where it could run here.
+    pub versions: BTreeMap<String, String>,
 }
 
 impl Desired {
@@ -88,28 +104,12 @@ impl Desired {
 /// Resolves every layout file against `assets` and the manifests.
 /// `version` overrides the version learnt from the kube-scheduler binary,
 /// whose `--version` probe may take at most `probe_timeout`.
-pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, probe_timeout: std::time::Duration) -> (Desired, Vec<Problem>) {
+pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, probe_timeout: std::time::Duration, cache: &HashCache) -> (Desired, Vec<Problem>) {
     let units = desired_units(overrides);
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    let mut scheduler_version = version;
-    // The version decides how the scheduler config renders: learn it first.
-    if scheduler_version.is_none() {
-        if let Some(f) = FILES.iter().find(|f| f.kind == FileKind::Binary && f.dest.ends_with("/kube-scheduler")) {
-            if let Source::Asset(c) = f.source {
-                if let Some(p) = c.iter().map(|c| assets.join(c)).find(|p| p.is_file()) {
-                    match binary_version(&p, probe_timeout.min(VERSION_PROBE_TIMEOUT)) {
-                        Ok(v) => scheduler_version = Some(v),
-                        Err(e) => problems.push(Problem::new(
-                            format!("kube-scheduler version: {e}"),
-                            "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it",
-                        )),
-                    }
-                }
-            }
-        }
-    }
-    // Hash the assets on every core: hundreds of MiB of binaries.
+    // Hash the assets on every core (hundreds of MiB of binaries), or take
+    // the hashes the cache has for files unchanged since.
     let found: Vec<(usize, PathBuf)> = FILES
         .iter()
         .enumerate()
@@ -127,11 +127,60 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
             s.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some((i, p)) = found.get(k) else { break };
-                let r = hash_file(p);
+                let r = cache.hash(p, FILES[*i].kind.is_secret());
                 hashed.lock().expect("hash results").insert(*i, r);
             });
         }
     });
+    // The version decides how the scheduler config renders: the cache's for
+    // this content, else the binary's own `--version`.
+    // What each unit's binary says it is (`Kubernetes v1.20.2`): the cache's
+    // line for this content, else the binary's own `--version`, all at once.
+    // The scheduler's decides how the scheduler config renders.
+    let binaries: Vec<(usize, PathBuf, Option<String>)> = found
+        .iter()
+        .filter(|(i, _)| FILES[*i].kind == FileKind::Binary && crate::model::UNITS.iter().any(|u| u.exec == FILES[*i].dest))
+        .map(|(i, p)| (*i, p.clone(), hashed.lock().expect("hash results").get(i).and_then(|r| r.as_ref().ok()).map(|(_, s)| s.clone())))
+        .collect();
+    let lines: Vec<(usize, Option<String>, Result<String, String>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = binaries
+            .iter()
+            .map(|(i, p, sha)| {
+                s.spawn(move || {
+                    let known = sha.as_deref().and_then(|s| cache.version(s));
+                    (*i, sha.clone(), known.map(Ok).unwrap_or_else(|| version_line(p, probe_timeout.min(VERSION_PROBE_TIMEOUT))))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("a version probe does not panic")).collect()
+    });
+    let mut versions = BTreeMap::new();
+    let mut scheduler_version = version;
+    for (i, sha, line) in lines {
+        let is_scheduler = FILES[i].dest.ends_with("/kube-scheduler");
+        match line {
+            Ok(l) => {
+                if let Some(s) = &sha {
+                    cache.set_version(s, &l);
+                    versions.insert(s.clone(), l.clone());
+                }
+                if is_scheduler && scheduler_version.is_none() {
+                    match Version::parse(&l) {
+                        Some(v) => scheduler_version = Some(v),
+                        None => problems.push(Problem::new(
+                            format!("kube-scheduler version: `--version` printed no version: {}", crate::output::redact::line(&l)),
+                            "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it",
+                        )),
+                    }
+                }
+            }
+            Err(e) if is_scheduler && scheduler_version.is_none() => {
+                problems.push(Problem::new(format!("kube-scheduler version: {e}"), "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it"))
+            }
+            // Another architecture's binaries say nothing here: cpcheck asks them on the server.
+            Err(_) => {}
+        }
+    }
     let mut hashed = hashed.into_inner().expect("hash results");
     for (i, spec) in FILES.iter().enumerate() {
         match spec.source {
@@ -173,7 +222,7 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
             }
         }
     }
-    (Desired { files, units, scheduler_version }, problems)
+    (Desired { files, units, scheduler_version, versions }, problems)
 }
 
 /// The serving port each component listens on, from the desired flags.
@@ -188,7 +237,8 @@ mod tests {
     #[test]
     fn missing_assets_are_each_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let (d, problems) = build(dir.path(), &Overrides::default(), Some(Version { major: 1, minor: 32 }), std::time::Duration::from_secs(5));
+        let (d, problems) =
+            build(dir.path(), &Overrides::default(), Some(Version { major: 1, minor: 32 }), std::time::Duration::from_secs(5), &crate::local::cache::HashCache::disabled());
         let assets = FILES.iter().filter(|f| matches!(f.source, Source::Asset(_))).count();
         assert_eq!(problems.len(), assets, "{problems:#?}");
         assert!(problems.iter().all(|p| p.what.starts_with("missing asset")));

@@ -13,6 +13,7 @@ use futures::StreamExt;
 
 use crate::error::Problem;
 use crate::kube::config::KubeOptions;
+use crate::local::compress::{self, Codec, Compress, Decision};
 use crate::model::overrides::{desired_units, OverrideSources, Overrides};
 use crate::model::version::{render_scheduler_config, scheduler_api_version, Version};
 use crate::model::{Source, DIRECTORIES, FILES, SCHEDULER_CONFIG};
@@ -53,6 +54,8 @@ pub struct ServerOptions {
     pub endpoint: Option<String>,
     /// How many servers are connected to, read and staged at once (0: all).
     pub concurrency: usize,
+    /// How large files travel: `auto` compresses where it pays.
+    pub compress: Compress,
 }
 
 async fn release(lock: Option<Lock<'_>>) {
@@ -88,6 +91,43 @@ fn worst(errors: &[&Error]) -> u8 {
         1
     } else {
         2
+    }
+}
+
+/// How the large files of `plan` travel to `host`: `--compress` as given
+/// (a codec the server lacks is a preflight problem), or with `auto` the
+/// codec whose estimate beats sending as is, by the link measured now and
+/// a sample of the largest file compressed here.
+async fn transfer(c: Compress, desired: &desired::Desired, host: &Host, probe: &Probe, plan: &plan::Plan) -> Result<Decision, Problem> {
+    let bytes = plan.large_upload_bytes();
+    match c {
+        Compress::Use(Codec::None) => Ok(Decision::none("--compress none")),
+        Compress::Use(codec) if !probe.has(codec) => Err(Problem::new(
+            format!("--compress {}: the server has no {} to decompress with", codec.name(), codec.name()),
+            format!("install it on the server (apt install {}), or pass --compress auto", codec.name()),
+        )),
+        Compress::Use(codec) => Ok(Decision { codec, link_bytes_per_second: None, sample: None, why: format!("--compress {}", codec.name()) }),
+        Compress::Auto if bytes == 0 => Ok(Decision::none("no large file to send")),
+        Compress::Auto => {
+            // zstd beats gzip at both speed and size: gzip only without it.
+            let have: Vec<Codec> = [Codec::Zstd, Codec::Gzip].into_iter().filter(|c| probe.has(*c)).take(1).collect();
+            if have.is_empty() {
+                return Ok(Decision::none("the server has neither zstd nor gzip"));
+            }
+            let link = match host.measure_link().await {
+                Ok(l) => l,
+                Err(e) => return Ok(Decision::none(format!("the link could not be measured ({e})"))),
+            };
+            // The largest upload stands for all (the binaries dominate).
+            let largest = plan.uploads().iter().max_by_key(|f| f.bytes).map(|f| &desired.files[f.index]);
+            let Some(desired::DesiredFile { content: desired::Content::Path(path), .. }) = largest else {
+                return Ok(Decision::none("no large file on disk"));
+            };
+            let path = path.clone();
+            let samples =
+                tokio::task::spawn_blocking(move || have.into_iter().filter_map(|c| compress::sample(c, &path).ok().map(|s| (c, s))).collect::<Vec<_>>()).await.unwrap_or_default();
+            Ok(compress::choose(bytes, link, &samples))
+        }
     }
 }
 
@@ -143,7 +183,9 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     let local = tokio::task::spawn_blocking({
         let (assets, kube, timeout) = (o.assets.clone(), o.kube.clone(), o.timeout);
         move || {
-            let (desired, mut problems) = desired::build(&assets, &overrides, version, timeout);
+            let cache = crate::local::cache::HashCache::open();
+            let (desired, mut problems) = desired::build(&assets, &overrides, version, timeout, &cache);
+            cache.save();
             let mut extra = Vec::new();
             let resolved = match crate::kube::config::resolve(&kube, Some(&admin_default)) {
                 Ok(r) => {
@@ -183,28 +225,56 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
         return Err(Failure { error: failed.remove(0).1, problems });
     }
     // One run per server: wait for any other (a dry run changes nothing and
-    // does not wait). The server is read under the lock.
-    let locks: Vec<Result<Option<Lock<'_>>, Error>> = futures::stream::iter(hosts.iter().zip(&uis))
-        .map(|(h, u)| async move {
-            if o.dry_run {
-                Ok(None)
-            } else {
-                Lock::acquire(h, o.timeout, u).await.map(Some)
+    // does not wait). The server is read under the lock, in the lock's own
+    // session. Meanwhile, a look at the running plane (health, leaders,
+    // RBAC; reads only): a no-op run needs nothing more.
+    // A dry run changes nothing, not even the hash cache.
+    let script = probe::script(&Request { write_cache: !o.dry_run, ..Request::bootstrap() });
+    let read_all = futures::stream::iter(hosts.iter().zip(&uis))
+        .map(|(h, u)| {
+            let script = &script;
+            async move {
+                let asked = std::time::SystemTime::now();
+                let (lock, out) = if o.dry_run {
+                    let out = h.sh(script).await.map(|o| (String::from_utf8_lossy(&o.stdout).into_owned(), if o.status.success() { 0 } else { 1 }));
+                    (Ok(None), out.map(Some))
+                } else {
+                    match Lock::acquire_then(h, o.timeout, u, Some(script)).await {
+                        Ok((l, out)) => (Ok(Some(l)), Ok(out)),
+                        Err(e) => (Err(e), Ok(None)),
+                    }
+                };
+                let p = match out {
+                    Ok(Some((text, 0))) => {
+                        let mut p = Probe::default();
+                        probe::finish(&text, asked, &mut p);
+                        Ok(p)
+                    }
+                    Ok(Some(_)) => Err(Error::Server(format!("{}: reading the server failed", h.destination))),
+                    Ok(None) => Err(Error::Input(String::new())),
+                    Err(e) => Err(e),
+                };
+                (lock, p)
             }
         })
         .buffered(limit)
-        .collect()
-        .await;
-    let reads: Vec<Result<Probe, Error>> = futures::stream::iter(hosts.iter().zip(&locks))
-        .map(|(h, l)| async move {
-            match l {
-                Ok(_) => probe::read(h, &Request::bootstrap()).await,
-                Err(_) => Err(Error::Input(String::new())),
+        .collect::<Vec<_>>();
+    let config = match &resolved {
+        Some(r) if !o.dry_run => crate::kube::config::from_resolved(r.clone(), o.timeout).await.ok(),
+        _ => None,
+    };
+    let looks = futures::future::join_all(hosts.iter().map(|h| {
+        let config = config.clone();
+        let desired = &desired;
+        async move {
+            match config {
+                Some(c) => steps::look(h, desired, c).await.ok(),
+                None => None,
             }
-        })
-        .buffered(limit)
-        .collect()
-        .await;
+        }
+    }));
+    let (read, mut looks) = tokio::join!(read_all, looks);
+    let (locks, reads): (Vec<_>, Vec<_>) = read.into_iter().unzip();
     let index: Vec<usize> = (0..dests.len()).filter(|i| !failed.iter().any(|(f, _)| f == i)).collect();
     let mut locks_ok = Vec::new();
     let mut probes = Vec::new();
@@ -241,7 +311,15 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     // plane of several rolls, apiservers first.
     let first_deploy = probes.iter().all(|p| !crate::model::UNITS.iter().any(|u| p.active(u.file_name)));
     let mode = if multi && !first_deploy { plan::Rollout::ApiserversFirst } else { plan::Rollout::OnePass };
-    let plans: Vec<plan::Plan> = probes.iter().map(|p| plan::build_for(&desired, p, mode)).collect();
+    let mut plans: Vec<plan::Plan> = probes.iter().map(|p| plan::build_for(&desired, p, mode)).collect();
+    // How the large files travel to each server: its codecs, its link.
+    let decisions = futures::future::join_all(hosts.iter().zip(&probes).zip(&plans).map(|((h, p), plan)| transfer(o.compress, &desired, h, p, plan))).await;
+    for ((plan, d), name) in plans.iter_mut().zip(decisions).zip(&names) {
+        match d {
+            Ok(d) => plan.set_transfer(d),
+            Err(x) => problems.push(if multi { x.on(name) } else { x }),
+        }
+    }
     for ((p, plan), name) in probes.iter().zip(&plans).zip(&names) {
         let found = preflight::remote(&desired, p, plan);
         problems.extend(found.into_iter().map(|x| if multi { x.on(name) } else { x }));
@@ -272,6 +350,10 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     if let Some(v) = desired.scheduler_version {
         ui.detail(&format!("binaries: Kubernetes {v}; scheduler config rendered as {}", scheduler_api_version(v).unwrap_or("?")));
     }
+    if multi {
+        let addresses: Vec<String> = probes.iter().filter_map(|p| preflight::advertise_address(&desired, p)).collect();
+        plans[0].wait_for_endpoints(addresses);
+    }
     let waves = rollout::waves(&plans, first_deploy);
     if o.dry_run {
         let reports: Vec<PlanReport> = names.iter().zip(&plans).zip(&probes).map(|((n, plan), p)| PlanReport::new(n, plan, &desired, p)).collect();
@@ -283,8 +365,16 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
         }
         return Ok(Report::ClusterPlan(report::ClusterPlanReport::new(reports, waves, order, first_deploy)));
     }
-    let config = crate::kube::config::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), o.timeout).await?;
+    let config = match config {
+        Some(c) => c,
+        None => crate::kube::config::from_resolved(resolved.expect("a kubeconfig problem stops at preflight"), o.timeout).await?,
+    };
     let mut execs: Vec<steps::Exec<'_>> = hosts.iter().zip(&locks).zip(&uis).map(|((h, l), u)| steps::Exec::new(h, &desired, l.as_ref(), config.clone(), o.timeout, u)).collect();
+    for ((x, look), p) in execs.iter_mut().zip(looks.iter_mut()).zip(&probes) {
+        if let Some(l) = look.take() {
+            x.seen(l, p);
+        }
+    }
     let ran = run_waves(&mut execs, &plans, &waves, &names, limit, ui).await;
     let outcomes: Vec<steps::Outcome> = execs.into_iter().map(|x| x.outcome).collect();
     release_all(locks).await;
@@ -333,6 +423,8 @@ async fn run_waves(execs: &mut [steps::Exec<'_>], plans: &[plan::Plan], waves: &
             // each for their own health: a server broken before this run
             // must not hold up the one pass that fixes it.
             for (i, x) in execs.iter_mut().enumerate() {
+                // Staging several servers at once: one large file each at a time.
+                x.lanes = if w.servers.len() > 1 { 1 } else { steps::PARALLEL_LARGE };
                 x.peers =
                     if w.servers == [i] { names.iter().zip(&apis).enumerate().filter(|(j, _)| *j != i).map(|(_, (n, a))| (n.clone(), a.clone())).collect() } else { Vec::new() };
             }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::bootstrap::desired::{Desired, DesiredFile};
+use crate::local::compress::{Codec, Decision};
 use crate::model::overrides::DesiredUnit;
 use crate::model::{FileKind, FileMode, UnitSpec, APISERVER, DIRECTORIES, UNITS};
 use crate::output::human_bytes;
@@ -82,6 +83,8 @@ pub enum Action {
     /// on arrival (large files a couple at a time, small ones in one session).
     Stage {
         files: Vec<FileChange>,
+        /// How the large files travel (compressed where it pays).
+        transfer: Decision,
     },
     /// Put the staged files in place in one round trip; first record
     /// `marker` (what the commit makes necessary) on the server.
@@ -114,6 +117,12 @@ pub enum Action {
     WaitHealthy {
         components: Vec<String>,
     },
+    /// With several servers, once: until the `kubernetes` Endpoints list
+    /// every server's advertise address (each apiserver adds itself within
+    /// its reconcile interval after it starts).
+    WaitEndpoints {
+        addresses: Vec<String>,
+    },
     ApplyRbac {
         cluster_roles: Vec<String>,
         cluster_role_bindings: Vec<String>,
@@ -135,6 +144,7 @@ impl Action {
             Action::Start { .. } => "start",
             Action::Restart { .. } => "restart",
             Action::WaitHealthy { .. } => "wait-healthy",
+            Action::WaitEndpoints { .. } => "wait-endpoints",
             Action::ApplyRbac { .. } => "apply-rbac",
         }
     }
@@ -149,9 +159,17 @@ impl Action {
                 parts.extend(fix.iter().map(|d| format!("chmod {}/ → {} root:root (was {})", d.path, d.mode, d.was.as_deref().unwrap_or("?"))));
                 format!("dirs     {}", parts.join("; "))
             }
-            Action::Stage { files } => {
+            Action::Stage { files, transfer } => {
                 let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-                format!("stage    {} file(s), {}", files.len(), human_bytes(bytes))
+                let how = match (transfer.codec, transfer.sample) {
+                    (Codec::None, _) => format!("as is: {}", transfer.why),
+                    (c, Some(s)) => {
+                        let large: u64 = files.iter().filter(|f| f.bytes >= crate::bootstrap::steps::SMALL_FILE).map(|f| f.bytes).sum();
+                        format!("large files {}, ≈{} on the wire: {}", c.name(), human_bytes((large as f64 * s.ratio) as u64), transfer.why)
+                    }
+                    (c, None) => format!("large files {}: {}", c.name(), transfer.why),
+                };
+                format!("stage    {} file(s), {} ({how})", files.len(), human_bytes(bytes))
             }
             Action::Commit { files, marker } => format!(
                 "commit   {} file(s) in place (chown, chmod, rename, fsync){}",
@@ -165,6 +183,7 @@ impl Action {
             Action::Start { unit, because } => format!("systemctl start {unit}{}", why(because)),
             Action::Restart { unit, because } => format!("systemctl restart {unit}{}", why(because)),
             Action::WaitHealthy { components } => format!("wait     until healthy: {} (and leaders; a Lease left by a process stopped here is released)", components.join(", ")),
+            Action::WaitEndpoints { addresses } => format!("wait     until the kubernetes Endpoints list every server: {}", addresses.join(", ")),
             Action::ApplyRbac { cluster_roles, cluster_role_bindings } => {
                 format!("apply    ClusterRole {} / ClusterRoleBinding {} (server-side)", cluster_roles.join(", "), cluster_role_bindings.join(", "))
             }
@@ -175,14 +194,14 @@ impl Action {
     pub fn details(&self) -> Vec<String> {
         match self {
             Action::RemoveStale { paths } => paths.clone(),
-            Action::Stage { files } => files.iter().map(FileChange::line).collect(),
+            Action::Stage { files, .. } => files.iter().map(FileChange::line).collect(),
             _ => Vec::new(),
         }
     }
 
     /// Does this action change the server?
     pub fn changes(&self) -> bool {
-        !matches!(self, Action::WaitHealthy { .. } | Action::ApplyRbac { .. })
+        !matches!(self, Action::WaitHealthy { .. } | Action::WaitEndpoints { .. } | Action::ApplyRbac { .. })
     }
 }
 
@@ -192,9 +211,31 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Adds the cluster's once-only wait for `addresses` in the Endpoints
+    /// (before the RBAC): for the server a run over several finishes through.
+    pub fn wait_for_endpoints(&mut self, addresses: Vec<String>) {
+        let at = self.actions.iter().position(|a| matches!(a, Action::ApplyRbac { .. })).unwrap_or(self.actions.len());
+        self.actions.insert(at, Action::WaitEndpoints { addresses });
+    }
+    /// Sets how the stage step sends the large files.
+    pub fn set_transfer(&mut self, d: Decision) {
+        for a in &mut self.actions {
+            if let Action::Stage { transfer, .. } = a {
+                *transfer = d.clone();
+            }
+        }
+    }
+    /// How the stage step sends the large files.
+    pub fn transfer(&self) -> Option<&Decision> {
+        self.actions.iter().find_map(|a| if let Action::Stage { transfer, .. } = a { Some(transfer) } else { None })
+    }
+    /// The bytes of the files big enough to be sent on their own (and compressed).
+    pub fn large_upload_bytes(&self) -> u64 {
+        self.uploads().iter().filter(|f| f.bytes >= crate::bootstrap::steps::SMALL_FILE).map(|f| f.bytes).sum()
+    }
     /// The files the stage step uploads.
     pub fn uploads(&self) -> &[FileChange] {
-        self.actions.iter().find_map(|a| if let Action::Stage { files } = a { Some(files.as_slice()) } else { None }).unwrap_or(&[])
+        self.actions.iter().find_map(|a| if let Action::Stage { files, .. } = a { Some(files.as_slice()) } else { None }).unwrap_or(&[])
     }
     pub fn upload_bytes(&self) -> u64 {
         self.uploads().iter().map(|f| f.bytes).sum()
@@ -216,7 +257,7 @@ impl Plan {
     pub fn parts(&self) -> Parts {
         let a = &self.actions;
         let prepare = a.iter().take_while(|x| matches!(x, Action::RemoveStale { .. } | Action::Directories { .. } | Action::Stage { .. })).count();
-        let finish = a.len() - a.iter().rev().take_while(|x| matches!(x, Action::ApplyRbac { .. })).count();
+        let finish = a.len() - a.iter().rev().take_while(|x| matches!(x, Action::ApplyRbac { .. } | Action::WaitEndpoints { .. })).count();
         let mut passes = Vec::new();
         let mut at = prepare;
         for (i, x) in a.iter().enumerate().take(finish).skip(prepare) {
@@ -416,7 +457,8 @@ pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
         vec![uploads.clone()]
     };
     if !uploads.is_empty() {
-        actions.push(Action::Stage { files: uploads });
+        let transfer = Decision::none("not decided yet");
+        actions.push(Action::Stage { files: uploads, transfer });
     }
     for (k, files) in passes.into_iter().enumerate() {
         let first = k == 0;
@@ -511,7 +553,7 @@ mod tests {
 
     fn desired() -> Desired {
         let files = FILES.iter().map(|spec| DesiredFile { spec, content: Content::Text(spec.dest.into()), size: 10, sha256: format!("sha-{}", spec.dest) }).collect();
-        Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None }
+        Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None, versions: Default::default() }
     }
 
     fn converged(d: &Desired) -> Probe {

@@ -19,7 +19,8 @@ use crate::remote::probe::Probe;
 pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)>) -> Vec<Problem> {
     let mut p = Vec::new();
     let mut certs: BTreeMap<&str, Cert> = BTreeMap::new();
-    for f in &desired.files {
+    // Only what is parsed here is read: binaries are streamed, never held.
+    for f in desired.files.iter().filter(|f| matches!(f.spec.kind, FileKind::Certificate | FileKind::Secret)) {
         let bytes = match f.bytes() {
             Ok(b) => b,
             Err(e) => {

@@ -194,7 +194,7 @@ impl fmt::Display for Failure {
 /// The diff of a changed text file; secrets and binaries are never shown
 /// (a binary gets its short sha256; a secret nothing).
 pub fn diff(a: &Action, desired: &Desired, probe: &Probe) -> Vec<Diff> {
-    let Action::Stage { files } = a else { return Vec::new() };
+    let Action::Stage { files, .. } = a else { return Vec::new() };
     let mut out = Vec::new();
     for c in files.iter().filter(|c| c.change == super::plan::Change::Changed) {
         let f = &desired.files[c.index];
@@ -267,7 +267,12 @@ impl fmt::Display for RunReport {
         if !self.changed {
             writeln!(f, "nothing changed: the control plane was already as desired")?;
         } else {
-            writeln!(f, "changed: {} file(s), {} sent; started: {}; restarted: {}", o.uploaded.len(), human_bytes(o.bytes_sent), list(&o.started), list(&o.restarted))?;
+            let codec = if o.compression == crate::local::compress::Codec::None {
+                String::new()
+            } else {
+                format!(" ({} of files, {})", human_bytes(o.bytes_uploaded), o.compression.name())
+            };
+            writeln!(f, "changed: {} file(s), {} sent{codec}; started: {}; restarted: {}", o.uploaded.len(), human_bytes(o.bytes_sent), list(&o.started), list(&o.restarted))?;
         }
         if !o.rbac.is_empty() {
             let parts: Vec<String> = o.rbac.iter().map(|r| format!("{} {} {}", r.kind, r.name, r.result)).collect();

@@ -79,7 +79,7 @@ pub fn line(w: &Wave, names: &[String], plans: &[Plan]) -> String {
     let what = match w.part {
         Part::Prepare => "prepare (nothing at a final path changes)".to_string(),
         Part::Pass(k) => format!("pass {} ({})", k + 1, kinds(w.servers[0])),
-        Part::Finish => "once for the cluster (apply-rbac)".to_string(),
+        Part::Finish => format!("once for the cluster ({})", kinds(w.servers[0])),
     };
     format!("{who}: {what}")
 }
@@ -96,7 +96,7 @@ mod tests {
 
     fn desired() -> Desired {
         let files = FILES.iter().map(|spec| DesiredFile { spec, content: Content::Text(spec.dest.into()), size: 10, sha256: format!("sha-{}", spec.dest) }).collect();
-        Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None }
+        Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None, versions: Default::default() }
     }
 
     fn converged(d: &Desired) -> Probe {

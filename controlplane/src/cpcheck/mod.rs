@@ -9,6 +9,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -112,8 +113,9 @@ pub struct Ctx {
     pub strict: bool,
     /// The units as the manifests plus overrides would install them.
     pub desired: Vec<DesiredUnit>,
-    /// What the probe read, or why there is nothing.
-    pub host: Result<Probe, String>,
+    /// What the probe read (or why there is nothing), once it has: checks
+    /// that need no host start while the server is still being read.
+    pub host: ProbeSlot,
     /// The API client, or why there is none.
     pub api: Result<kube::Client, String>,
     pub api_url: String,
@@ -136,9 +138,23 @@ pub struct ServerView {
     pub api: Result<kube::Client, String>,
 }
 
+/// The probe's result as it arrives, shared by every check.
+pub type ProbeSlot = futures::future::Shared<BoxFuture<'static, Result<Arc<Probe>, String>>>;
+
+/// A slot that already holds `r`.
+pub fn ready(r: Result<Probe, String>) -> ProbeSlot {
+    futures::FutureExt::shared(futures::FutureExt::boxed(futures::future::ready(r.map(Arc::new))))
+}
+
 impl Ctx {
+    /// What the probe read, if it has finished (and succeeded).
     pub fn host(&self) -> Option<&Probe> {
-        self.host.as_ref().ok()
+        self.host.peek().and_then(|r| r.as_ref().ok()).map(|a| a.as_ref())
+    }
+
+    /// What the probe read, waiting for it.
+    pub async fn probe(&self) -> Result<Arc<Probe>, String> {
+        self.host.clone().await
     }
 
     #[cfg(test)]
@@ -146,7 +162,7 @@ impl Ctx {
         Ctx {
             strict,
             desired: desired_units(&Overrides::default()),
-            host: Err("no host in this test".into()),
+            host: ready(Err("no host in this test".into())),
             api: Err("no API in this test".into()),
             api_url: String::new(),
             health: BTreeMap::new(),
@@ -236,10 +252,15 @@ pub fn select(only: &[String], skip: &[String]) -> Result<Vec<Check>, Error> {
 /// The paths, certificates, kubeconfigs and encryption config the installed
 /// units (else the manifests) reference: what cpcheck's second request reads.
 pub fn referenced(p: &Probe) -> Request {
+    referenced_by(|u| p.units.get(u.file_name).and_then(|i| i.text.as_deref()).and_then(|t| Flags::from_unit(t, u.file_name).ok()).unwrap_or_default())
+}
+
+/// What units with these flags reference (see [`referenced`]).
+pub fn referenced_by(flags_of: impl Fn(&crate::model::UnitSpec) -> Flags) -> Request {
     let mut req = Request::default();
     let mut certs: Vec<String> = FILES.iter().filter(|f| f.kind == FileKind::Certificate).map(|f| f.dest.to_string()).collect();
     for u in UNITS {
-        let flags = p.units.get(u.file_name).and_then(|i| i.text.as_deref()).and_then(|t| Flags::from_unit(t, u.file_name).ok()).unwrap_or_default();
+        let flags = flags_of(u);
         for (name, value) in flags.iter() {
             let Some(v) = value else { continue };
             for part in v.split(',').filter(|p| p.starts_with('/')) {
@@ -284,6 +305,7 @@ fn is_loopback(config: &kube::Config) -> bool {
 /// The server's Kubernetes version: the installed apiserver binary's, else
 /// the API's, else the manifests'.
 async fn server_version(ctx: &Ctx) -> (Version, &'static str) {
+    let _ = ctx.probe().await;
     if let Some(v) = ctx.host().and_then(|h| h.units.get(&checks::unit_file(crate::model::APISERVER))).and_then(|u| u.binary_version.as_deref()).and_then(Version::parse) {
         return (v, "the installed kube-apiserver");
     }
@@ -301,18 +323,35 @@ async fn server_version(ctx: &Ctx) -> (Version, &'static str) {
 /// (through its SSH connection when `tunnel` or the kubeconfig names a
 /// loopback address), the controller-manager's and scheduler's /healthz.
 struct Opened {
-    probe: Result<Probe, String>,
+    probe: ProbeSlot,
     api: Result<kube::Client, String>,
     health: BTreeMap<&'static str, Result<kube::Client, String>>,
 }
 
-async fn open(host: &Host, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<&probe::HmacKey>) -> Opened {
-    // The probe, the API client and the health tunnels come up concurrently.
-    let read_host = async {
-        let mut p = probe::read(host, &Request { etcd_members: key.is_some(), ..Request::cpcheck() }).await?;
-        let mut second = referenced(&p);
-        second.fingerprints = key.cloned();
-        probe::run(host, &second, &mut p).await?;
+async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<&probe::HmacKey>) -> Opened {
+    // The probe runs on its own (checks that need no host start before it
+    // ends); the API client and the health tunnels come up meanwhile.
+    // One round trip: what the units as the manifests (and overrides) say
+    // reference is read with the rest; only what the installed units
+    // reference beyond that (drift) takes a second.
+    let (host_for_probe, desired_for_probe, key_for_probe) = (host.clone(), desired.to_vec(), key.cloned());
+    let read_host = async move {
+        let (host, desired, key) = (&host_for_probe, &desired_for_probe, key_for_probe);
+        let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
+        let first = Request { etcd_members: key.is_some(), fingerprints: key.clone(), ..Request { versions: true, etcd_and_addresses: true, ..guess.clone() } };
+        let mut p = probe::read(host, &first).await?;
+        let need = referenced(&p);
+        let more = |have: &[String], want: &[String]| want.iter().filter(|w| !have.contains(w)).cloned().collect::<Vec<_>>();
+        let second = Request {
+            paths: more(&guess.paths, &need.paths),
+            certs: more(&guess.certs, &need.certs),
+            kubeconfigs: more(&guess.kubeconfigs, &need.kubeconfigs),
+            encryption: need.encryption.clone().filter(|e| guess.encryption.as_ref() != Some(e)),
+            ..Default::default()
+        };
+        if !second.paths.is_empty() || !second.certs.is_empty() || !second.kubeconfigs.is_empty() || second.encryption.is_some() {
+            probe::run(host, &second, &mut p).await?;
+        }
         Ok::<_, Error>(p)
     };
     let connect_api = async {
@@ -339,19 +378,37 @@ async fn open(host: &Host, config: &Result<kube::Config, String>, desired: &[Des
         }
         m
     };
-    let (probe, api, health) = tokio::join!(read_host, connect_api, open_health);
-    Opened { probe: probe.map_err(|e| e.to_string()), api, health }
+    let probe: ProbeSlot = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+        match tokio::spawn(read_host).await {
+            Ok(r) => r.map(Arc::new).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("reading the server stopped: {e}")),
+        }
+    }));
+    // Started now, not when a check first asks.
+    let started = probe.clone();
+    tokio::spawn(async move {
+        let _ = started.await;
+    });
+    let (api, health) = tokio::join!(connect_api, open_health);
+    Opened { probe, api, health }
 }
 
 /// Runs `checks` on `ctx` with the CIS controls of the benchmark
 /// kube-bench picks for its server's version; another benchmark's control
 /// named by --only is reported as SKIP.
 async fn run_with_cis(ctx: &Ctx, checks: &[&Check], o: &CheckOptions) -> (Vec<CheckResult>, report::CisInfo) {
-    let (version, from) = server_version(ctx).await;
-    let benchmark = cis::benchmark_for(version);
-    let here = |id: &str| benchmark.is_some_and(|b| id.starts_with(&format!("{b}/")));
-    let (run_these, other): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| c.group != "cis" || here(&c.id));
-    let mut results = run_refs(ctx, &run_these, &o.skip).await;
+    // Every other check starts at once; the CIS ones once the version
+    // (from the server's binary, else the API) says which benchmark.
+    let (rest, cis_checks): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| c.group != "cis");
+    let choose_and_run = async {
+        let (version, from) = server_version(ctx).await;
+        let benchmark = cis::benchmark_for(version);
+        let here = |id: &str| benchmark.is_some_and(|b| id.starts_with(&format!("{b}/")));
+        let (run_these, other): (Vec<&Check>, Vec<&Check>) = cis_checks.iter().partition(|c| here(&c.id));
+        (run_refs(ctx, &run_these, &o.skip).await, other, version, from, benchmark)
+    };
+    let (mut results, (cis_results, other, version, from, benchmark)) = tokio::join!(run_refs(ctx, &rest, &o.skip), choose_and_run);
+    results.extend(cis_results);
     for c in other.iter().filter(|c| o.only.iter().any(|x| x == &c.id)) {
         let why = match benchmark {
             Some(b) => format!("belongs to another benchmark: Kubernetes {version} is checked against {b}"),
@@ -375,9 +432,9 @@ async fn run_refs(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckRes
             Finding::skip("skipped by --skip")
         } else {
             match &c.run {
-                Runner::Host(f) => match &ctx.host {
-                    Ok(h) => f(ctx, h),
-                    Err(why) => Finding::skip(why.clone()),
+                Runner::Host(f) => match ctx.probe().await {
+                    Ok(h) => f(ctx, &h),
+                    Err(why) => Finding::skip(why),
                 },
                 Runner::Async(f) => bounded(f(ctx), limit).await,
                 Runner::Api(f) => match &ctx.api {
@@ -425,15 +482,20 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let desired = desired_units(&overrides);
     let endpoint = o.endpoint.as_ref().map(|u| (u.clone(), endpoint_client(u, &config)));
     let dests = &o.ssh_destinations;
+    // The cluster checks need two servers (one with --endpoint: that one),
+    // unless --only names them.
+    let named = |c: &Check| o.only.iter().any(|x| x == &c.id || x == c.group);
+    let registry: Vec<Check> =
+        registry.into_iter().filter(|c| c.group != "cluster" || dests.len() > 1 || named(c) || (c.id == "cluster.endpoint" && o.endpoint.is_some())).collect();
     if dests.len() <= 1 {
         let host = match dests.first() {
-            Some(d) => Some(Host::connect(d, &o.ssh, o.timeout).await?),
+            Some(d) => Some(Arc::new(Host::connect(d, &o.ssh, o.timeout).await?)),
             None => None,
         };
         let opened = match &host {
             Some(h) => open(h, &config, &desired, false, None).await,
             None => Opened {
-                probe: Err("no --ssh DESTINATION: host checks need the server".into()),
+                probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())),
                 api: match &config {
                     Ok(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
                     Err(e) => Err(e.clone()),
@@ -444,7 +506,8 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         let ctx = Ctx { strict: o.strict, desired, host: opened.probe, api: opened.api, api_url, health: opened.health, timeout: o.timeout, servers: Vec::new(), endpoint };
         let all: Vec<&Check> = registry.iter().collect();
         let (results, cis) = run_with_cis(&ctx, &all, o).await;
-        if let Some(h) = host {
+        drop(ctx);
+        if let Some(h) = host.and_then(|h| Arc::try_unwrap(h).ok()) {
             h.close().await;
         }
         return Ok(Report::new(results, cis));
@@ -452,7 +515,7 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     // Several servers: each connected and read at once; one that cannot be
     // reached fails the checks that need it, by name.
     let key = probe::HmacKey::random();
-    let hosts: Vec<Result<Host, Error>> = futures::future::join_all(dests.iter().map(|d| Host::connect(d, &o.ssh, o.timeout))).await;
+    let hosts: Vec<Result<Arc<Host>, Error>> = futures::future::join_all(dests.iter().map(|d| async { Host::connect(d, &o.ssh, o.timeout).await.map(Arc::new) })).await;
     if hosts.iter().all(|h| h.is_err()) {
         let first = hosts.into_iter().find_map(|h| h.err()).expect("several");
         return Err(Error::Connect(format!("no server can be reached ({} given); the first: {first}", dests.len())));
@@ -460,17 +523,22 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let opened: Vec<Opened> = futures::future::join_all(hosts.iter().map(|h| async {
         match h {
             Ok(h) => open(h, &config, &desired, true, Some(&key)).await,
-            Err(e) => Opened { probe: Err(e.to_string()), api: Err(e.to_string()), health: BTreeMap::new() },
+            Err(e) => Opened { probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new() },
         }
     }))
     .await;
+    // The cluster checks compare what every server read: wait for all.
+    let mut read = Vec::new();
+    for op in &opened {
+        read.push(op.probe.clone().await.map(|p| (*p).clone()));
+    }
     let (per_server, once): (Vec<&Check>, Vec<&Check>) = registry.iter().partition(|c| PER_SERVER.contains(&c.group));
     let mut results = Vec::new();
     let mut cis_info = None;
     let mut views = Vec::new();
     let mut contexts = Vec::new();
-    for (d, op) in dests.iter().zip(opened) {
-        views.push(ServerView { name: d.clone(), probe: op.probe.clone(), api: op.api.clone() });
+    for ((d, op), probe) in dests.iter().zip(opened).zip(read) {
+        views.push(ServerView { name: d.clone(), probe, api: op.api.clone() });
         contexts.push((
             d,
             Ctx {
@@ -489,7 +557,7 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let per_server = &per_server;
     let per = futures::future::join_all(contexts.iter().map(|(d, ctx)| async move { (*d, run_with_cis(ctx, per_server, o).await) })).await;
     for (d, (rows, cis)) in per {
-        if cis_info.is_none() && contexts.iter().any(|(n, c)| *n == d && c.host.is_ok()) {
+        if cis_info.is_none() && contexts.iter().any(|(n, c)| *n == d && c.host().is_some()) {
             cis_info = Some(cis);
         }
         results.extend(rows.into_iter().map(|mut r| {
@@ -500,27 +568,28 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     // The cluster's own checks: the API through the kubeconfig's address,
     // or through the first server that answers when that is a loopback one.
     // A tunnel opens to a stopped apiserver too: the first that answers /readyz.
-    let ready = futures::future::join_all(views.iter().map(|v| async move {
+    let answering = futures::future::join_all(views.iter().map(|v| async move {
         match &v.api {
             Ok(c) => health::get(c, "/readyz").await.0 == 200,
             Err(_) => false,
         }
     }))
     .await;
-    let first_ok = ready.iter().position(|r| *r).or_else(|| views.iter().position(|v| v.api.is_ok() && v.probe.is_ok())).or_else(|| views.iter().position(|v| v.probe.is_ok()));
+    let first_ok = answering.iter().position(|r| *r).or_else(|| views.iter().position(|v| v.api.is_ok() && v.probe.is_ok())).or_else(|| views.iter().position(|v| v.probe.is_ok()));
     let api = match &config {
         Ok(c) if !is_loopback(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
         Ok(_) => first_ok.map(|i| views[i].api.clone()).unwrap_or_else(|| Err("no server's apiserver can be reached".into())),
         Err(e) => Err(e.clone()),
     };
-    let host = first_ok.map(|i| views[i].probe.clone()).unwrap_or_else(|| Err("no server could be read".into()));
+    let host = ready(first_ok.map(|i| views[i].probe.clone()).unwrap_or_else(|| Err("no server could be read".into())));
     let cluster = Ctx { strict: o.strict, desired, host, api, api_url, health: BTreeMap::new(), timeout: o.timeout, servers: views, endpoint };
     results.extend(run_refs(&cluster, &once, &o.skip).await);
     drop(contexts);
-    futures::future::join_all(hosts.into_iter().flatten().map(Host::close)).await;
     let cis = match cis_info {
         Some(c) => c,
         None => run_with_cis(&cluster, &[], o).await.1,
     };
+    drop(cluster);
+    futures::future::join_all(hosts.into_iter().flatten().filter_map(|h| Arc::try_unwrap(h).ok()).map(Host::close)).await;
     Ok(Report::new(results, cis))
 }

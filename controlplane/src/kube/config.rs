@@ -23,6 +23,7 @@ pub struct KubeOptions {
 }
 
 /// The kubeconfig a run uses, resolved and parsed.
+#[derive(Clone)]
 pub struct Resolved {
     /// How to name it in messages: `--kubeconfig PATH`, `$KUBECONFIG (…)`, or the path.
     pub shown: String,

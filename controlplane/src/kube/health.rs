@@ -44,26 +44,25 @@ pub struct HealthClients {
 }
 
 impl HealthClients {
+    /// Opens every tunnel at once.
     pub async fn open(host: &Host, desired: &crate::bootstrap::desired::Desired, api_config: kube::Config) -> Result<HealthClients, Error> {
-        let mut others = Vec::new();
-        let mut api = None;
-        for u in &desired.units {
-            let port = u.serving_port();
-            let addr = reach_address(u.bind_address());
-            if u.spec.component == crate::model::APISERVER {
-                api = Some(api_client(host, api_config.clone(), port).await?);
-            } else {
-                others.push((u.spec.component, anonymous_client(host, addr, port).await?));
-            }
-        }
-        Ok(HealthClients { api: api.ok_or_else(|| Error::Input("the manifests define no kube-apiserver".into()))?, others })
+        let api_unit = desired.units.iter().find(|u| u.spec.component == crate::model::APISERVER).ok_or_else(|| Error::Input("the manifests define no kube-apiserver".into()))?;
+        let others = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).map(|u| async move {
+            let c = anonymous_client(host, reach_address(u.bind_address()), u.serving_port()).await?;
+            Ok::<_, Error>((u.spec.component, c))
+        });
+        let (api, others) = tokio::join!(api_client(host, api_config, api_unit.serving_port()), futures::future::join_all(others));
+        Ok(HealthClients { api: api?, others: others.into_iter().collect::<Result<Vec<_>, Error>>()? })
     }
 
-    /// What is not healthy now.
+    /// What is not healthy now (every endpoint asked at once).
     pub async fn check(&self) -> Vec<Unhealthy> {
         let mut bad = Vec::new();
-        for path in ["/livez?verbose", "/readyz?verbose"] {
-            let (status, body) = get(&self.api, path).await;
+        let (api, others) = tokio::join!(
+            futures::future::join_all(["/livez?verbose", "/readyz?verbose"].map(|path| async move { (path, get(&self.api, path).await) })),
+            futures::future::join_all(self.others.iter().map(|(c, client)| async move { (*c, get(client, "/healthz").await) }))
+        );
+        for (path, (status, body)) in api {
             if status != 200 {
                 let failing = failing_checks(&body);
                 let why = if failing.is_empty() {
@@ -79,8 +78,7 @@ impl HealthClients {
                 break;
             }
         }
-        for (c, client) in &self.others {
-            let (status, body) = get(client, "/healthz").await;
+        for (c, (status, body)) in others {
             if status != 200 {
                 let why = if status == 0 { crate::output::redact::line(body.lines().next().unwrap_or("")) } else { format!("HTTP {status}") };
                 bad.push(Unhealthy { component: c, why: format!("/healthz → {why}") });

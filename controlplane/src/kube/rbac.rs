@@ -87,6 +87,36 @@ where
     Ok(Applied { kind, name, result })
 }
 
+/// Do the compiled-in objects stand as they would be applied (the rules,
+/// role and subjects, the labels and annotations)? `Some` of every object as
+/// `unchanged` when all do; `None` when any differs, is missing or cannot be
+/// read (then the RBAC step applies). Reads only.
+pub async fn unchanged(client: &kube::Client) -> Option<Vec<Applied>> {
+    use kube::api::Api;
+    let (roles, bindings) = objects();
+    let subset = |want: &ObjectMeta, have: &ObjectMeta| {
+        let within = |w: &Option<BTreeMap<String, String>>, h: &Option<BTreeMap<String, String>>| w.iter().flatten().all(|(k, v)| h.as_ref().and_then(|h| h.get(k)) == Some(v));
+        within(&want.labels, &have.labels) && within(&want.annotations, &have.annotations)
+    };
+    // Every object asked at once.
+    let role_checks = roles.iter().map(|r| async move {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let have = Api::<ClusterRole>::all(client.clone()).get_opt(&name).await.ok()??;
+        (have.rules == r.rules && subset(&r.metadata, &have.metadata)).then_some(Applied { kind: "ClusterRole", name, result: "unchanged" })
+    });
+    let binding_checks = bindings.iter().map(|b| async move {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        let have = Api::<ClusterRoleBinding>::all(client.clone()).get_opt(&name).await.ok()??;
+        (have.role_ref == b.role_ref && have.subjects == b.subjects && subset(&b.metadata, &have.metadata)).then_some(Applied {
+            kind: "ClusterRoleBinding",
+            name,
+            result: "unchanged",
+        })
+    });
+    let (r, b) = futures::future::join(futures::future::join_all(role_checks), futures::future::join_all(binding_checks)).await;
+    r.into_iter().chain(b).collect()
+}
+
 /// Server-side applies every compiled-in ClusterRole and ClusterRoleBinding.
 pub async fn apply(client: &kube::Client) -> Result<Vec<Applied>, crate::Error> {
     let (roles, bindings) = objects();

@@ -39,6 +39,23 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Ou
     Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 
+/// This process's own CPU time (user + system, seconds) and peak resident
+/// memory (KiB) so far.
+pub fn self_usage() -> (f64, u64) {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return (0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64)
+}
+
+/// One line for `-v`: SSH sessions opened, own CPU, peak memory.
+pub fn stats_line() -> String {
+    let (cpu, rss) = self_usage();
+    format!("stats: {} SSH session(s), cpu {cpu:.3}s (user+system), peak rss {} KiB", crate::remote::sessions(), rss)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

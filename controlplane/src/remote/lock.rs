@@ -37,13 +37,19 @@ pub struct Lock<'h> {
     token: String,
 }
 
-/// The holder script: take the lock or report who holds it.
-fn script(info: &str) -> String {
+/// Ends the output of the script run under the lock, with its exit status.
+const THEN_END: &str = "kcp-then-end";
+
+/// The holder script: take the lock or report who holds it; once it is
+/// held, run `then` (its output, then a `kcp-then-end STATUS` line).
+fn script(info: &str, then: Option<&str>) -> String {
+    let then = then.map(|t| format!("( {t}\n) </dev/null 9>&-; echo \"{THEN_END} $?\"\n")).unwrap_or_default();
     format!(
         "exec 9>>{lock} || exit 3\n\
          if ! flock -n 9; then echo busy; cat {holder} 2>/dev/null; exit 75; fi\n\
          printf '%s\\n' {info} > {holder}.tmp && mv -f {holder}.tmp {holder}\n\
          echo locked\n\
+         {then}\
          while l=$(timeout {stale} head -n 1) && [ -n \"$l\" ]; do :; done\n\
          rm -f {holder}\n",
         lock = LOCK_FILE,
@@ -66,6 +72,12 @@ fn local_host() -> String {
 impl<'h> Lock<'h> {
     /// Takes the lock on `host`, waiting up to `timeout` for a run that holds it.
     pub async fn acquire(host: &'h Host, timeout: Duration, ui: &Ui) -> Result<Lock<'h>, Error> {
+        Ok(Self::acquire_then(host, timeout, ui, None).await?.0)
+    }
+
+    /// [`Lock::acquire`], then runs `then` under the lock in the same
+    /// session (one round trip less): its stdout and exit status.
+    pub async fn acquire_then(host: &'h Host, timeout: Duration, ui: &Ui, then: Option<&str>) -> Result<(Lock<'h>, Option<(String, i32)>), Error> {
         let token: String = format!("{:016x}", rand::random::<u64>());
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
@@ -74,13 +86,38 @@ impl<'h> Lock<'h> {
         let start = Instant::now();
         let mut said = false;
         loop {
-            let mut child = host.command(&script(&info)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
+            let mut child = host.command(&script(&info, then)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
             let stdout = child.stdout().take().expect("piped stdout");
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
             match first {
                 Ok(Ok(Some(l))) if l == "locked" => {
                     let mut stdin = child.stdin().take().expect("piped stdin");
+                    let mut answer = None;
+                    if then.is_some() {
+                        let read = async {
+                            let mut out = String::new();
+                            while let Some(l) = lines.next_line().await? {
+                                if let Some(code) = l.strip_prefix(THEN_END) {
+                                    return Ok::<_, std::io::Error>(Some((out, code.trim().parse().unwrap_or(1))));
+                                }
+                                out.push_str(&l);
+                                out.push('\n');
+                            }
+                            Ok(None)
+                        };
+                        match tokio::time::timeout(host.timeout.max(Duration::from_secs(1)), read).await {
+                            Ok(Ok(Some(r))) => answer = Some(r),
+                            Ok(_) => return Err(host.lost("the session holding the lock ended")),
+                            Err(_) => {
+                                return Err(Error::Server(format!(
+                                    "{}: reading the server under the lock did not finish within {}s (--timeout)",
+                                    host.destination,
+                                    host.timeout.as_secs()
+                                )))
+                            }
+                        }
+                    }
                     let heartbeat = tokio::spawn(async move {
                         loop {
                             if stdin.write_all(b"h\n").await.is_err() || stdin.flush().await.is_err() {
@@ -89,7 +126,7 @@ impl<'h> Lock<'h> {
                             tokio::time::sleep(HEARTBEAT).await;
                         }
                     });
-                    return Ok(Lock { child: Some(child), heartbeat, token });
+                    return Ok((Lock { child: Some(child), heartbeat, token }, answer));
                 }
                 Ok(Ok(Some(l))) if l == "busy" => {
                     let holder = lines.next_line().await.ok().flatten().unwrap_or_default();

@@ -33,6 +33,15 @@ pub struct SshOptions {
     pub accept_new_host_key: bool,
 }
 
+/// SSH sessions (remote commands) this process has opened: each costs a
+/// round trip at least. Shown with `-v`, counted by the benchmark.
+static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many SSH sessions this process has opened (all servers).
+pub fn sessions() -> usize {
+    SESSIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A connected server: one SSH master, commands as root or through `sudo -n`.
 pub struct Host {
     pub session: Session,
@@ -103,6 +112,25 @@ fn config_safe(p: &std::path::Path) -> bool {
     p.to_str().is_some_and(|s| !s.contains('"') && unitfile::control_char(s).is_none())
 }
 
+/// The user ssh logs in as for `destination` (`ssh -G`: the configuration
+/// as ssh resolves it, ssh_config included), or None if it cannot say.
+fn login_user(destination: &str, args: &SshOptions, config: Option<&std::path::Path>) -> Option<String> {
+    let mut c = std::process::Command::new("ssh");
+    c.arg("-G");
+    if let Some(f) = config {
+        c.arg("-F").arg(f);
+    }
+    if let Some(p) = args.port {
+        c.arg("-p").arg(p.to_string());
+    }
+    c.arg("--").arg(destination);
+    let out = crate::local::process::output_within(&mut c, Duration::from_secs(5)).ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("user ")).map(|u| u.trim().to_string()).filter(|u| !u.is_empty())
+}
+
 /// Turns ssh's own words into one line that says what to do.
 fn connect_error(dest: &str, e: &openssh::Error) -> Error {
     let msg = format!("{e}");
@@ -129,6 +157,7 @@ impl Host {
             return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::output::redact::line(destination))));
         }
         let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
+        let mut jump_cfg: Option<std::path::PathBuf> = None;
         let mut b = SessionBuilder::default();
         b.control_directory(&dir.0)
             .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(15)))
@@ -157,6 +186,7 @@ impl Host {
                 }
             }
             let cfg = dir.0.join("ssh_config");
+            jump_cfg = Some(cfg.clone());
             std::fs::write(&cfg, jump_config(args)).map_err(|e| Error::Input(format!("cannot write {}: {e}", cfg.display())))?;
             b.config_file(&cfg);
             b.jump_hosts([j]);
@@ -170,11 +200,18 @@ impl Host {
                 return Err(Error::Connect(format!("cannot connect to {destination}: no answer within {}s: check the address, port (-p) and that sshd runs", timeout.as_secs())))
             }
         };
-        let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
-            .await
-            .map_err(|_| Error::Connect(format!("{destination}: `id -u` did not answer within {}s", timeout.as_secs())))?
-            .map_err(|e| Error::Connect(format!("{destination}: cannot run a command: {e}")))?;
-        let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        // Who we log in as, from ssh's own resolution of its configuration
+        // (local, no round trip); asked of the server only if that fails.
+        let root = match login_user(destination, args, jump_cfg.as_deref()) {
+            Some(u) => u == "root",
+            None => {
+                let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
+                    .await
+                    .map_err(|_| Error::Connect(format!("{destination}: `id -u` did not answer within {}s", timeout.as_secs())))?
+                    .map_err(|e| Error::Connect(format!("{destination}: cannot run a command: {e}")))?;
+                String::from_utf8_lossy(&uid.stdout).trim() == "0"
+            }
+        };
         Ok(Host { session, destination: destination.to_string(), sudo: !root, timeout, _control_dir: dir })
     }
 
@@ -182,6 +219,7 @@ impl Host {
     /// spawn with piped stdin for streaming. Not bounded in time: the
     /// caller bounds it (uploads watch their progress instead).
     pub fn command(&self, script: &str) -> openssh::Command<'_> {
+        SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.sudo {
             let mut c = self.session.command("sudo");
             c.arg("-n").arg("sh").arg("-c").arg(script);
@@ -243,6 +281,7 @@ impl Host {
     }
 
     async fn sh_fed(&self, script: &str, input: Option<&[u8]>, limit: Duration) -> Result<std::process::Output, Error> {
+        SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let secs = limit.as_secs().max(1);
         let mut c = if self.sudo {
             let mut c = self.session.command("sudo");
@@ -302,6 +341,31 @@ impl Host {
             .await
             .map_err(|e| Error::Connect(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}: {e}", self.destination)))?;
         Ok(local)
+    }
+
+    /// The link's throughput to the server (bytes/s), measured as uploads
+    /// use it (two streams at once): a session's own cost, then 1 MiB of
+    /// random bytes, and on a fast link 2 × 16 MiB, to `cat > /dev/null`.
+    pub async fn measure_link(&self) -> Result<f64, Error> {
+        let timed = |n: usize, streams: usize| async move {
+            let mut data = vec![0u8; n];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+            let t = std::time::Instant::now();
+            let outs = futures::future::join_all((0..streams).map(|_| self.sh_input("cat > /dev/null", &data))).await;
+            for out in outs {
+                if !out?.status.success() {
+                    return Err(Error::Server(format!("{}: measuring the link failed", self.destination)));
+                }
+            }
+            Ok::<f64, Error>(t.elapsed().as_secs_f64())
+        };
+        let base = timed(0, 1).await?;
+        let secs = timed(1 << 20, 1).await? - base;
+        if secs >= 0.05 {
+            return Ok((1 << 20) as f64 / secs.max(1e-3));
+        }
+        let secs = timed(16 << 20, 2).await? - base;
+        Ok((32 << 20) as f64 / secs.max(1e-3))
     }
 
     pub async fn close(self) {

@@ -42,12 +42,53 @@ pub const HMAC_SH: &str = "read -r IP; read -r OP\n\
     hm() { i=$( { printf %s \"$IP\" | basenc --base16 -d; cat -- \"$1\"; } | sha256sum | cut -c1-64 | tr a-f A-F ); \
     { printf %s \"$OP\" | basenc --base16 -d; printf %s \"$i\" | basenc --base16 -d; } | sha256sum | cut -c1-64; }\n";
 
+/// bootstrap's record of the files it placed: `file STAMP SHA256 PATH` and
+/// `version SHA256 vX.Y.Z` lines, root's alone (0600), rewritten under the
+/// lock. A file whose stamp (`stat` [`STAMP_FMT`]: device, inode, size,
+/// mtime and ctime in ns) is unchanged is not hashed again; a cache someone
+/// else owns or may write is not read.
+pub fn hash_cache() -> String {
+    format!("{STATE_DIR}/hashes")
+}
+
+/// `stat -c` format of a file's stamp.
+pub const STAMP_FMT: &str = "%d:%i:%s:%.9Y:%.9Z";
+
+/// Sets `$C` to the hash cache if it may be trusted, else /dev/null.
+fn trusted_cache() -> String {
+    format!("C={c}; if [ -f \"$C\" ] && [ ! -L \"$C\" ] && [ -O \"$C\" ] && [ \"$(stat -c %a \"$C\")\" = 600 ]; then :; else C=/dev/null; fi\n", c = q(&hash_cache()))
+}
+
+/// Sums of the layout's files from `$st` (the `stat` lines): public
+/// regular files from the cache `$C` where their stamp is unchanged
+/// (`hit<TAB>STAMP<TAB>SHA<TAB>PATH`), the others hashed (`TAG<TAB>SHA PATH`),
+/// secrets always hashed (one `sha256sum`: they are small), never entered.
+/// Leaves `$res` (the hit and miss lines) and `$new` (the hasher's lines)
+/// for a cache writer.
+fn sums(tag: &str, hit: &str, public: &[&str], secret: &[&str]) -> String {
+    format!(
+        "res=$(printf '%s\\n' \"$st\" | awk -F\"$T\" -v T=\"$T\" -v C=\"$C\" -v pub={public} 'BEGIN {{ n = split(pub, P, \" \"); for (i = 1; i <= n; i++) W[P[i]] = 1; while ((getline l < C) > 0) {{ k = split(l, a, \" \"); if (k == 4 && a[1] == \"file\" && length(a[3]) == 64) c[a[2] \" \" a[4]] = a[3] }} }} $1 == \"stat\" && ($2 in W) && $7 ~ /^regular/ {{ k = $8 \" \" $2; if (k in c) print \"hit\" T $8 T c[k] T $2; else print \"miss\" T $8 T $2 }}')\n\
+         printf '%s\\n' \"$res\" | while IFS=\"$T\" read -r w a b c; do [ \"$w\" = hit ] && echo \"{hit}${{T}}$a${{T}}$b${{T}}$c\"; done\n\
+         new=\n\
+         case \"$res\" in *miss*) new=$(printf '%s\\n' \"$res\" | awk -F\"$T\" '$1 == \"miss\" {{ print $3 }}' | xargs -d '\\n' -r -P 4 -n 1 $H) ;; esac\n\
+         sec=; for f in {secret}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && sec=\"$sec $f\"; done\n\
+         [ -n \"$sec\" ] && new=\"$new\n$(sha256sum -- $sec)\"\n\
+         printf '%s\\n' \"$new\" | while IFS= read -r l; do [ -n \"$l\" ] && printf '{tag}\\t%s\\n' \"$l\"; done\n",
+        public = q(&public.join(" ")),
+        secret = list(secret),
+    )
+}
+
 /// What a caller needs read. Every path comes from the compiled-in layout or
 /// from the installed units; nothing else is read.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    /// sha256 of every layout file (bootstrap compares them).
+    /// sha256 of every layout file (bootstrap compares them): from the
+    /// server's hash cache where a file's stamp is unchanged.
     pub hashes: bool,
+    /// Rewrite the hash cache with what this read learnt (bootstrap, under
+    /// its lock).
+    pub write_cache: bool,
     /// Free space of the layout's directories, leftover temps, the marker.
     pub upload_state: bool,
     /// `--version` of the installed binaries (cpcheck, when not known).
@@ -105,7 +146,7 @@ impl HmacKey {
 impl Request {
     /// What bootstrap needs to plan: everything about the layout's files.
     pub fn bootstrap() -> Request {
-        Request { hashes: true, upload_state: true, ..Default::default() }
+        Request { hashes: true, write_cache: true, upload_state: true, ..Default::default() }
     }
     /// What cpcheck reads first (the installed units decide the rest).
     pub fn cpcheck() -> Request {
@@ -182,6 +223,8 @@ pub struct Probe {
     /// The first global IPv4 address of the interface with the default
     /// route: what the apiserver advertises unless told otherwise.
     pub default_address: Option<String>,
+    /// Decompressors the server has (`zstd`, `gzip`).
+    pub codecs: Vec<String>,
     /// Path → sha256 (public) or HMAC (secret), when asked.
     #[serde(skip)]
     pub fingerprints: BTreeMap<String, String>,
@@ -199,6 +242,10 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Can the server decompress `codec`?
+    pub fn has(&self, codec: crate::local::compress::Codec) -> bool {
+        codec == crate::local::compress::Codec::None || self.codecs.iter().any(|c| c == codec.name())
+    }
     /// Is `unit` running (or starting)?
     pub fn active(&self, unit: &str) -> bool {
         self.units.get(unit).is_some_and(|s| s.active.is_up())
@@ -217,57 +264,90 @@ fn list<S: AsRef<str>>(v: &[S]) -> String {
     v.iter().map(|p| q(p.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
-/// The script for `req`.
+/// The script for `req`. Written for few processes: on a small server each
+/// fork and exec costs a millisecond or more, and a no-op run is mostly
+/// this script. Large outputs come as `begin<TAB>TAG` … `end<TAB>TAG` blocks.
 pub fn script(req: &Request) -> String {
     let files: Vec<&str> = FILES.iter().map(|f| f.dest).chain(req.paths.iter().map(String::as_str)).collect();
     let texts: Vec<&str> = FILES.iter().filter(|f| matches!(f.kind, FileKind::Unit | FileKind::Config)).map(|f| f.dest).collect();
     let dirs: Vec<&str> = DIRECTORIES.iter().map(|d| d.path).collect();
+    let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
+    let props: Vec<String> = systemd::PROPERTIES.iter().map(|p| format!("-p {p}")).collect();
     let mut s = format!(
         "T=$(printf '\\t')\n{HASH_CMD}\n\
          echo \"now${{T}}$(date +%s.%N)\"\n\
          echo \"arch${{T}}$(uname -m)\"\n\
-         echo \"hostname${{T}}$(hostname)\"\n\
+         read -r h < /proc/sys/kernel/hostname && echo \"hostname${{T}}$h\"\n\
          if [ -d /run/systemd/system ]; then echo \"systemd${{T}}yes\"; else echo \"systemd${{T}}no\"; fi\n\
-         dev=$(ip -o -4 route show default 2>/dev/null | awk '{{for(i=1;i<NF;i++) if($i==\"dev\"){{print $(i+1); exit}}}}')\n\
-         [ -n \"$dev\" ] && ip -o -4 addr show dev \"$dev\" scope global 2>/dev/null | awk -v T=\"$T\" 'NR==1{{split($4,a,\"/\"); print \"advertise\" T a[1]}}'\n\
-         for f in {files}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"stat${{T}}$f${{T}}$(stat -c \"%a${{T}}%U${{T}}%G${{T}}%s${{T}}%F\" \"$f\")\"; fi; done\n\
+         for c in zstd gzip; do command -v $c >/dev/null 2>&1 && echo \"codec${{T}}$c\"; done\n\
+         set -- $(ip -o -4 route show default 2>/dev/null); dev=; while [ $# -gt 1 ]; do [ \"$1\" = dev ] && dev=$2; shift; done\n\
+         if [ -n \"$dev\" ]; then set -- $(ip -o -4 addr show dev \"$dev\" scope global 2>/dev/null); [ $# -ge 4 ] && echo \"advertise${{T}}${{4%/*}}\"; fi\n\
+         st=$(stat -c \"stat${{T}}%n${{T}}%a${{T}}%U${{T}}%G${{T}}%s${{T}}%F${{T}}{STAMP_FMT}\" -- {files} 2>/dev/null)\n\
+         printf '%s\\n' \"$st\"\n\
          for f in {texts}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"text${{T}}$f${{T}}$(base64 -w0 \"$f\")\"; done\n\
-         for d in {dirs}; do [ -e \"$d\" ] && echo \"dir${{T}}$d${{T}}$(stat -L -c \"%a${{T}}%U${{T}}%G${{T}}%F\" \"$d\")\"; done\n",
+         stat -L -c \"dir${{T}}%n${{T}}%a${{T}}%U${{T}}%G${{T}}%F\" -- {dirs} 2>/dev/null\n",
         files = list(&files),
         texts = list(&texts),
         dirs = list(&dirs),
     );
+    if req.hashes || req.versions || req.fingerprints.is_some() {
+        s.push_str(&trusted_cache());
+    }
     if req.hashes {
-        s.push_str(&format!(
-            "for f in {}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && printf '%s\\0' \"$f\"; done | xargs -0 -r -P 4 -n 1 $H | sed \"s|^|sum${{T}}|\"\n",
-            list(&FILES.iter().map(|f| f.dest).collect::<Vec<_>>())
-        ));
+        // Public files by their stamp from the cache, the rest hashed (four
+        // at a time); secrets always hashed, never entered.
+        let public: Vec<&str> = FILES.iter().filter(|f| !f.kind.is_secret()).map(|f| f.dest).collect();
+        let secret: Vec<&str> = FILES.iter().filter(|f| f.kind.is_secret()).map(|f| f.dest).collect();
+        s.push_str(&sums("sum", "hit", &public, &secret));
+        if req.write_cache {
+            // Only when something was hashed (or there was no cache to
+            // trust): the hits, and the public files hashed now, each under
+            // the stamp it had before hashing (a file changed meanwhile has
+            // a newer ctime and never matches that entry); version lines kept.
+            s.push_str(&format!(
+                "case \"$res\" in *miss*) if [ -d {dir} ]; then\n\
+                   {{ {{ printf '%s\\n' \"$res\" | awk -F\"$T\" '$1 == \"hit\" {{ print \"file\", $2, $3, $4 }} $1 == \"miss\" {{ print \"miss\", $2, $3 }}'; printf '%s\\n' \"$new\" | sed 's/^/sum /'; }} | awk '$1 == \"file\" {{ print; next }} $1 == \"miss\" {{ s[$3] = $2; next }} $1 == \"sum\" {{ p = $3; sub(/^\\*/, \"\", p); if (p in s) print \"file\", s[p], $2, p }}'; grep '^version ' \"$C\" 2>/dev/null; }} | (umask 077; cat > {tmp}) && mv -f {tmp} {cache}\n\
+                 fi ;; esac\n",
+                dir = q(STATE_DIR),
+                tmp = q(&format!("{}.tmp", hash_cache())),
+                cache = q(&hash_cache()),
+            ));
+        }
     }
     if req.upload_state {
         s.push_str(&format!(
-            "[ -f {pending} ] && sed \"s|^|pending${{T}}|\" {pending}\n\
-             for d in {dirs}; do\n\
-               p=$d; while [ ! -d \"$p\" ]; do p=$(dirname \"$p\"); done\n\
-               df -PB1 \"$p\" | awk -v d=\"$d\" -v T=\"$T\" 'NR==2{{print \"disk\" T d T $6 T $4}}'\n\
+            "[ -f {pending} ] && while IFS= read -r l; do echo \"pending${{T}}$l\"; done < {pending}\n\
+             set --; for d in {dirs}; do p=$d; while [ ! -d \"$p\" ]; do p=${{p%/*}}; [ -z \"$p\" ] && p=/; done; set -- \"$@\" \"$p\"\n\
                for t in \"$d\"/.*{TEMP_MARKER}*; do [ -e \"$t\" ] && echo \"stale${{T}}$t\"; done\n\
-             done\n",
+             done\n\
+             df -PB1 -- \"$@\" 2>/dev/null | awk -v T=\"$T\" -v d={dlist} 'BEGIN {{ split(d, D, \" \") }} NR > 1 {{ print \"disk\" T D[NR - 1] T $6 T $4 }}'\n",
             pending = q(&pending_marker()),
             dirs = list(&dirs),
+            dlist = q(&dirs.join(" ")),
         ));
     }
-    s.push_str("if command -v systemctl >/dev/null; then\n");
-    for u in UNITS {
-        s.push_str(&systemd::show(u.file_name, "prop"));
+    // Every unit's properties in one `systemctl show` (blocks in the order
+    // asked), the running processes' command lines from their MainPID.
+    s.push_str(&format!(
+        "if command -v systemctl >/dev/null; then\n\
+           props=$(systemctl show --timestamp=unix {props} -p ActiveEnterTimestamp {units} 2>/dev/null)\n\
+           printf 'begin\\tprops\\n%s\\nend\\tprops\\n' \"$props\"\n\
+           printf '%s\\n' \"$props\" | {{ set -- {units}; while IFS= read -r l; do case \"$l\" in MainPID=*) p=${{l#MainPID=}}; [ \"$p\" != 0 ] && [ -r /proc/$p/cmdline ] && echo \"cmdline${{T}}$1${{T}}$(base64 -w0 /proc/$p/cmdline)\"; shift ;; esac; done; }}\n\
+         fi\n",
+        props = props.join(" "),
+        units = list(&units),
+    ));
+    if req.versions {
+        // The version bootstrap recorded for this very file (by its stamp),
+        // else the binary's own answer (in the background).
+        let pairs: Vec<String> = UNITS.iter().map(|u| format!("{} {}", u.exec, u.file_name)).collect();
         s.push_str(&format!(
-            "pid=$(systemctl show -p MainPID --value {n} 2>/dev/null); [ -n \"$pid\" ] && [ \"$pid\" != 0 ] && echo \"cmdline${{T}}{f}${{T}}$(base64 -w0 /proc/$pid/cmdline 2>/dev/null)\"\n",
-            n = q(u.file_name),
-            f = u.file_name
+            "vs=$(printf '%s\\n' \"$st\" | awk -F\"$T\" -v T=\"$T\" -v C=\"$C\" -v want={want} 'BEGIN {{ n = split(want, W, \" \"); for (i = 1; i < n; i += 2) U[W[i]] = W[i + 1]; while ((getline l < C) > 0) {{ split(l, a, \" \"); if (a[1] == \"file\") F[a[2] \" \" a[4]] = a[3]; else if (a[1] == \"version\") {{ v = l; sub(/^version [0-9a-f]+ /, \"\", v); V[a[2]] = v }} }} }} $1 == \"stat\" && ($2 in U) {{ k = $8 \" \" $2; if ((k in F) && (F[k] in V)) print \"version\" T U[$2] T V[F[k]]; else print \"ask\" T U[$2] T $2 }}')\n\
+             printf '%s\\n' \"$vs\" | while IFS=\"$T\" read -r what unit exe; do case \"$what\" in version) echo \"version${{T}}$unit${{T}}$exe\" ;; ask) [ -x \"$exe\" ] && (echo \"version${{T}}$unit${{T}}$(timeout 5 \"$exe\" --version 2>/dev/null | head -1)\") & ;; esac; done\n",
+            want = q(&pairs.join(" ")),
         ));
-        if req.versions {
-            s.push_str(&format!("[ -x {exe} ] && (echo \"version${{T}}{f}${{T}}$(timeout 5 {exe} --version 2>/dev/null | head -1)\") &\n", exe = q(u.exec), f = u.file_name));
-        }
     }
-    s.push_str("fi\nss -Htlnp 2>/dev/null | sed \"s|^|ss${T}|\"\n");
+    s.push_str("printf 'begin\\tss\\n'; ss -Htlnp 2>/dev/null; printf 'end\\tss\\n'\n");
     if req.etcd_and_addresses {
         // /dev/tcp is bash's: the server may have no HTTP client. etcd 3.4
         // answers `"health":"false"` when a read through raft takes over a
@@ -280,8 +360,7 @@ pub fn script(req: &Request) -> String {
                e=$(timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3 | tail -1' 2>&1 | tr -d '\\r\\n'); \
                case \"$e\" in *'\"health\":\"false\"'*) [ $i = 3 ] || sleep 1 ;; *) break ;; esac; \
              done; echo \"etcd${{T}}$e\") &\n\
-             ip -o -4 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{{print \"addr\" T $4}}'\n\
-             ip -o -6 addr show scope global 2>/dev/null | awk -v T=\"$T\" '{{print \"addr\" T $4}}'\n",
+             ip -o addr show scope global 2>/dev/null | while read -r n i fam a rest; do echo \"addr${{T}}$a\"; done\n",
             host = etcd.host,
             port = etcd.port,
         ));
@@ -299,23 +378,29 @@ pub fn script(req: &Request) -> String {
         let public: Vec<&str> = FILES.iter().filter(|f| !f.kind.is_secret()).map(|f| f.dest).collect();
         s.push_str(HMAC_SH);
         s.push_str(&format!(
-            "if command -v basenc >/dev/null; then for f in {secret}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"fp${{T}}$f${{T}}hmac:$(hm \"$f\")\"; done; fi\n\
-             for f in {public}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && printf '%s\\0' \"$f\"; done | xargs -0 -r -P 4 -n 1 $H | sed \"s|^|fpsum${{T}}|\"\n",
+            "if command -v basenc >/dev/null; then for f in {secret}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"fp${{T}}$f${{T}}hmac:$(hm \"$f\")\"; done; fi\n",
             secret = list(&secret),
-            public = list(&public),
         ));
+        s.push_str(&sums("fpsum", "fphit", &public, &[]));
     }
     if !req.certs.is_empty() {
-        s.push_str(&format!("for p in {}; do [ -f \"$p\" ] && echo \"cert${{T}}$p${{T}}$(base64 -w0 \"$p\")\"; done\n", list(&req.certs)));
+        // PEM is text: every certificate in one pass, a line at a time.
+        s.push_str(&format!(
+            "set --; for p in {}; do [ -f \"$p\" ] && [ ! -L \"$p\" ] && set -- \"$@\" \"$p\"; done; [ $# -gt 0 ] && awk -v T=\"$T\" '{{ print \"certline\" T FILENAME T $0 }}' \"$@\"\n",
+            list(&req.certs)
+        ));
     }
     if !req.kubeconfigs.is_empty() {
         s.push_str(&format!(
-            "for p in {}; do [ -f \"$p\" ] || continue; echo \"kcserver${{T}}$p${{T}}$(grep -m1 -E '^ *server:' \"$p\" | sed 's/^ *server: *//')\"; echo \"kccert${{T}}$p${{T}}$(grep -m1 -E '^ *client-certificate-data:' \"$p\" | sed 's/^ *client-certificate-data: *//')\"; done\n",
+            "set --; for p in {}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done; [ $# -gt 0 ] && awk -v T=\"$T\" '/^ *server:/ && !s[FILENAME]++ {{ v = $0; sub(/^ *server: */, \"\", v); print \"kcserver\" T FILENAME T v }} /^ *client-certificate-data:/ && !c[FILENAME]++ {{ v = $0; sub(/^ *client-certificate-data: */, \"\", v); print \"kccert\" T FILENAME T v }}' \"$@\"\n",
             list(&req.kubeconfigs)
         ));
     }
     if let Some(e) = &req.encryption {
-        s.push_str(&format!("[ -f {e} ] && grep -oE '^ *- *(aescbc|aesgcm|secretbox|kms|identity)' {e} | sed 's/[ -]//g' | sed \"s|^|provider${{T}}|\"\n", e = q(e)));
+        s.push_str(&format!(
+            "[ -f {e} ] && awk -v T=\"$T\" 'match($0, /^ *- *(aescbc|aesgcm|secretbox|kms|identity)/) {{ v = substr($0, RSTART, RLENGTH); gsub(/[ -]/, \"\", v); print \"provider\" T v }}' {e}\n",
+            e = q(e)
+        ));
     }
     s.push_str("wait\ntrue\n");
     s
@@ -343,9 +428,53 @@ fn b64(s: &str) -> Option<String> {
 /// Parses the script's output into `p` (a second request adds to the first).
 pub fn parse(out: &str, p: &mut Probe) {
     let mut sums: BTreeMap<String, String> = BTreeMap::new();
+    // Inside a `begin<TAB>TAG` … `end<TAB>TAG` block: its tag, and for
+    // `props` the unit whose block this is (blocks in UNITS order).
+    let mut block: Option<&str> = None;
+    let mut unit = 0usize;
     for line in out.lines() {
+        match (block, line.split_once('\t')) {
+            (None, Some(("begin", tag))) => {
+                block = Some(match tag {
+                    "props" => "props",
+                    "ss" => "ss",
+                    _ => "other",
+                });
+                unit = 0;
+                continue;
+            }
+            (Some(_), Some(("end", _))) => {
+                block = None;
+                continue;
+            }
+            (Some("props"), _) => {
+                if line.is_empty() {
+                    unit += 1;
+                } else if let (Some(u), Some((k, v))) = (UNITS.get(unit), line.split_once('=')) {
+                    p.units.entry(u.file_name.to_string()).or_default().set(k, v);
+                }
+                continue;
+            }
+            (Some("ss"), _) => {
+                p.listeners.extend(parse_ss(line));
+                continue;
+            }
+            (Some(_), _) => continue,
+            _ => {}
+        }
         let parts: Vec<&str> = line.split('\t').collect();
         match parts.as_slice() {
+            ["hit", _stamp, sha, path] => {
+                sums.insert(path.to_string(), sha.to_string());
+            }
+            ["fphit", _stamp, sha, path] => {
+                p.fingerprints.insert(path.to_string(), format!("sha256:{sha}"));
+            }
+            ["certline", path, text] => {
+                let c = p.certs.entry(path.to_string()).or_default();
+                c.push_str(text);
+                c.push('\n');
+            }
             ["now", t] => p.now = t.trim().parse().unwrap_or(0.0),
             ["arch", a] => p.arch = a.to_string(),
             ["hostname", h] => p.hostname = h.trim().to_string(),
@@ -356,7 +485,7 @@ pub fn parse(out: &str, p: &mut Probe) {
                     sums.insert(path.trim_start_matches(' ').trim_start_matches('*').to_string(), sha.to_string());
                 }
             }
-            ["stat", path, mode, owner, group, size, kind] => {
+            ["stat", path, mode, owner, group, size, kind, ..] => {
                 let f = RemoteFile {
                     mode: FileMode::from_octal(mode).unwrap_or_default(),
                     owner: owner.to_string(),
@@ -396,6 +525,7 @@ pub fn parse(out: &str, p: &mut Probe) {
             ["etcd", rest] => p.etcd_health = rest.to_string(),
             ["etcdmembers", rest] => p.etcd_members = rest.to_string(),
             ["advertise", a] => p.default_address = Some(a.trim().to_string()),
+            ["codec", c] => p.codecs.push(c.trim().to_string()),
             ["fp", path, v] => {
                 p.fingerprints.insert(path.to_string(), v.trim().to_string());
             }
@@ -451,11 +581,17 @@ pub async fn run(host: &Host, req: &Request, into: &mut Probe) -> Result<(), Err
         }
         return Err(Error::Server(format!("{}: reading the server failed: {}", host.destination, crate::output::redact::line(err.trim()))));
     }
-    parse(&String::from_utf8_lossy(&out.stdout), into);
+    finish(&String::from_utf8_lossy(&out.stdout), asked, into);
+    Ok(())
+}
+
+/// Parses the script's output `out` into `into`; `asked` is when the script
+/// was sent (the server's clock read in it sets the skew).
+pub fn finish(out: &str, asked: std::time::SystemTime, into: &mut Probe) {
+    parse(out, into);
     if into.now > 0.0 {
         into.skew = into.now - asked.duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs_f64()).unwrap_or(0.0);
     }
-    Ok(())
 }
 
 /// One request on its own.
@@ -553,13 +689,35 @@ garbage line\n";
         for f in FILES {
             assert!(b.contains(f.dest), "{}", f.dest);
         }
-        assert!(b.contains("xargs -0 -r -P 4 -n 1 $H") && b.contains("df -PB1") && !b.contains("--version") && !b.contains("/dev/tcp"));
+        assert!(b.contains("xargs -d '\\n' -r -P 4 -n 1 $H") && b.contains("df -PB1") && !b.contains("--version") && !b.contains("/dev/tcp"));
         let c = script(&Request::cpcheck());
-        assert!(!c.contains("xargs -0") && c.contains("--version") && c.contains("/dev/tcp/127.0.0.1/2379"));
+        assert!(!c.contains("xargs -d") && c.contains("--version") && c.contains("/dev/tcp/127.0.0.1/2379"));
         // Secrets are never read whole: no base64 of a key, kubeconfig or the encryption config.
         for f in FILES.iter().filter(|f| f.kind.is_secret()) {
             assert!(!b.contains(&format!("base64 -w0 '{}'", f.dest)));
         }
+    }
+
+    /// The block form: every unit's properties from one `systemctl show`
+    /// (blocks in UNITS order, a blank line apart), listeners raw, hits
+    /// from the hash cache, certificates a line at a time.
+    #[test]
+    fn blocks_and_cache_hits_parse() {
+        let reply = "begin\tprops\nActiveState=active\nMainPID=10\nActiveEnterTimestamp=@1796050104\n\nActiveState=failed\nNRestarts=4\n\nActiveState=inactive\nend\tprops\n\
+begin\tss\nLISTEN 0 4096 *:6443 *:* users:((\"kube-apiserver\",pid=3016,fd=7))\nend\tss\n\
+stat\t/usr/local/bin/kubectl\t755\troot\troot\t42\tregular file\t39:7:42:1.000000000:2.000000000\n\
+hit\t39:7:42:1.000000000:2.000000000\tabc\t/usr/local/bin/kubectl\n\
+miss\t39:8:9:1.0:2.0\t/usr/local/bin/kube-scheduler\nsum\tdef  /usr/local/bin/kube-scheduler\n\
+certline\t/c.crt\t-----BEGIN CERTIFICATE-----\ncertline\t/c.crt\tMIIB\n";
+        let mut p = Probe::default();
+        parse(reply, &mut p);
+        let unit = |i: usize| &p.units[UNITS[i].file_name];
+        assert!(unit(0).active.is_up() && unit(0).main_pid == 10 && unit(0).active_enter_unix == 1796050104);
+        assert_eq!((unit(1).active.clone(), unit(1).restarts), (crate::model::ActiveState::Failed, 4));
+        assert!(!unit(2).active.is_up());
+        assert_eq!(p.listeners[0].port, 6443);
+        assert_eq!((p.files["/usr/local/bin/kubectl"].sha256.as_str(), p.files["/usr/local/bin/kubectl"].size), ("abc", 42));
+        assert_eq!(p.certs["/c.crt"], "-----BEGIN CERTIFICATE-----\nMIIB\n");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub struct Placement<'a> {
     pub owner: &'a str,
     pub group: &'a str,
     pub mode: FileMode,
+    /// Its sha256, to enter in the server's hash cache (never a secret's).
+    pub sha256: Option<&'a str>,
 }
 
 /// The commit script: check this run still holds the lock (`fence`),
@@ -65,6 +67,24 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
     script
 }
 
+/// Shell lines entering the placed public files in the server's hash cache
+/// (under the stamp each has now), so the next read need not hash them.
+/// Best effort: a cache that cannot be written only costs a hash.
+/// A binary's `--version` line known here goes with it (`version SHA LINE`).
+pub fn cache_entries(files: &[Placement<'_>], versions: &std::collections::BTreeMap<String, String>) -> String {
+    let mut lines: Vec<String> =
+        files.iter().filter_map(|f| f.sha256.map(|sha| format!("echo \"file $(stat -c '{}' {d}) {sha} \"{d}", crate::remote::probe::STAMP_FMT, d = q(f.dest)))).collect();
+    for sha in files.iter().filter_map(|f| f.sha256) {
+        if let Some(v) = versions.get(sha).filter(|v| unitfile::control_char(v).is_none()) {
+            lines.push(format!("echo {}", q(&format!("version {sha} {v}"))));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("if [ -d {dir} ]; then (umask 077; {{ {} ; }} >> {c}) || true; fi\n", lines.join("; "), dir = q(crate::model::STATE_DIR), c = q(&crate::remote::probe::hash_cache()))
+}
+
 /// A shell line removing `lines` from the pending marker at `marker_path`
 /// once done (and the marker when nothing is left).
 pub fn clear_marker(lines: &[String], marker_path: &str) -> String {
@@ -84,15 +104,18 @@ pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[String]) -> Resul
         .iter()
         .map(|s| {
             let f = &x.desired.files[s.index].spec;
-            Placement { tmp: &s.tmp, dest: f.dest, owner: f.owner, group: f.group, mode: FileMode(f.mode) }
+            let d = &x.desired.files[s.index];
+            Placement { tmp: &s.tmp, dest: f.dest, owner: f.owner, group: f.group, mode: FileMode(f.mode), sha256: (!f.kind.is_secret()).then_some(d.sha256.as_str()) }
         })
         .collect();
     debug_assert!(placements.iter().all(|p| dests.iter().any(|d| d == p.dest)), "the commit places what the plan names");
-    let script = commit_script(&placements, marker, &pending_marker(), x.lock.map(|l| l.fence()));
+    let mut script = commit_script(&placements, marker, &pending_marker(), x.lock.map(|l| l.fence()));
+    script.push_str(&cache_entries(&placements, &x.desired.versions));
     let out = x.host.sh(&script).await?;
     let placed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("placed ")).map(str::to_string).collect();
     for s in staged.iter().filter(|s| placed.iter().any(|p| p == x.desired.files[s.index].spec.dest)) {
         x.outcome.bytes_sent += s.sent;
+        x.outcome.bytes_uploaded += x.desired.files[s.index].size;
         x.outcome.uploaded.push(x.desired.files[s.index].spec.dest.to_string());
     }
     if !out.status.success() {
@@ -125,8 +148,8 @@ mod tests {
         std::fs::write(p("b"), "old").unwrap();
         let (ta, tb, a, b, m) = (p(".a.kcp-tmp-1"), p(".b.kcp-tmp-2"), p("a"), p("b"), p("pending"));
         let files = [
-            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600) },
-            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644) },
+            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600), sha256: None },
+            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644), sha256: Some("abc") },
         ];
         let script = commit_script(&files, &["daemon-reload".into(), "restart x.service".into()], &m, None);
         let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
@@ -161,8 +184,8 @@ mod tests {
         std::fs::create_dir(p("b")).unwrap();
         let (ta, tb, a, b) = (p(".a.kcp-tmp-1"), p(".b.kcp-tmp-2"), p("a"), p("b"));
         let files = [
-            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600) },
-            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644) },
+            Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600), sha256: None },
+            Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644), sha256: Some("abc") },
         ];
         let out = std::process::Command::new("sh").arg("-c").arg(commit_script(&files, &[], &p("m"), None)).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
@@ -173,7 +196,7 @@ mod tests {
         assert!(std::path::Path::new(&b).is_dir(), "nothing was moved into the directory");
         // A tool that fails is quoted on the same line.
         std::fs::write(&ta, "A").unwrap();
-        let bad = [Placement { tmp: &ta, dest: &a, owner: "no-such-user-kcp", group: &group, mode: FileMode(0o600) }];
+        let bad = [Placement { tmp: &ta, dest: &a, owner: "no-such-user-kcp", group: &group, mode: FileMode(0o600), sha256: None }];
         let out = std::process::Command::new("sh").arg("-c").arg(commit_script(&bad, &[], &p("m"), None)).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with(&format!("chown no-such-user-kcp:{group} {a} failed: chown: invalid user")), "{err}");

@@ -23,7 +23,8 @@ mod units;
 mod wait;
 
 pub use commit::{clear_marker, commit_script};
-pub use stage::stage_script;
+pub use stage::{stage_script, PARALLEL_LARGE, SMALL_FILE};
+pub use wait::{look, Look};
 
 /// One step as it ran.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +40,12 @@ pub struct StepTiming {
 #[derive(Debug, Default, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
+    /// Bytes on the wire (compressed where the stage compressed).
     pub bytes_sent: u64,
+    /// The same files' own size.
+    pub bytes_uploaded: u64,
+    /// How the large files travelled (`none`, `zstd`, `gzip`).
+    pub compression: crate::local::compress::Codec,
     pub uploaded: Vec<String>,
     pub started: Vec<String>,
     pub restarted: Vec<String>,
@@ -68,11 +74,43 @@ pub struct Exec<'a> {
     /// The other servers' apiservers, by name, when the run has several:
     /// the wait step waits until each answers /readyz too.
     pub peers: Vec<(String, kube::Client)>,
+    /// What [`look`] saw before the run, and the probe's facts to judge
+    /// it by: while nothing has changed, the wait and RBAC steps need
+    /// nothing more.
+    look: Option<wait::Seen>,
+    /// Has any step changed the server yet?
+    changed: bool,
+    /// Large files streamed at once to this server (fewer when several
+    /// servers are staged at once: they share this machine's cores).
+    pub lanes: usize,
 }
 
 impl<'a> Exec<'a> {
     pub fn new(host: &'a Host, desired: &'a Desired, lock: Option<&'a Lock<'a>>, api_config: kube::Config, timeout: Duration, ui: &'a Ui) -> Exec<'a> {
-        Exec { host, desired, lock, api_config, timeout, ui, outcome: Outcome::default(), staged: Vec::new(), clients: None, api_restart: None, peers: Vec::new() }
+        Exec {
+            host,
+            desired,
+            lock,
+            api_config,
+            timeout,
+            ui,
+            outcome: Outcome::default(),
+            staged: Vec::new(),
+            clients: None,
+            api_restart: None,
+            peers: Vec::new(),
+            look: None,
+            changed: false,
+            lanes: stage::PARALLEL_LARGE,
+        }
+    }
+
+    /// Hands over what [`look`] saw (and its tunnels), with the probe it
+    /// is judged by.
+    pub fn seen(&mut self, l: Look, probe: &crate::remote::probe::Probe) {
+        let (clients, seen) = wait::Seen::new(l, probe);
+        self.clients = Some(clients);
+        self.look = Some(seen);
     }
 
     /// The tunnelled health clients of this server (opened on first use).
@@ -90,11 +128,12 @@ impl Action {
         match self {
             Action::RemoveStale { paths } => files::remove_stale(x, paths).await,
             Action::Directories { create, fix } => files::directories(x, create, fix).await,
-            Action::Stage { files } => stage::run(x, files).await,
+            Action::Stage { files, transfer } => stage::run(x, files, transfer.codec).await,
             Action::Commit { files, marker } => commit::run(x, files, marker).await,
             Action::SetModes { files } => files::set_modes(x, files).await,
             Action::DaemonReload { .. } | Action::Enable { .. } | Action::Stop { .. } | Action::Start { .. } | Action::Restart { .. } => units::run(x, self).await,
             Action::WaitHealthy { .. } => wait::run(x).await,
+            Action::WaitEndpoints { addresses } => wait::endpoints(x, addresses).await,
             Action::ApplyRbac { .. } => rbac::run(x).await,
         }
     }
@@ -121,6 +160,7 @@ pub async fn run_actions(actions: &[Action], x: &mut Exec<'_>) -> Result<(), Err
     for a in actions {
         let t = Instant::now();
         x.ui.step(&a.line());
+        x.changed |= a.changes();
         a.run(x).await?;
         x.outcome.steps.push(StepTiming { step: a.kind(), line: a.line(), seconds: (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0 });
     }

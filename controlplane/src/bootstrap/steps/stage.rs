@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::Exec;
 use crate::bootstrap::desired::{Content, DesiredFile};
 use crate::bootstrap::plan::FileChange;
+use crate::local::compress::{self, Codec};
 use crate::output::human_bytes;
 use crate::remote::probe::TEMP_MARKER;
 use crate::remote::shell_quote as q;
@@ -21,13 +22,14 @@ use crate::Error;
 /// Files at least this big stream PARALLEL_LARGE at a time, one per session;
 /// smaller ones share one session. Three sessions at most, well under sshd's
 /// default MaxSessions (10 per connection).
-const SMALL_FILE: u64 = 1 << 20;
-const PARALLEL_LARGE: usize = 2;
+pub const SMALL_FILE: u64 = 1 << 20;
+pub const PARALLEL_LARGE: usize = 2;
 
 /// A file streamed to its temp path and verified, not yet in place.
 pub struct Staged {
     pub tmp: String,
     pub index: usize,
+    /// Bytes on the wire.
     pub sent: u64,
     pub secs: f64,
 }
@@ -41,7 +43,12 @@ pub struct Staged {
 /// hash. With only coreutils' slower sha256sum, a large file's hash overlaps
 /// its transfer instead. Temps are private (umask 077) until commit gives
 /// them their mode and owner; a failure removes them.
-pub fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
+///
+/// With a `codec` (one large file per session) the stream is decompressed
+/// straight into the temp (`zstd -dcq` / `gzip -dc` to the end of stdin);
+/// the size and sha256 checked are the file's own, so a stream corrupted in
+/// transit is refused like any other mismatch.
+pub fn stage_script(files: &[(&DesiredFile, &str)], codec: Codec) -> String {
     let temps: Vec<String> = files.iter().map(|(_, t)| q(t)).collect();
     let mut s = format!(
         "set -e\n{hash_cmd}\numask 077\ntrap 'rm -f {all}' EXIT\n\
@@ -53,8 +60,25 @@ pub fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
         hash_cmd = crate::remote::probe::HASH_CMD,
         all = temps.join(" "),
     );
-    for (f, t) in files {
-        s.push_str(&format!("recv {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+    match codec.decompress() {
+        Some(d) => {
+            s.push_str(&format!(
+                "recvz() {{\n\
+                   {d} > \"$1\" || {{ echo \"$4: the {name} stream did not decompress (corrupted in transit?)\" >&2; exit 1; }}\n\
+                   h=$($H < \"$1\" | cut -d' ' -f1)\n\
+                   [ \"$(stat -c %s \"$1\")\" = \"$2\" ] && [ \"$h\" = \"$3\" ] || {{ echo \"$4: checksum mismatch after upload\" >&2; exit 1; }}\n\
+                 }}\n",
+                name = codec.name()
+            ));
+            for (f, t) in files {
+                s.push_str(&format!("recvz {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+            }
+        }
+        None => {
+            for (f, t) in files {
+                s.push_str(&format!("recv {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+            }
+        }
     }
     // Start the fsync and let the session end: the next file streams while
     // this one is written back, and commit's fsync waits for what is left.
@@ -76,7 +100,7 @@ pub fn stage_script(files: &[(&DesiredFile, &str)]) -> String {
 /// host's timeout is given up (a slow link may take long, a dead one not).
 /// When the server refuses (a full disk, a checksum mismatch) its words are
 /// the error, not the broken pipe this side sees as a consequence.
-async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<indicatif::ProgressBar>) -> Result<Vec<Staged>, Error> {
+async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: Option<indicatif::ProgressBar>) -> Result<Vec<Staged>, Error> {
     let t0 = Instant::now();
     let stall = host.timeout.max(Duration::from_secs(5));
     let temps: Vec<String> = files
@@ -89,9 +113,55 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<indicat
         .collect();
     let pairs: Vec<(&DesiredFile, &str)> = files.iter().zip(&temps).map(|((_, f), t)| (*f, t.as_str())).collect();
     let names = || files.iter().map(|(_, f)| f.spec.dest).collect::<Vec<_>>().join(", ");
-    let mut cmd = host.command(&stage_script(&pairs));
+    let codec = if files.len() == 1 { codec } else { Codec::None };
+    let mut cmd = host.command(&stage_script(&pairs, codec));
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let out = if let [(_, DesiredFile { content: Content::Path(p), .. })] = files {
+    let mut sent: Option<u64> = None;
+    let out = if let ([(_, f @ DesiredFile { content: Content::Path(p), .. })], true) = (files, codec != Codec::None) {
+        // Compressed on every core into a pipe that is the session's stdin.
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::Input(format!("cannot make a pipe: {e}")))?;
+        let progress = std::sync::Arc::new(compress::Progress::default());
+        let child = cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(reader))).spawn().await.map_err(|e| host.lost(e))?;
+        // The command keeps its stdin until dropped: this process must not
+        // hold the pipe's read end, or a session that ends early (a server
+        // that refuses the stream) leaves the compressor blocked forever
+        // instead of seeing a broken pipe.
+        drop(cmd);
+        let compressor = tokio::task::spawn_blocking({
+            let (p, size, progress) = (p.clone(), f.size, progress.clone());
+            move || compress::stream(codec, &p, size, writer, &progress)
+        });
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let (mut last_pos, mut last_move) = (0u64, Instant::now());
+        let out = loop {
+            tokio::select! {
+                r = &mut wait => break r.map_err(|e| host.lost(e))?,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let pos = progress.written.load(std::sync::atomic::Ordering::Relaxed);
+                    if let Some(b) = &bar {
+                        b.set_position(progress.read.load(std::sync::atomic::Ordering::Relaxed));
+                    }
+                    if pos != last_pos {
+                        (last_pos, last_move) = (pos, Instant::now());
+                    } else if last_move.elapsed() > stall {
+                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", host.destination, names(), stall.as_secs())));
+                    }
+                }
+            }
+        };
+        // The server's verdict first: a compressor cut off by a refusing
+        // server only saw a broken pipe.
+        let compressed = match tokio::time::timeout(stall, compressor).await {
+            Ok(r) => r.map_err(|e| Error::Input(format!("the compressor stopped: {e}")))?,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the compressor did not finish")),
+        };
+        if out.status.success() {
+            compressed.map_err(|e| Error::Input(format!("{}: cannot read or compress it: {e}", p.display())))?;
+        }
+        sent = Some(progress.written.load(std::sync::atomic::Ordering::Relaxed));
+        out
+    } else if let [(_, DesiredFile { content: Content::Path(p), .. })] = files {
         let file = std::fs::File::open(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
         let offset = file.try_clone().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
         let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| host.lost(e))?;
@@ -155,7 +225,7 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], bar: Option<indicat
         return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
     }
     let secs = t0.elapsed().as_secs_f64();
-    Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: f.size, secs }).collect())
+    Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: sent.unwrap_or(f.size), secs }).collect())
 }
 
 /// Removes staged temps that will not be committed (another upload failed).
@@ -167,7 +237,7 @@ async fn discard(host: &Host, staged: &[Staged]) {
     let _ = host.sh(&format!("rm -f {}", temps.join(" "))).await;
 }
 
-pub async fn run(x: &mut Exec<'_>, changes: &[FileChange]) -> Result<(), Error> {
+pub async fn run(x: &mut Exec<'_>, changes: &[FileChange], codec: Codec) -> Result<(), Error> {
     let (host, desired, ui) = (x.host, x.desired, x.ui);
     let multi = ui.tty.then(indicatif::MultiProgress::new);
     let mut files: Vec<(usize, &DesiredFile)> = changes.iter().map(|c| (c.index, &desired.files[c.index])).collect();
@@ -179,20 +249,21 @@ pub async fn run(x: &mut Exec<'_>, changes: &[FileChange]) -> Result<(), Error> 
         let bar = multi.as_ref().and_then(|m| ui.bar(f.size, f.spec.dest).map(|b| m.add(b)));
         let line = &line;
         async move {
-            let r = stage(host, &[(index, f)], bar).await;
+            let r = stage(host, &[(index, f)], codec, bar).await;
             if let Ok(s) = &r {
-                ui.step(&format!("upload   {} in {:.1}s ({}/s)", line(index), s[0].secs, human_bytes((s[0].sent as f64 / s[0].secs.max(1e-3)) as u64)));
+                let wire = if codec == Codec::None { String::new() } else { format!(", {} {} on the wire", human_bytes(s[0].sent), codec.name()) };
+                ui.step(&format!("upload   {} in {:.1}s ({}/s{wire})", line(index), s[0].secs, human_bytes((f.size as f64 / s[0].secs.max(1e-3)) as u64)));
             }
             r
         }
     }))
-    .buffer_unordered(PARALLEL_LARGE)
+    .buffer_unordered(x.lanes.max(1))
     .collect::<Vec<Result<Vec<Staged>, Error>>>();
     let small = async {
         if small.is_empty() {
             return Ok(Vec::new());
         }
-        let r = stage(host, &small, None).await;
+        let r = stage(host, &small, Codec::None, None).await;
         if let Ok(s) = &r {
             let bytes: u64 = s.iter().map(|x| x.sent).sum();
             ui.step(&format!("upload   {} small file(s), {}, in one session in {:.1}s", s.len(), human_bytes(bytes), s.first().map(|x| x.secs).unwrap_or(0.0)));
@@ -217,6 +288,9 @@ pub async fn run(x: &mut Exec<'_>, changes: &[FileChange]) -> Result<(), Error> 
         return Err(e);
     }
     staged.sort_by_key(|s| s.index);
+    if codec != Codec::None && staged.iter().any(|s| desired.files[s.index].size >= SMALL_FILE) {
+        x.outcome.compression = codec;
+    }
     x.staged = staged;
     Ok(())
 }

@@ -13,6 +13,7 @@ pub fn checks() -> Vec<Check> {
             }
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let git = v["gitVersion"].as_str().unwrap_or("?").to_string();
+            let _ = ctx.probe().await; // what the server read, once it has
             let binary = ctx.host().and_then(|h| h.units.get("kube-apiserver.service")).and_then(|u| u.binary_version.clone());
             match binary {
                 Some(b) if !b.contains(&git) => {
@@ -59,6 +60,7 @@ pub fn checks() -> Vec<Check> {
             };
             let spec = svc.spec.unwrap_or_default();
             let ip = spec.cluster_ip.unwrap_or_default();
+            let _ = ctx.probe().await; // what the server read, once it has
             let port = serving_port(ctx.host(), "kube-apiserver");
             let ports: Vec<String> = spec
                 .ports
@@ -79,6 +81,7 @@ pub fn checks() -> Vec<Check> {
                 })
                 .collect();
             let want_ports = vec![format!("443→{port}")];
+            let _ = ctx.probe().await; // what the server read, once it has
             let want_ip = ctx.host().map(api_cidr).and_then(|c| crate::model::service_ip(&c));
             let mut bad = Vec::new();
             if let Some(w) = &want_ip {
@@ -99,6 +102,7 @@ pub fn checks() -> Vec<Check> {
     }));
     v.push(api_check("api.endpoints", "api", "default/kubernetes Endpoints point at the apiserver", |ctx, client| {
         async move {
+            let _ = ctx.probe().await; // what the server read, once it has
             let port = serving_port(ctx.host(), "kube-apiserver") as i32;
             let ep = match Api::<Endpoints>::namespaced(client.clone(), "default").get_opt("kubernetes").await {
                 Ok(Some(e)) => e,
@@ -121,6 +125,7 @@ pub fn checks() -> Vec<Check> {
             // With several servers, any server's address is right (the
             // cluster checks say whether each is listed).
             let own = if ctx.servers.is_empty() {
+                let _ = ctx.probe().await; // what the server read, once it has
                 ctx.host().map(|h| h.addresses.clone())
             } else {
                 Some(ctx.servers.iter().filter_map(|s| s.probe.as_ref().ok()).flat_map(|p| p.addresses.iter().chain(p.default_address.iter()).cloned()).collect())

@@ -20,6 +20,7 @@ pub fn checks() -> Vec<Check> {
     }));
     v.push(api_check("consistency.service-ip-san", "consistency", "the kubernetes Service IP is in the serving certificate", |ctx, client| {
         async move {
+            let _ = ctx.probe().await; // what the server read, once it has
             let Some(h) = ctx.host() else { return Finding::skip("needs --ssh to read the serving certificate") };
             let Some(cert) = installed(h, "kube-apiserver").and_then(|f| f.get("tls-cert-file").map(str::to_string)).and_then(|p| h.certs.get(&p).cloned()) else {
                 return Finding::fail("cannot read the apiserver's --tls-cert-file", "kubectl bootstrap server DEST");

@@ -11,6 +11,7 @@ pub fn checks() -> Vec<Check> {
                 match Api::<Lease>::namespaced(client.clone(), "kube-system").get_opt(c).await {
                     Ok(Some(l)) => {
                         // Judged by the server's clock when there is one, and by the Lease's own duration.
+                        let _ = ctx.probe().await; // what the server read, once it has
                         let skew = ctx.host().map(|h| h.skew).unwrap_or(0.0);
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) + skew;
                         match endpoints::lease_verdict(&l.spec.unwrap_or_default(), now, 0) {

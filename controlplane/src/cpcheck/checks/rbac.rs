@@ -80,6 +80,7 @@ pub fn checks() -> Vec<Check> {
     v.push(api_check("rbac.kubelet-access", "rbac", "the apiserver's kubelet client may reach kubelets", |ctx, client| {
         async move {
             // The user is the CN of --kubelet-client-certificate.
+            let _ = ctx.probe().await; // what the server read, once it has
             let from_cert = ctx.host().and_then(|h| {
                 let p = installed(h, "kube-apiserver").and_then(|f| f.get("kubelet-client-certificate").map(str::to_string))?;
                 Cert::from_pem(h.certs.get(&p)?.as_bytes()).ok()?.common_name()
