@@ -1,5 +1,10 @@
-//! `cargo xtask bench`: speed goals as ratios against baselines measured in the
-//! same run on the same link (the machine is shared and noisy).
+//! `cargo xtask bench`: speed and memory goals as ratios against baselines
+//! measured in the same run, on the same bed and link (the machine is
+//! shared and noisy): medians of 5 alternating rounds. Writes the figures
+//! between the markers of BENCHMARKS.md.
+//!
+//! The bed shapes bandwidth only (tc tbf; netem, for latency, is not in
+//! this kernel), so round trips are counted (`-v`: SSH sessions), not timed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use controlplane::model::{Source, FILES};
-use testbed::{Bed, Cluster};
+use testbed::{Bed, BedOptions, Cluster};
+
+const ROUNDS: usize = 5;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -24,14 +31,46 @@ fn release_plugins() -> Result<PathBuf> {
     Ok(crate::target_dir().join("release"))
 }
 
-fn timed(cmd: &mut Command) -> Result<(f64, std::process::Output)> {
+/// What one command cost: wall seconds, its own CPU (user + system, from
+/// wait4: the process and the children it waited for), its output.
+struct Ran {
+    wall: f64,
+    cpu: f64,
+    out: std::process::Output,
+}
+
+fn run(cmd: &mut Command) -> Result<Ran> {
+    use std::io::Read;
     let t = Instant::now();
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
-    let secs = t.elapsed().as_secs_f64();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("{cmd:?}"))?;
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let eh = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let mut stdout = Vec::new();
+    so.read_to_end(&mut stdout)?;
+    let stderr = eh.join().unwrap();
+    let mut status = 0i32;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) } < 0 {
+        bail!("wait4 failed");
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+    let st = std::os::unix::process::ExitStatusExt::from_raw(status);
+    let out = std::process::Output { status: st, stdout, stderr };
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok((secs, out))
+    Ok(Ran { wall, cpu, out })
+}
+
+fn timed(cmd: &mut Command) -> Result<(f64, std::process::Output)> {
+    let r = run(cmd)?;
+    Ok((r.wall, r.out))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,14 +78,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bootstrap_args(bed: &Bed) -> Vec<String> {
-    bed.bootstrap_args("root")
-}
-
-pub fn run() -> Result<()> {
-    let bin = release_plugins()?;
-    single(&bin)?;
-    ha(&bin)
+/// The `-v` stats line: (SSH sessions, own CPU seconds, peak RSS KiB).
+fn stats(stderr: &[u8]) -> (usize, f64, u64) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().rev().find(|l| l.starts_with("stats: ")).unwrap_or("");
+    let num = |after: &str| line.split(after).nth(1).and_then(|r| r.split_whitespace().next()).map(|s| s.trim_end_matches('s').to_string());
+    let sessions = line.strip_prefix("stats: ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    (sessions, num("cpu ").and_then(|c| c.parse().ok()).unwrap_or(f64::NAN), num("peak rss ").and_then(|c| c.parse().ok()).unwrap_or(0))
 }
 
 /// The asset files bootstrap uploads (paths under ASSETS).
@@ -58,6 +96,229 @@ fn asset_files(assets: &Path) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// One figure for BENCHMARKS.md.
+struct Row {
+    what: String,
+    value: String,
+    goal: String,
+    met: Option<bool>,
+}
+
+fn row(rows: &mut Vec<Row>, what: &str, value: String, goal: &str, met: Option<bool>) {
+    println!(
+        "  {what:<58} {value:<16} {goal}{}",
+        match met {
+            Some(true) => "  met",
+            Some(false) => "  MISSED",
+            None => "",
+        }
+    );
+    rows.push(Row { what: what.into(), value, goal: goal.into(), met });
+}
+
+pub fn run_all() -> Result<()> {
+    let bin = release_plugins()?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    single(&bin, &mut rows)?;
+    shaped(&bin, true, &mut rows)?;
+    shaped(&bin, false, &mut rows)?;
+    ha(&bin, &mut rows)?;
+    write_md(&rows, started.elapsed().as_secs_f64())
+}
+
+/// Replaces what lies between the markers in BENCHMARKS.md.
+fn write_md(rows: &[Row], secs: f64) -> Result<()> {
+    let path = root().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path)?;
+    let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+    let (Some(a), Some(b)) = (text.find(begin), text.find(end)) else { bail!("BENCHMARKS.md has no {begin} … {end} markers") };
+    let day = String::from_utf8(Command::new("date").arg("-u").arg("+%Y-%m-%d").output()?.stdout)?;
+    let mut t = format!(
+        "{begin}\n_Written by `cargo xtask bench` on {} ({:.0} min, release build, 2-core VM; medians of {ROUNDS} alternating rounds)._\n\n| figure | value | goal | |\n| --- | --- | --- | --- |\n",
+        day.trim(),
+        secs / 60.0
+    );
+    for r in rows {
+        let m = match r.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "",
+        };
+        t.push_str(&format!("| {} | {} | {} | {m} |\n", r.what, r.value, r.goal));
+    }
+    let out = format!("{}{t}{}", &text[..a], &text[b..]);
+    std::fs::write(&path, out)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `tar c | ssh tar x` of `assets` to `dest` (into an empty directory).
+fn tar_cmd(assets: &Path, files: &[String], ssh: &str, dest: &str) -> String {
+    format!("tar ch -C {} {} | ssh {ssh} {dest} 'mkdir -p /root/tarbase && tar x -C /root/tarbase'", assets.display(), files.join(" "))
+}
+
+fn bootstrap(bin: &Path, bed: &Bed, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin.join("kubectl-bootstrap"));
+    c.args(bed.bootstrap_args("root")).args(extra);
+    c
+}
+
+fn reset(bin: &Path, dests: &[String], ssh_args: &[String]) -> Result<()> {
+    run(Command::new(bin.join("kubectl-bootstrap")).arg("reset").args(dests).arg("--yes").args(ssh_args))?;
+    Ok(())
+}
+
+/// The upload (stage + commit steps) of a `-o json` result, and its codec.
+fn upload_of(v: &serde_json::Value) -> (f64, String, u64) {
+    let steps = v["steps"].as_array().cloned().unwrap_or_default();
+    let secs = steps.iter().filter(|x| x["step"] == "stage" || x["step"] == "commit").map(|x| x["seconds"].as_f64().unwrap_or(0.0)).sum();
+    (secs, v["compression"].as_str().unwrap_or("?").to_string(), v["bytesSent"].as_u64().unwrap_or(0))
+}
+
+/// The unshaped link: first deploy against tar, the no-op and cpcheck
+/// against `ssh true`, peak memory, the apiserver restart.
+fn single(bin: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let bed = Bed::up_with("bench", &BedOptions { link: None, zstd: true })?;
+    let assets = asset_files(&bed.assets);
+    for a in &assets {
+        std::fs::read(bed.assets.join(a))?;
+    }
+    let ssh = bed.ssh_options().join(" ");
+    let tar = tar_cmd(&bed.assets, &assets, &ssh, &bed.dest());
+    let ssh_args = bed.plugin_ssh_args();
+    let (mut ratios, mut rss, mut codecs) = (Vec::new(), Vec::new(), Vec::new());
+    println!("unshaped link (the bed's veth), server with zstd");
+    for round in 0..ROUNDS {
+        if round > 0 {
+            reset(bin, &[bed.dest()], &ssh_args)?;
+        }
+        bed.ssh("sync")?;
+        let t = run(Command::new("bash").arg("-c").arg(&tar))?;
+        bed.ssh("rm -rf /root/tarbase && sync")?;
+        let b = run(&mut bootstrap(bin, &bed, &["-o", "json", "-v"]))?;
+        let v: serde_json::Value = serde_json::from_slice(&b.out.stdout)?;
+        let (up, codec, _) = upload_of(&v);
+        let (_, _, peak) = stats(&b.out.stderr);
+        println!("  round {}: tar {:.2}s, bootstrap upload {up:.2}s ({codec}), ratio {:.2}, peak rss {} MiB", round + 1, t.wall, up / t.wall, peak >> 10);
+        ratios.push(up / t.wall);
+        rss.push(peak as f64);
+        codecs.push(codec);
+    }
+    let r = median(ratios);
+    row(rows, "first deploy upload / `tar c | ssh tar x`, unshaped link", format!("{r:.2} ({})", codecs[0]), "≤ 1.0", Some(r <= 1.0));
+    let peak = median(rss) / 1024.0;
+    row(rows, "bootstrap peak resident memory, first deploy", format!("{peak:.1} MiB"), "≤ 64 MiB", Some(peak <= 64.0));
+
+    // No-op and cpcheck against `ssh true`, alternating.
+    let (mut nw, mut nc, mut cw, mut tw, mut tc, mut ns, mut cs, mut crss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0, 0, Vec::new());
+    let check_args = bed.cpcheck_args();
+    for _ in 0..ROUNDS {
+        let t = run(Command::new("ssh").args(bed.ssh_options()).arg(bed.dest()).arg("true"))?;
+        let n = run(&mut bootstrap(bin, &bed, &["-v"]))?;
+        let c = run(Command::new(bin.join("kubectl-cpcheck")).args(&check_args).args(["-o", "json", "-v"]))?;
+        let (s, cpu, _) = stats(&n.out.stderr);
+        let (s2, _, r2) = stats(&c.out.stderr);
+        (ns, cs) = (s, s2);
+        tw.push(t.wall);
+        tc.push(t.cpu);
+        nw.push(n.wall / t.wall);
+        nc.push(cpu / t.cpu.max(1e-3));
+        cw.push(c.wall / t.wall);
+        crss.push(r2 as f64);
+        println!("  ssh true {:.3}s ({:.3}s cpu); no-op {:.3}s ({cpu:.3}s own cpu, {s} sessions); cpcheck {:.3}s ({s2} sessions)", t.wall, t.cpu, n.wall, c.wall);
+    }
+    let (a, b, c) = (median(nw), median(nc), median(cw));
+    row(rows, "`ssh DEST true`", format!("{:.3} s, {:.3} s cpu", median(tw), median(tc)), "(baseline)", None);
+    row(rows, "no-op re-run / `ssh true`, wall", format!("{a:.2}"), "≤ 1.5", Some(a <= 1.5));
+    row(rows, "no-op re-run own cpu / `ssh true` cpu", format!("{b:.2}"), "≤ 2", Some(b <= 2.0));
+    row(rows, "no-op re-run, SSH sessions after the connection (round trips)", format!("{}", ns.saturating_sub(1)), "", None);
+    row(rows, "cpcheck / `ssh true`, wall", format!("{c:.2}"), "≤ 1.5", Some(c <= 1.5));
+    row(rows, "cpcheck, SSH sessions after the connection (round trips)", format!("{}", cs.saturating_sub(1)), "", None);
+    row(rows, "cpcheck peak resident memory", format!("{:.1} MiB", median(crss) / 1024.0), "", None);
+    let (o, p) = restart(bin, &bed)?;
+    row(rows, "apiserver restart → /readyz (bootstrap stops its clients first)", format!("{o:.1} s"), "≤ 15 s", Some(o <= 15.0));
+    row(rows, "the same with a plain `systemctl restart`", format!("{p:.1} s"), "(baseline)", None);
+    Ok(())
+}
+
+/// A 100 Mbit/s link: first deploy's upload against tar over the same link.
+fn shaped(bin: &Path, zstd: bool, rows: &mut Vec<Row>) -> Result<()> {
+    let name = if zstd { "bench-zstd" } else { "bench-gzip" };
+    let bed = Bed::up_with(name, &BedOptions { link: Some("100mbit".into()), zstd })?;
+    let assets = asset_files(&bed.assets);
+    for a in &assets {
+        std::fs::read(bed.assets.join(a))?;
+    }
+    let tar = tar_cmd(&bed.assets, &assets, &bed.ssh_options().join(" "), &bed.dest());
+    let ssh_args = bed.plugin_ssh_args();
+    println!("100 Mbit/s link, server {}", if zstd { "with zstd" } else { "with gzip only" });
+    let (mut ratios, mut codecs, mut wire) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round > 0 {
+            reset(bin, &[bed.dest()], &ssh_args)?;
+        }
+        bed.ssh("sync")?;
+        let t = run(Command::new("bash").arg("-c").arg(&tar))?;
+        bed.ssh("rm -rf /root/tarbase && sync")?;
+        let b = run(&mut bootstrap(bin, &bed, &["-o", "json"]))?;
+        let v: serde_json::Value = serde_json::from_slice(&b.out.stdout)?;
+        let (up, codec, sent) = upload_of(&v);
+        println!("  round {}: tar {:.1}s, bootstrap upload {up:.1}s ({codec}, {} MiB on the wire), ratio {:.2}", round + 1, t.wall, sent >> 20, up / t.wall);
+        ratios.push(up / t.wall);
+        codecs.push(codec);
+        wire.push(sent as f64);
+    }
+    let r = median(ratios);
+    let goal = if zstd { 0.4 } else { 0.5 };
+    row(
+        rows,
+        &format!("first deploy upload / tar, 100 Mbit/s, server {}", if zstd { "with zstd" } else { "with gzip only" }),
+        format!("{r:.2} ({}, {:.0} MiB sent)", codecs[0], median(wire) / (1u64 << 20) as f64),
+        &format!("≤ {goal}"),
+        Some(r <= goal),
+    );
+    Ok(())
+}
+
+/// An apiserver-only change: from bootstrap's first systemctl step of the
+/// restart to /readyz ok, against a plain `systemctl restart kube-apiserver`
+/// (its clients left running) timed to the same /readyz from here.
+fn restart(bin: &Path, bed: &Bed) -> Result<(f64, f64)> {
+    let readyz = || {
+        Command::new("kubectl")
+            .args(["--kubeconfig", &bed.kubeconfig.display().to_string(), "--server", &format!("https://{}:6443", bed.address), "--request-timeout=1s", "get", "--raw", "/readyz"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let settle = || -> Result<()> {
+        // A run with the default flags puts the unit back and waits for health and fresh leaders.
+        run(&mut bootstrap(bin, bed, &["--set", "kube-apiserver.v=2"]))?;
+        Ok(())
+    };
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (_, out) = timed(&mut bootstrap(bin, bed, &["-o", "json", "--set", &format!("kube-apiserver.v={}", 3 + round % 2)]))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ours.push(v["apiserverRestartToReadySeconds"].as_f64().unwrap_or(f64::NAN));
+        settle()?;
+        let t = Instant::now();
+        bed.ssh("systemctl restart kube-apiserver")?;
+        while !readyz() {
+            if t.elapsed().as_secs() > 180 {
+                bail!("the apiserver did not get ready within 180s of a plain restart");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        plain.push(t.elapsed().as_secs_f64());
+        settle()?;
+        println!("  restart round {}: bootstrap {:.1}s, plain systemctl restart {:.1}s", round + 1, ours[round], plain[round]);
+    }
+    Ok((median(ours), median(plain)))
 }
 
 /// The upload of a run over several servers: every server stages at once
@@ -76,274 +337,65 @@ fn cluster_upload(v: &serde_json::Value) -> f64 {
 
 /// Three servers: a first deploy against tar to the three in parallel, a
 /// no-op on three against one, a rolling restart's duration.
-fn ha(bin: &Path) -> Result<()> {
-    let c = Cluster::up("bench-ha", 3)?;
+fn ha(bin: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let c = Cluster::up_with("bench-ha", 3, &BedOptions { link: None, zstd: true })?;
     let assets = asset_files(&c.assets);
     for a in &assets {
         std::fs::read(c.assets.join(a))?;
     }
     let ssh = c.servers[0].ssh_options().join(" ");
-    let tar3: String = c
-        .servers
-        .iter()
-        .map(|s| format!("(tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase') &", c.assets.display(), assets.join(" "), s.dest()))
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\nwait";
-    let clean = "rm -rf /root/tarbase && sync";
+    let tar3: String = c.servers.iter().map(|s| format!("({}) &", tar_cmd(&c.assets, &assets, &ssh, &s.dest()))).collect::<Vec<_>>().join("\n") + "\nwait";
     let boot = |extra: &[&str]| {
         let mut cmd = Command::new(bin.join("kubectl-bootstrap"));
         cmd.args(c.bootstrap_args("root")).args(extra);
         cmd
     };
-    let mut reset = Command::new(bin.join("kubectl-bootstrap"));
-    reset.arg("reset").args(c.dests()).arg("--yes").args(c.servers[0].plugin_ssh_args());
-    let (mut tars, mut uploads, mut ratios, mut wholes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..5 {
+    let ssh_args = c.servers[0].plugin_ssh_args();
+    println!("three servers (one bridge, stacked etcd)");
+    let (mut ratios, mut wholes) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
         if round > 0 {
-            timed(&mut reset)?;
+            reset(bin, &c.dests(), &ssh_args)?;
         }
         for s in &c.servers {
             s.ssh("sync")?;
         }
-        let (tar_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar3))?;
+        let t = run(Command::new("bash").arg("-c").arg(&tar3))?;
         for s in &c.servers {
-            s.ssh(clean)?;
+            s.ssh("rm -rf /root/tarbase && sync")?;
         }
-        let (whole, out) = timed(&mut boot(&["-o", "json"]))?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let b = run(&mut boot(&["-o", "json"]))?;
+        let v: serde_json::Value = serde_json::from_slice(&b.out.stdout)?;
         let up = cluster_upload(&v);
-        println!("  HA round {}: tar to 3 in parallel {tar_secs:.2}s, bootstrap upload to 3 {up:.2}s (ratio {:.2}), first deploy of 3 {whole:.1}s", round + 1, up / tar_secs);
-        tars.push(tar_secs);
-        uploads.push(up);
-        ratios.push(up / tar_secs);
-        wholes.push(whole);
+        println!("  round {}: tar to 3 in parallel {:.2}s, bootstrap upload to 3 {up:.2}s (ratio {:.2}), first deploy of 3 {:.1}s", round + 1, t.wall, up / t.wall, b.wall);
+        ratios.push(up / t.wall);
+        wholes.push(b.wall);
     }
-    // No-op: three servers against one of them alone, alternating.
+    let r = median(ratios);
+    row(rows, "3 servers: first deploy upload / tar to the 3 in parallel", format!("{r:.2}"), "≤ 1.2", Some(r <= 1.2));
+    row(rows, "3 servers: first deploy, whole (start, health, RBAC)", format!("{:.1} s", median(wholes)), "", None);
     let mut one = Command::new(bin.join("kubectl-bootstrap"));
-    one.arg("server").arg(c.servers[0].dest()).args(c.servers[0].plugin_ssh_args()).args(["--assets", &c.assets.display().to_string()]);
-    let (mut noop3, mut noop1, mut noop_ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let (a, _) = timed(&mut one)?;
-        let (b, _) = timed(&mut boot(&[]))?;
-        noop1.push(a);
-        noop3.push(b);
-        noop_ratios.push(b / a);
+    one.arg("server").arg(c.servers[0].dest()).args(&ssh_args).args(["--assets", &c.assets.display().to_string()]);
+    let mut noop = Vec::new();
+    for _ in 0..ROUNDS {
+        let a = run(&mut one)?;
+        let b = run(&mut boot(&[]))?;
+        noop.push(b.wall / a.wall);
     }
-    // A rolling restart (an apiserver flag) over the three.
+    let n = median(noop);
+    row(rows, "3 servers: no-op re-run / the same on one of them", format!("{n:.2}"), "≤ 1.5", Some(n <= 1.5));
     let (mut rolls, mut per) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let v = format!("kube-apiserver.v={}", 3 + round % 2);
-        let (secs, out) = timed(&mut boot(&["--set", &v, "-o", "json"]))?;
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let b = run(&mut boot(&["--set", &v, "-o", "json"]))?;
+        let j: serde_json::Value = serde_json::from_slice(&b.out.stdout)?;
         let each: Vec<f64> = j["servers"].as_array().into_iter().flatten().filter_map(|s| s["apiserverRestartToReadySeconds"].as_f64()).collect();
-        println!("  rolling restart round {}: {secs:.1}s; each apiserver restart → /readyz {each:?}", round + 1);
-        rolls.push(secs);
+        println!("  rolling restart round {}: {:.1}s; each apiserver restart → /readyz {each:?}", round + 1, b.wall);
+        rolls.push(b.wall);
         per.extend(each);
     }
-    println!("HA benchmark (3 servers on one bridge, stacked etcd; medians)");
-    println!("  tar c | ssh tar x to 3 in parallel  {:.2}s", median(tars));
-    println!("  bootstrap upload to 3 (stage + commit, slowest server) {:.2}s", median(uploads));
-    println!("  ratio upload / tar               {:.2}  (median of per-round ratios; goal <= 1.20)", median(ratios));
-    println!("  first deploy of 3, whole         {:.1}s", median(wholes));
-    println!("  no-op on 1 server                {:.2}s", median(noop1));
-    println!("  no-op on 3 servers               {:.2}s", median(noop3));
-    println!("  ratio no-op 3 / 1                {:.2}  (median of per-round ratios; goal <= 1.50)", median(noop_ratios));
-    println!("  rolling restart over 3           {:.1}s  (goal <= 3 x 15s plus the health waits)", median(rolls));
-    println!("  each apiserver restart → /readyz {:.1}s (median of {})", median(per.clone()), per.len());
-    Ok(())
-}
-
-fn single(bin: &Path) -> Result<()> {
-    let bed = Bed::up("bench")?;
-    // The same bytes bootstrap uploads from the assets directory.
-    let assets = asset_files(&bed.assets);
-    // Warm the local page cache for both contenders.
-    for a in &assets {
-        std::fs::read(bed.assets.join(a))?;
-    }
-    let ssh = bed.ssh_options().join(" ");
-    let tar = format!("tar ch -C {} {} | ssh {ssh} {} 'mkdir -p /root/tarbase && tar x -C /root/tarbase'", bed.assets.display(), assets.join(" "), bed.dest());
-    // The same, made durable (bootstrap fsyncs before it renames into place).
-    let tar_sync = tar.replace("tar x -C /root/tarbase'", "tar x -C /root/tarbase && sync'");
-    // The same over an already open connection (a ControlMaster), as
-    // bootstrap's upload phase is: the figure without tar's ssh handshake.
-    let ctl = std::env::temp_dir().join(format!("kcp-bench-{}", std::process::id()));
-    let master = Command::new("ssh")
-        .args(bed.ssh_options())
-        .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-o"])
-        .arg(format!("ControlPath={}", ctl.display()))
-        .args(["-fN", &bed.dest()])
-        .status()?;
-    if !master.success() {
-        bail!("cannot open a ControlMaster connection to the bed");
-    }
-    let tar_open = tar.replacen(&format!("ssh {ssh}"), &format!("ssh {ssh} -o ControlPath={}", ctl.display()), 1);
-    let mut reset = Command::new(bin.join("kubectl-bootstrap"));
-    reset.args(["reset", &bed.dest(), "--yes"]).args(bed.plugin_ssh_args());
-
-    // Rounds alternate the contenders on the same link; each bootstrap is a
-    // first deploy (reset in between), each tar lands in an empty directory.
-    const ROUNDS: usize = 5;
-    let (mut tars, mut tar_syncs, mut uploads, mut wholes, mut ratios, mut connects) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut tar_opens, mut open_ratios) = (Vec::new(), Vec::new());
-    let (mut bytes, mut files) = (0, 0);
-    for round in 0..ROUNDS {
-        if round > 0 {
-            timed(&mut reset)?;
-        }
-        bed.ssh("sync")?;
-        connects.push(timed(Command::new("ssh").args(bed.ssh_options()).arg(bed.dest()).arg("true"))?.0);
-        let (tar_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar))?;
-        bed.ssh("rm -rf /root/tarbase && sync")?;
-        let (tar_sync_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar_sync))?;
-        bed.ssh("rm -rf /root/tarbase && sync")?;
-        let (tar_open_secs, _) = timed(Command::new("bash").arg("-c").arg(&tar_open))?;
-        bed.ssh("rm -rf /root/tarbase && sync")?;
-        let mut args = bootstrap_args(&bed);
-        args.extend(["-o".into(), "json".into()]);
-        let (first_secs, out) = timed(Command::new(bin.join("kubectl-bootstrap")).args(&args))?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        // The upload: the stage step and the commit step, each timed by itself.
-        let steps = v["steps"].as_array().context("bootstrap -o json has steps")?;
-        let upload_secs: f64 = steps.iter().filter(|x| x["step"] == "stage" || x["step"] == "commit").map(|x| x["seconds"].as_f64().unwrap_or(0.0)).sum();
-        bytes = v["bytesSent"].as_u64().unwrap_or(0);
-        files = v["uploaded"].as_array().map(|a| a.len()).unwrap_or(0);
-        println!(
-            "  round {}: tar {tar_secs:.2}s, tar && sync {tar_sync_secs:.2}s, tar on an open connection {tar_open_secs:.2}s, bootstrap upload {upload_secs:.2}s (ratio {:.2})",
-            round + 1,
-            upload_secs / tar_secs
-        );
-        tar_opens.push(tar_open_secs);
-        open_ratios.push(upload_secs / tar_open_secs);
-        tars.push(tar_secs);
-        tar_syncs.push(tar_sync_secs);
-        uploads.push(upload_secs);
-        wholes.push(first_secs);
-        ratios.push(upload_secs / tar_secs);
-    }
-    let (tar_secs, tar_sync_secs, upload_secs, first_secs) = (median(tars), median(tar_syncs), median(uploads.clone()), median(wholes));
-    let ratio = median(ratios);
-    let _ = Command::new("ssh").args(["-o", &format!("ControlPath={}", ctl.display()), "-O", "exit", &bed.dest()]).stderr(Stdio::null()).status();
-
-    let mut noop = Vec::new();
-    for _ in 0..5 {
-        noop.push(timed(Command::new(bin.join("kubectl-bootstrap")).args(bootstrap_args(&bed)))?.0);
-    }
-    let noop = median(noop);
-    let restart = restart(bin, &bed)?;
-
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    println!("bootstrap benchmark (medians of {ROUNDS} alternating rounds, same bed, same link)");
-    println!("  bytes                         {mib:.1} MiB in {files} files");
-    println!("  baseline tar c | ssh tar x    {tar_secs:.2}s ({:.0} MiB/s; includes its ssh connect)", mib / tar_secs);
-    println!("  bootstrap upload phase        {upload_secs:.2}s ({:.0} MiB/s)", mib / upload_secs);
-    println!("  baseline tar … && sync        {tar_sync_secs:.2}s");
-    println!("  ssh connect alone (`ssh true`) {:.2}s", median(connects));
-    println!("  tar on an open connection     {:.2}s", median(tar_opens));
-    println!("  ratio upload / tar            {ratio:.2}  (median of per-round ratios; goal <= 1.10)");
-    println!("  ratio upload / (tar && sync)  {:.2}", upload_secs / tar_sync_secs);
-    println!("  ratio upload / tar on an open connection {:.2}  (median of per-round ratios)", median(open_ratios));
-    println!("  bootstrap first deploy, whole {first_secs:.2}s (includes start, health wait, RBAC)");
-    println!("  no-op re-run (median of 5)    {noop:.2}s  (goal <= 2.00)");
-    println!("{restart}");
-    cpcheck(bin, &bed)
-}
-
-/// An apiserver-only change: from bootstrap's first systemctl step of the
-/// restart to /readyz ok, against a plain `systemctl restart kube-apiserver`
-/// (its clients left running) timed to the same /readyz from here.
-fn restart(bin: &Path, bed: &Bed) -> Result<String> {
-    let readyz = || {
-        Command::new("kubectl")
-            .args(["--kubeconfig", &bed.kubeconfig.display().to_string(), "--server", &format!("https://{}:6443", bed.address), "--request-timeout=1s", "get", "--raw", "/readyz"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let settle = || -> Result<()> {
-        // A no-op run waits for health and fresh leaders.
-        timed(Command::new(bin.join("kubectl-bootstrap")).args(bootstrap_args(bed)).args(["--set", &format!("kube-apiserver.v={}", 2)]))?;
-        Ok(())
-    };
-    let (mut ours, mut plain) = (Vec::new(), Vec::new());
-    for round in 0..5 {
-        let mut args = bootstrap_args(bed);
-        args.extend(["-o".into(), "json".into(), "--set".into(), format!("kube-apiserver.v={}", 3 + round % 2)]);
-        let (_, out) = timed(Command::new(bin.join("kubectl-bootstrap")).args(&args))?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        ours.push(v["apiserverRestartToReadySeconds"].as_f64().unwrap_or(f64::NAN));
-        settle()?;
-        let t = Instant::now();
-        bed.ssh("systemctl restart kube-apiserver")?;
-        while !readyz() {
-            if t.elapsed().as_secs() > 180 {
-                bail!("the apiserver did not get ready within 180s of a plain restart");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        plain.push(t.elapsed().as_secs_f64());
-        settle()?;
-        println!("  restart round {}: bootstrap {:.1}s, plain systemctl restart {:.1}s", round + 1, ours[round], plain[round]);
-    }
-    let (o, p) = (median(ours), median(plain));
-    Ok(format!(
-        "  apiserver restart → /readyz  {o:.1}s  (goal <= 15s; bootstrap stops its clients first)\n  plain systemctl restart → /readyz {p:.1}s (its clients' watches hold the shutdown)\n  ratio bootstrap / plain       {:.2}",
-        o / p
-    ))
-}
-
-/// Full cpcheck against the guide's manual verification, one command after another.
-fn cpcheck(bin: &Path, bed: &Bed) -> Result<()> {
-    // The guide runs kubectl on the server with admin.kubeconfig in root's home.
-    let scp = Command::new("scp").arg("-q").args(bed.ssh_options()).arg(&bed.kubeconfig).arg(format!("{}:/root/admin.kubeconfig", bed.dest())).status()?;
-    if !scp.success() {
-        bail!("scp admin.kubeconfig failed");
-    }
-    let manual = [
-        "ss -tlp | grep kube",
-        "systemctl is-active kube-apiserver kube-controller-manager kube-scheduler",
-        "systemctl status kube-apiserver --no-pager",
-        "systemctl status kube-scheduler kube-controller-manager --no-pager",
-        "kubectl cluster-info --kubeconfig admin.kubeconfig",
-        "kubectl get node --kubeconfig admin.kubeconfig",
-        "kubectl get pod -A --kubeconfig admin.kubeconfig",
-        "kubectl get service,endpoints --kubeconfig admin.kubeconfig",
-        "kubectl get clusterroles system:kube-apiserver-to-kubelet --kubeconfig admin.kubeconfig",
-        "kubectl get clusterrolebindings system:kube-apiserver --kubeconfig admin.kubeconfig",
-        "kubectl get --raw /version --server https://server.kubernetes.local:6443 --kubeconfig admin.kubeconfig",
-    ];
-    let run_manual = || -> Result<f64> {
-        let t = Instant::now();
-        for c in manual {
-            // One ssh per step, as a person at the jumpbox does it; a step's
-            // own exit status (grep finding nothing) does not stop the sequence.
-            Command::new("ssh").args(bed.ssh_options()).arg(bed.dest()).arg(c).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-        }
-        Ok(t.elapsed().as_secs_f64())
-    };
-    let args = bed.cpcheck_args();
-    let run_cpcheck = || -> Result<(f64, usize)> {
-        let t = Instant::now();
-        let out = Command::new(bin.join("kubectl-cpcheck")).args(&args).args(["-o", "json"]).stdin(Stdio::null()).output()?;
-        let secs = t.elapsed().as_secs_f64();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("cpcheck -o json")?;
-        Ok((secs, v["checks"].as_array().map(|a| a.len()).unwrap_or(0)))
-    };
-    let (mut m, mut c) = (Vec::new(), Vec::new());
-    let mut checks = 0;
-    for _ in 0..5 {
-        m.push(run_manual()?);
-        let (s, n) = run_cpcheck()?;
-        c.push(s);
-        checks = n;
-    }
-    let (m, c) = (median(m), median(c));
-    println!("\ncpcheck benchmark (median of 5, alternating, same bed)");
-    println!("  guide's manual verification   {m:.2}s ({} commands)", manual.len());
-    println!("  kubectl cpcheck               {c:.2}s ({checks} checks)");
-    println!("  speed-up manual / cpcheck     {:.1}x  (goal >= 5x)", m / c);
-    println!("  cpcheck wall                  {c:.2}s  (goal <= 1.00s)");
+    let roll = median(rolls);
+    row(rows, "3 servers: rolling restart (apiserver flag), whole", format!("{roll:.1} s"), "≤ 3 × 15 s + health waits", Some(roll <= 45.0 + 30.0));
+    row(rows, "3 servers: each apiserver restart → /readyz", format!("{:.1} s", median(per)), "", None);
     Ok(())
 }

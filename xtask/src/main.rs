@@ -274,7 +274,7 @@ fn main() -> ExitCode {
             })(),
         },
         Cmd::Test { args } => test(&args),
-        Cmd::Bench => bench::run(),
+        Cmd::Bench => bench::run_all(),
         Cmd::Faults { seed, cuts, sigints } => faults::run(seed, cuts, sigints),
         Cmd::Install { prefix } => release::install(prefix),
         Cmd::Dist { out } => release::dist(out),
