@@ -47,7 +47,15 @@ pub fn self_usage() -> (f64, u64) {
         return (0.0, 0);
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64)
+    (secs(u.ru_utime) + secs(u.ru_stime), own_peak_kib().unwrap_or(u.ru_maxrss as u64))
+}
+
+/// The peak resident memory of this program since it started (`VmHWM`).
+/// Not `ru_maxrss`: the kernel carries the parent's peak into it across
+/// fork and exec, so a small program started by a large one reads large.
+fn own_peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 /// One line for `-v`: SSH sessions opened, own CPU, peak memory.
@@ -68,5 +76,13 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
         let o = output_within(Command::new("echo").arg("hi"), Duration::from_secs(5)).unwrap();
         assert_eq!(o.stdout, b"hi\n");
+    }
+
+    #[test]
+    fn own_peak_memory_counts_what_this_program_touched() {
+        let v = std::hint::black_box(vec![1u8; 48 << 20]);
+        let peak = own_peak_kib().expect("VmHWM in /proc/self/status");
+        assert!(peak >= 48 << 10, "peak {peak} KiB after touching 48 MiB");
+        drop(v);
     }
 }
