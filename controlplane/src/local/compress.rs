@@ -66,16 +66,20 @@ fn threads() -> usize {
 }
 
 /// One chunk, compressed on its own (a zstd frame, a gzip member).
+/// Trimmed to its length: the compressor's worst-case buffer would
+/// otherwise stay allocated while the chunk waits to be written.
 pub fn compress_chunk(codec: Codec, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    match codec {
-        Codec::None => Ok(data.to_vec()),
-        Codec::Zstd => zstd::bulk::compress(data, 1),
+    let mut out = match codec {
+        Codec::None => data.to_vec(),
+        Codec::Zstd => zstd::bulk::compress(data, 1)?,
         Codec::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), flate2::Compression::fast());
             e.write_all(data)?;
-            e.finish()
+            e.finish()?
         }
-    }
+    };
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 /// What a codec does to a file here: compressed/original size and the
@@ -110,6 +114,21 @@ pub fn sample(codec: Codec, path: &Path) -> std::io::Result<Sample> {
     Ok(Sample { ratio: compressed as f64 / buf.len().max(1) as f64, bytes_per_second: buf.len() as f64 / secs })
 }
 
+/// Chunk-sized buffers come and go on many threads: glibc would raise its
+/// mmap threshold after the first is freed and keep the next ones in
+/// per-thread arenas, where freed memory stays resident (the upload's peak
+/// grew with every lane). A fixed threshold maps each one and unmaps it
+/// when freed.
+fn map_large_buffers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    #[cfg(target_env = "gnu")]
+    ONCE.call_once(|| unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    });
+    #[cfg(not(target_env = "gnu"))]
+    ONCE.call_once(|| ());
+}
+
 /// Progress of a [`stream`]: bytes of the file read, bytes written out.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -121,6 +140,7 @@ pub struct Progress {
 /// `codec`: batches of chunks compressed in parallel while the previous
 /// batch is written (at most two batches in memory).
 pub fn stream(codec: Codec, path: &Path, size: u64, out: impl Write + Send, progress: &Progress) -> std::io::Result<()> {
+    map_large_buffers();
     let mut f = std::fs::File::open(path)?.take(size);
     let n = threads();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
