@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 const FORMAT: &str = "kubectl-bootstrap/hash-cache/v1";
 /// Entries kept at most (the oldest unused go first).
@@ -127,18 +126,7 @@ impl HashCache {
             }
         }
         self.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        let sha = hex::encode(h.finalize());
+        let (n, sha) = super::files::hash_reader(&mut f)?;
         let after = f.metadata().map(|m| Stamp::of(&m)).ok();
         if !secret && after == Some(before) && n == before.size {
             self.stored.lock().expect("cache lock").files.insert(key, Entry { stamp: before, sha256: sha.clone(), used: self.run });

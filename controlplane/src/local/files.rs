@@ -70,6 +70,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Size and sha256 of a regular file, streamed.
 pub fn hash_file(p: &Path) -> Result<(u64, String), String> {
     let (mut f, _) = open_regular(p)?;
+    hash_reader(&mut f)
+}
+
+/// Bytes read and sha256 of everything `r` yields, streamed.
+pub fn hash_reader(f: &mut impl Read) -> Result<(u64, String), String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
