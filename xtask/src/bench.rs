@@ -147,7 +147,8 @@ fn write_md(rows: &[Row], secs: f64) -> Result<()> {
             Some(false) => "**missed**",
             None => "",
         };
-        t.push_str(&format!("| {} | {} | {} | {m} |\n", r.what, r.value, r.goal));
+        let cell = |s: &str| s.replace('|', "\\|");
+        t.push_str(&format!("| {} | {} | {} | {m} |\n", cell(&r.what), cell(&r.value), cell(&r.goal)));
     }
     let out = format!("{}{t}{}", &text[..a], &text[b..]);
     std::fs::write(&path, out)?;
