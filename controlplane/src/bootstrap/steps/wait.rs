@@ -260,7 +260,8 @@ pub async fn endpoints(x: &mut Exec<'_>, addresses: &[String]) -> Result<(), Err
                 "the kubernetes Endpoints did not list {} within {}s (listed: {}): journalctl -u kube-apiserver on those servers (advertise address)",
                 missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                 timeout.as_secs(),
-                if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+                // The addresses are the apiserver's words: escaped.
+                if listed.is_empty() { "none".to_string() } else { crate::output::redact::line(&listed.join(", ")) }
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
