@@ -37,7 +37,8 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Something wrong, as one line: what and where, then what to do.
+/// Something wrong, as one line: what and where, then what to do (a
+/// warning is the same shape: it does not change the exit code).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// The server it was found on, when a run has several.
@@ -45,11 +46,19 @@ pub struct Problem {
     pub server: Option<String>,
     pub what: String,
     pub fix: String,
+    /// The server's own words behind it (journal lines), escaped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
 }
 
 impl Problem {
     pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { server: None, what: what.into(), fix: fix.into() }
+        Problem { server: None, what: what.into(), fix: fix.into(), journal: Vec::new() }
+    }
+    /// The same problem, with the journal lines that show it.
+    pub fn with_journal(mut self, lines: Vec<String>) -> Self {
+        self.journal = lines;
+        self
     }
     /// The same problem, found on `server`.
     pub fn on(mut self, server: &str) -> Self {
@@ -64,8 +73,13 @@ impl std::fmt::Display for Problem {
             write!(f, "{s}: ")?;
         }
         if self.fix.is_empty() {
-            return write!(f, "{}", self.what);
+            write!(f, "{}", self.what)?;
+        } else {
+            write!(f, "{}: {}", self.what, self.fix)?;
         }
-        write!(f, "{}: {}", self.what, self.fix)
+        for l in &self.journal {
+            write!(f, "\n    | {l}")?;
+        }
+        Ok(())
     }
 }

@@ -126,6 +126,26 @@ pub fn active_since(bed: &Bed, unit: &str) -> (u64, u64) {
     (get("ActiveEnterTimestampMonotonic="), get("NRestarts="))
 }
 
+/// For a unit assertion's failure message: each unit's state, NRestarts
+/// and InvocationID, and its journal's last lines on the server.
+pub fn journals(bed: &Bed, units: &[&str]) -> String {
+    let script: String = units
+        .iter()
+        .map(|u| {
+            format!(
+                "echo '=== {u}'; systemctl show -p ActiveState -p SubState -p NRestarts -p InvocationID -p ActiveEnterTimestampMonotonic {u} | tr '\\n' ' '; echo; \
+                 journalctl -u {u} -n 40 -o short-precise --no-pager; "
+            )
+        })
+        .collect();
+    bed.ssh(&format!("{script}true")).unwrap_or_else(|e| format!("(cannot read the journals of {units:?}: {e:#})"))
+}
+
+/// [`journals`] of the control plane's units.
+pub fn plane_journals(bed: &Bed) -> String {
+    journals(bed, &controlplane::model::UNITS.iter().map(|u| u.file_name).collect::<Vec<_>>())
+}
+
 /// Was `unit` restarted on request (not by systemd's Restart=) between two readings?
 pub fn restarted_on_request(before: (u64, u64), after: (u64, u64)) -> bool {
     after.0 != before.0 && after.1 == before.1

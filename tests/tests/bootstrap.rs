@@ -18,7 +18,7 @@ fn kubectl(bed: &e2e::Bed, args: &[&str]) -> String {
 fn assert_converged(bed: &e2e::Bed) {
     for u in UNITS {
         let st = bed.ssh(&format!("systemctl is-enabled {0}; systemctl is-active {0}", u.file_name)).unwrap();
-        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["enabled", "active"], "{}", u.file_name);
+        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["enabled", "active"], "{}\n{}", u.file_name, e2e::plane_journals(bed));
     }
     let v: Value = serde_json::from_str(&kubectl(bed, &["get", "--raw", "/version"])).unwrap();
     assert_eq!(v["gitVersion"], "v1.20.2");
@@ -93,7 +93,7 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert_eq!(again["bytesSent"], 0);
     assert_eq!(again["changed"], false);
     let now: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
-    assert_eq!(since, now, "a no-op run restarts nothing");
+    assert_eq!(since, now, "a no-op run restarts nothing\n{}", e2e::plane_journals(&bed));
 
     // One flag: only the apiserver's unit goes up, daemon-reload, only it restarts.
     let mut set = json.clone();
@@ -106,7 +106,7 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert_eq!(r["restarted"], serde_json::json!(["kube-apiserver.service"]));
     assert!(stderr.contains("systemctl daemon-reload"), "{stderr}");
     let after: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
-    assert!(e2e::restarted_on_request(since[0], after[0]), "the apiserver was restarted: {since:?} → {after:?}");
+    assert!(e2e::restarted_on_request(since[0], after[0]), "the apiserver was restarted: {since:?} → {after:?}\n{}", e2e::plane_journals(&bed));
     // Its clients on the server are stopped before and started after its
     // restart (their watches would hold its shutdown for up to a minute);
     // they are never restarted on their own, and the plan says why.
@@ -118,10 +118,55 @@ fn from_nothing_then_noop_then_one_flag_changed() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "stop, restart, start in that order:\n{stderr}");
     for i in 1..UNITS.len() {
-        assert_ne!(since[i].0, after[i].0, "{} was started again", UNITS[i].file_name);
+        assert_ne!(since[i].0, after[i].0, "{} was started again\n{}", UNITS[i].file_name, e2e::plane_journals(&bed));
         assert!(!stderr.contains(&format!("systemctl restart {}", UNITS[i].file_name)), "{stderr}");
     }
     assert!(bed.ssh("systemctl show -p ExecStart kube-apiserver").unwrap().contains("--v=3"));
+    assert_eq!(r["warnings"], serde_json::json!([]), "nothing exited on its own during the run:\n{}", e2e::plane_journals(&bed));
+
+    // A component whose process exits while the run waits (here the
+    // controller-manager, killed; the change is the scheduler's): the run
+    // succeeds once the plane is healthy, and says so, with the journal's
+    // own words, in text and JSON; cpcheck shows the restart the same way.
+    let mut set = args.clone();
+    set.extend(["--set".into(), "kube-scheduler.v=3".into(), "-o".into(), "json".into()]);
+    let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(&set).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let killer = std::thread::spawn({
+        let (opts, dest) = (bed.ssh_options(), bed.dest());
+        move || {
+            // Once the scheduler has been restarted (its new pid), kill the controller-manager.
+            Command::new("ssh")
+                .args(opts)
+                .arg(dest)
+                .arg("old=$(systemctl show -p MainPID --value kube-scheduler); for i in $(seq 600); do n=$(systemctl show -p MainPID --value kube-scheduler); if [ \"$n\" != \"$old\" ] && [ \"$n\" != 0 ]; then kill -KILL $(systemctl show -p MainPID --value kube-controller-manager); exit 0; fi; sleep 0.05; done; exit 1")
+                .status()
+                .unwrap()
+                .success()
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(killer.join().unwrap(), "the scheduler was never restarted");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let w = r["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0]["what"].as_str().unwrap().starts_with("kube-controller-manager.service"), "{w:#?}");
+    let journal: Vec<&str> = w[0]["journal"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(journal.iter().any(|l| l.contains("kube-controller-manager.service: Main process exited, code=killed, status=9/KILL")), "{journal:#?}");
+    assert!(stderr.contains("  warning: kube-controller-manager.service"), "{stderr}");
+    bed.ssh("for i in $(seq 100); do systemctl is-active -q kube-controller-manager && exit 0; sleep 0.2; done; exit 1").expect("the controller-manager is started again");
+    let out = run_bootstrap(&args);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success() && stdout.contains("nothing changed") && !stdout.contains("warning:"), "a no-op run after it warns of nothing new: {stdout}");
+    let mut check = e2e::cpcheck_args(&bed);
+    check.extend(["--only".into(), "host".into(), "-o".into(), "json".into()]);
+    let out = e2e::cpcheck(&check);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unit = v["checks"].as_array().unwrap().iter().find(|c| c["id"] == "host.unit.kube-controller-manager").unwrap();
+    assert_eq!(unit["status"], "WARN", "{unit:#}");
+    assert!(unit["journal"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("Main process exited, code=killed, status=9/KILL")), "{unit:#}");
+    assert_eq!(out.status.code(), Some(0), "a warning does not fail cpcheck");
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     assert_eq!(v["summary"]["changedServers"].as_array().unwrap().len(), 3);
     for s in &c.servers {
         let st = s.ssh("systemctl is-active kube-apiserver kube-controller-manager kube-scheduler").unwrap();
-        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["active", "active", "active"], "{}", s.dest());
+        assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["active", "active", "active"], "{}\n{}", s.dest(), plane_journals(s));
     }
     let kubectl = |server: &Bed, a: &[&str]| {
         let o = Command::new("kubectl").arg("--kubeconfig").arg(&c.kubeconfig).arg("--server").arg(format!("https://{}:6443", server.address)).args(a).output().expect("kubectl");
@@ -74,7 +74,7 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     assert!(out.status.success(), "re-run: {:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["changed"], false, "{v:#}");
-    assert_eq!(apiserver_starts(&c), before);
+    assert_eq!(apiserver_starts(&c), before, "{}", c.servers.iter().map(plane_journals).collect::<Vec<_>>().join("\n"));
     assert_eq!(c.servers.iter().map(snapshot).collect::<Vec<_>>(), snaps, "the re-run changed a server");
 
     // A rolling flag change while every server's /readyz is polled every 100 ms.
@@ -109,7 +109,7 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     assert!(dips >= 3, "each server's restart shows as its own dip: {samples:?}");
     let after = apiserver_starts(&c);
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-        assert!(restarted_on_request(*b, *a), "server {} restarted once, on request", i + 1);
+        assert!(restarted_on_request(*b, *a), "server {} restarted once, on request\n{}", i + 1, plane_journals(&c.servers[i]));
     }
     assert_eq!(ready_count(&c), 3);
 

@@ -371,6 +371,7 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     };
     let mut execs: Vec<steps::Exec<'_>> = hosts.iter().zip(&locks).zip(&uis).map(|((h, l), u)| steps::Exec::new(h, &desired, l.as_ref(), config.clone(), o.timeout, u)).collect();
     for ((x, look), p) in execs.iter_mut().zip(looks.iter_mut()).zip(&probes) {
+        x.watch(p);
         if let Some(l) = look.take() {
             x.seen(l, p);
         }

@@ -112,6 +112,8 @@ pub struct ClusterRunReport {
     pub rollout: &'static str,
     pub waves: Vec<Wave>,
     pub summary: ClusterSummary,
+    /// Every server's warnings, each naming its server.
+    pub warnings: Vec<Problem>,
     pub servers: Vec<RunReport>,
     pub elapsed_seconds: f64,
 }
@@ -125,9 +127,11 @@ impl ClusterRunReport {
             bytes_sent: servers.iter().map(|s| s.outcome.bytes_sent).sum(),
             restarted: servers.iter().flat_map(|s| s.outcome.restarted.iter().map(move |u| format!("{} {u}", s.destination))).collect(),
         };
+        let warnings = servers.iter().flat_map(|s| s.outcome.warnings.iter().map(|w| w.clone().on(&s.destination))).collect();
         ClusterRunReport {
             api_version: API_VERSION,
             kind: "ClusterResult",
+            warnings,
             dry_run: false,
             changed: servers.iter().any(|s| s.changed),
             rollout: if first_deploy { "first-deploy" } else { "rolling" },
@@ -278,6 +282,9 @@ impl fmt::Display for RunReport {
             let parts: Vec<String> = o.rbac.iter().map(|r| format!("{} {} {}", r.kind, r.name, r.result)).collect();
             writeln!(f, "rbac: {}", parts.join("; "))?;
         }
+        for w in &o.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         let steps: Vec<String> = self.prepare.iter().chain(&o.steps).map(|s| format!("{} {:.1}s", s.step, s.seconds)).collect();
         write!(f, "steps: {}; total {:.1}s", steps.join(", "), self.elapsed_seconds)
     }
@@ -381,5 +388,12 @@ mod tests {
         let mut r = run();
         r.changed = false;
         assert!(r.to_string().starts_with("nothing changed"));
+        // A warning, with the server's words under it, escaped.
+        r.outcome.warnings.push(Problem::new("x.service exited", "journalctl -u x.service").with_journal(vec!["F1201 boom".into()]));
+        let t = r.to_string();
+        assert!(t.contains("\nwarning: x.service exited: journalctl -u x.service\n    | F1201 boom\nsteps:"), "{t}");
+        let v = serde_json::to_value(Report::Run(r)).unwrap();
+        assert_eq!(v["warnings"][0]["journal"][0], "F1201 boom");
+        assert!(serde_json::to_value(Report::Run(run())).unwrap()["warnings"].as_array().unwrap().is_empty());
     }
 }

@@ -52,6 +52,9 @@ pub struct Finding {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
+    /// The server's own words behind it (journal lines), escaped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
 }
 
 /// Details carry text from the server (unit lines, process names, answers):
@@ -59,7 +62,12 @@ pub struct Finding {
 /// receives them raw.
 impl Finding {
     fn new(status: Status, d: impl Into<String>, fix: Option<String>) -> Self {
-        Finding { status, detail: crate::output::redact::line(&d.into()), remediation: fix.map(|f| crate::output::redact::line(&f)) }
+        Finding { status, detail: crate::output::redact::line(&d.into()), remediation: fix.map(|f| crate::output::redact::line(&f)), journal: Vec::new() }
+    }
+    /// The same finding, with the journal lines that show it (escaped here too).
+    pub fn with_journal(mut self, lines: &[String]) -> Self {
+        self.journal = lines.iter().map(|l| crate::output::redact::line(l)).collect();
+        self
     }
     pub fn pass(d: impl Into<String>) -> Self {
         Self::new(Status::Pass, d, None)
@@ -338,7 +346,8 @@ async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: 
     let read_host = async move {
         let (host, desired, key) = (&host_for_probe, &desired_for_probe, key_for_probe);
         let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
-        let first = Request { etcd_members: key.is_some(), fingerprints: key.clone(), ..Request { versions: true, etcd_and_addresses: true, ..guess.clone() } };
+        let first =
+            Request { etcd_members: key.is_some(), fingerprints: key.clone(), ..Request { versions: true, etcd_and_addresses: true, crash_journals: true, ..guess.clone() } };
         let mut p = probe::read(host, &first).await?;
         let need = referenced(&p);
         let more = |have: &[String], want: &[String]| want.iter().filter(|w| !have.contains(w)).cloned().collect::<Vec<_>>();

@@ -78,9 +78,9 @@ impl Report {
                 let detail = xml(&r.finding.detail);
                 let fix = xml(r.finding.remediation.as_deref().unwrap_or(""));
                 match r.finding.status {
-                    Status::Fail => out.push_str(&format!("      <failure message=\"{detail}\">{fix}</failure>\n")),
+                    Status::Fail => out.push_str(&format!("      <failure message=\"{detail}\">{fix}{}</failure>\n", journal(&r.finding.journal))),
                     Status::Skip => out.push_str(&format!("      <skipped message=\"{detail}\"/>\n")),
-                    Status::Warn => out.push_str(&format!("      <system-out>WARN: {detail} (fix: {fix})</system-out>\n")),
+                    Status::Warn => out.push_str(&format!("      <system-out>WARN: {detail} (fix: {fix}){}</system-out>\n", journal(&r.finding.journal))),
                     Status::Pass => out.push_str(&format!("      <system-out>{detail}</system-out>\n")),
                 }
                 out.push_str("    </testcase>\n");
@@ -161,10 +161,18 @@ impl Report {
                 if let Some(fix) = &r.finding.remediation {
                     writeln!(f, "{indent}        {:<width$}  fix: {}", "", crate::output::redact::line(fix))?;
                 }
+                for l in &r.finding.journal {
+                    writeln!(f, "{indent}        {:<width$}  | {}", "", crate::output::redact::line(l))?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Journal lines under a JUnit message, one per line, escaped for XML.
+fn journal(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("\n| {}", xml(l))).collect()
 }
 
 /// Text for an XML attribute or element: markup escaped, and every control

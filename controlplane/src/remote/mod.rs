@@ -8,6 +8,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 
 use crate::Error;
 
+pub mod journal;
 pub mod lock;
 pub mod probe;
 pub mod systemd;

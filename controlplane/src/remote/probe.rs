@@ -20,6 +20,10 @@ use super::{shell_quote as q, Host};
 use crate::model::{FileKind, FileMode, DIRECTORIES, FILES, SCHEDULER_CONFIG, STATE_DIR, UNITS};
 use crate::Error;
 
+/// The line a failing journalctl leaves in the probe's journal blocks
+/// (which are base64: no journal line can forge it).
+const JOURNAL_FAILED: &str = "kcp-journal-failed";
+
 /// Temp files are `.NAME.kcp-tmp-RANDOM` beside their destination.
 pub const TEMP_MARKER: &str = ".kcp-tmp-";
 
@@ -105,6 +109,9 @@ pub struct Request {
     pub encryption: Option<String>,
     /// etcd's member list (v3 gateway on the local member).
     pub etcd_members: bool,
+    /// For a unit systemd restarted by itself (NRestarts > 0), the journal
+    /// lines that say why its process ended (cpcheck).
+    pub crash_journals: bool,
     /// Fingerprints of the layout's files to compare across servers: the
     /// sha256 of a public file, an HMAC-SHA256 under this run's random key
     /// of a secret one (the key goes on stdin, never on a command line).
@@ -150,7 +157,7 @@ impl Request {
     }
     /// What cpcheck reads first (the installed units decide the rest).
     pub fn cpcheck() -> Request {
-        Request { versions: true, etcd_and_addresses: true, ..Default::default() }
+        Request { versions: true, etcd_and_addresses: true, crash_journals: true, ..Default::default() }
     }
 }
 
@@ -337,6 +344,17 @@ pub fn script(req: &Request) -> String {
         props = props.join(" "),
         units = list(&units),
     ));
+    if req.crash_journals {
+        // Units systemd restarted by itself: the lines of their journal that
+        // may say why, base64 (server text, any bytes) after the unit's name.
+        s.push_str(&format!(
+            "printf '%s\\n' \"$props\" | awk -v u={units} 'BEGIN {{ split(u, U, \" \"); i = 1 }} /^$/ {{ i++; next }} /^NRestarts=/ && $0 != \"NRestarts=0\" {{ print U[i] }}' | while IFS= read -r u; do\n\
+               echo \"journal${{T}}$u${{T}}$({journal} | base64 -w0)\"\n\
+             done\n",
+            units = q(&units.join(" ")),
+            journal = crate::remote::journal::crash_script("\"$u\"", None, JOURNAL_FAILED),
+        ));
+    }
     if req.versions {
         // The version bootstrap recorded for this very file (by its stamp),
         // else the binary's own answer (in the background).
@@ -544,6 +562,13 @@ pub fn parse(out: &str, p: &mut Probe) {
                 p.kubeconfigs.entry(path.to_string()).or_default().1 = (!pem.is_empty()).then_some(pem);
             }
             ["provider", name] => p.encryption_providers.push(name.trim().to_string()),
+            ["journal", unit, b] => {
+                let crashes = match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+                    Ok(bytes) => crate::remote::journal::crash_lines(&bytes, JOURNAL_FAILED),
+                    Err(_) => Err("its journal came back garbled".into()),
+                };
+                p.units.entry(unit.to_string()).or_default().crashes = crashes;
+            }
             _ => {}
         }
     }

@@ -9,16 +9,18 @@ use crate::model::ActiveState;
 
 /// The properties read for every control-plane unit.
 pub const PROPERTIES: &[&str] =
-    &["UnitFileState", "ActiveState", "SubState", "ActiveEnterTimestampMonotonic", "NRestarts", "MainPID", "NeedDaemonReload", "DropInPaths", "FragmentPath"];
+    &["UnitFileState", "ActiveState", "SubState", "ActiveEnterTimestampMonotonic", "NRestarts", "InvocationID", "MainPID", "NeedDaemonReload", "DropInPaths", "FragmentPath"];
 
 /// What systemd says of one unit, plus what the probe read beside it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnitStatus {
     pub active: ActiveState,
     pub sub: String,
     /// UnitFileState: `enabled`, `disabled`, … (empty when not installed).
     pub enabled: String,
     pub restarts: u32,
+    /// systemd's InvocationID: new on every start of the unit, by anyone.
+    pub invocation: String,
     pub main_pid: u32,
     /// systemd has read an older version of the unit file than is on disk.
     pub need_daemon_reload: bool,
@@ -36,6 +38,32 @@ pub struct UnitStatus {
     pub cmdline: Vec<String>,
     /// First line of `BINARY --version` of the installed binary (cpcheck).
     pub binary_version: Option<String>,
+    /// When systemd restarted it by itself: the journal lines that say
+    /// why its process ended (escaped), or why they could not be read.
+    #[serde(skip)]
+    pub crashes: Result<Vec<String>, String>,
+}
+
+impl Default for UnitStatus {
+    fn default() -> Self {
+        UnitStatus {
+            active: ActiveState::default(),
+            sub: String::new(),
+            enabled: String::new(),
+            restarts: 0,
+            invocation: String::new(),
+            main_pid: 0,
+            need_daemon_reload: false,
+            drop_ins: Vec::new(),
+            fragment: String::new(),
+            active_enter_monotonic: 0,
+            active_enter_unix: 0,
+            text: None,
+            cmdline: Vec::new(),
+            binary_version: None,
+            crashes: Ok(Vec::new()),
+        }
+    }
 }
 
 impl UnitStatus {
@@ -48,6 +76,7 @@ impl UnitStatus {
             "ActiveEnterTimestampMonotonic" => self.active_enter_monotonic = v.parse().unwrap_or(0),
             "ActiveEnterTimestamp" => self.active_enter_unix = v.trim_start_matches('@').parse().unwrap_or(0),
             "NRestarts" => self.restarts = v.parse().unwrap_or(0),
+            "InvocationID" => self.invocation = v.to_string(),
             "MainPID" => self.main_pid = v.parse().unwrap_or(0),
             "NeedDaemonReload" => self.need_daemon_reload = v == "yes",
             "DropInPaths" => self.drop_ins = v.split_whitespace().map(str::to_string).collect(),
@@ -59,6 +88,55 @@ impl UnitStatus {
     pub fn is_enabled(&self) -> bool {
         self.enabled == "enabled"
     }
+
+    /// Which run of its process the unit is in.
+    pub fn generation(&self) -> Generation {
+        Generation { invocation: self.invocation.clone(), restarts: self.restarts, main_pid: self.main_pid }
+    }
+}
+
+/// Which run of its process a unit is in: its InvocationID (new on every
+/// start, whoever asks for it), NRestarts (the starts systemd made by
+/// itself, after the process exited, because of `Restart=`) and MainPID
+/// (0, or another, once the process exited: before systemd's `RestartSec=`
+/// has passed, only this has moved).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Generation {
+    pub invocation: String,
+    pub restarts: u32,
+    pub main_pid: u32,
+}
+
+/// Shell printing the [`Generation`] of each of `units` (`systemctl show`
+/// blocks, a blank line apart, in the order given).
+pub fn generations(units: &[&str]) -> String {
+    format!("systemctl show -p NRestarts -p InvocationID -p MainPID {}", units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))
+}
+
+/// Parses [`generations`]' output for `n` units; anything else is an error
+/// (a failed or garbled answer is never read as "no restart").
+pub fn parse_generations(out: &str, n: usize) -> Result<Vec<Generation>, String> {
+    let blocks: Vec<&str> = out.trim_end().split("\n\n").collect();
+    if blocks.len() != n {
+        return Err(format!("systemctl show answered {} unit(s), {n} asked", blocks.len()));
+    }
+    blocks
+        .iter()
+        .map(|b| {
+            let (mut invocation, mut restarts, mut main_pid) = (String::new(), None, None);
+            for l in b.lines() {
+                match l.split_once('=') {
+                    Some(("NRestarts", v)) => restarts = v.parse::<u32>().ok(),
+                    Some(("MainPID", v)) => main_pid = v.parse::<u32>().ok(),
+                    Some(("InvocationID", v)) => invocation = v.to_string(),
+                    _ => {}
+                }
+            }
+            let restarts = restarts.ok_or_else(|| "systemctl show gave no NRestarts".to_string())?;
+            let main_pid = main_pid.ok_or_else(|| "systemctl show gave no MainPID".to_string())?;
+            Ok(Generation { invocation, restarts, main_pid })
+        })
+        .collect()
 }
 
 /// Shell lines printing `TAG<TAB>UNIT<TAB>Key=Value` for every property of
@@ -134,6 +212,19 @@ mod tests {
         assert_eq!(s.active, ActiveState::Active);
         assert!(s.is_enabled() && s.need_daemon_reload);
         assert_eq!((s.restarts, s.drop_ins.len(), s.active_enter_unix), (2, 2, 1796050104));
+    }
+
+    #[test]
+    fn generations_parse_per_unit_and_a_garbled_answer_is_an_error() {
+        let out = "MainPID=10\nNRestarts=0\nInvocationID=aa11\n\nInvocationID=bb22\nNRestarts=3\nMainPID=0\n";
+        let g = parse_generations(out, 2).unwrap();
+        assert_eq!(g[0], Generation { invocation: "aa11".into(), restarts: 0, main_pid: 10 });
+        assert_eq!(g[1], Generation { invocation: "bb22".into(), restarts: 3, main_pid: 0 });
+        assert!(parse_generations(out, 3).is_err());
+        assert!(parse_generations("", 1).unwrap_err().contains("no NRestarts"));
+        assert!(parse_generations("NRestarts=x\nInvocationID=a\nMainPID=1\n", 1).is_err());
+        assert!(parse_generations("NRestarts=0\nInvocationID=a\n", 1).unwrap_err().contains("no MainPID"));
+        assert_eq!(generations(&["a.service", "b.service"]), "systemctl show -p NRestarts -p InvocationID -p MainPID 'a.service' 'b.service'");
     }
 
     #[test]

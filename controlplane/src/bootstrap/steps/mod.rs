@@ -54,6 +54,10 @@ pub struct Outcome {
     /// Seconds from the first systemctl step of the apiserver's restart
     /// (stopping its clients, or the restart itself) to its /readyz ok.
     pub apiserver_restart_to_ready_seconds: Option<f64>,
+    /// What did not stop the run but an operator wants to know: a
+    /// component that exited while it ran (systemd started it again), with
+    /// its journal's own words.
+    pub warnings: Vec<crate::error::Problem>,
 }
 
 /// What the steps share while a plan runs.
@@ -83,6 +87,13 @@ pub struct Exec<'a> {
     /// Large files streamed at once to this server (fewer when several
     /// servers are staged at once: they share this machine's cores).
     pub lanes: usize,
+    /// Each unit's generation as this run last knew it (read with the
+    /// server, or right after this run started it): any other start is a
+    /// crash systemd papered over, reported as a warning.
+    generations: std::collections::BTreeMap<String, crate::remote::systemd::Generation>,
+    /// When this run read the server (its clock): the journal is read from
+    /// there.
+    since: Option<f64>,
 }
 
 impl<'a> Exec<'a> {
@@ -102,7 +113,16 @@ impl<'a> Exec<'a> {
             look: None,
             changed: false,
             lanes: stage::PARALLEL_LARGE,
+            generations: Default::default(),
+            since: None,
         }
+    }
+
+    /// What the server read says of each unit's generation, and when: a
+    /// later start that this run did not ask for is a crash.
+    pub fn watch(&mut self, probe: &crate::remote::probe::Probe) {
+        self.generations = probe.units.iter().map(|(u, s)| (u.clone(), s.generation())).collect();
+        self.since = (probe.now > 0.0).then_some(probe.now);
     }
 
     /// Hands over what [`look`] saw (and its tunnels), with the probe it

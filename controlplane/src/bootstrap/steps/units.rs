@@ -7,7 +7,7 @@ use super::Exec;
 use crate::bootstrap::plan::Action;
 use crate::model::APISERVER;
 use crate::remote::probe::pending_marker;
-use crate::remote::systemd::Op;
+use crate::remote::systemd::{self, Op};
 use crate::Error;
 
 pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
@@ -33,7 +33,20 @@ pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
         script.push('\n');
         script.push_str(&super::clear_marker(&done, &pending_marker()));
     }
-    x.host.sh_ok(&script).await?;
+    // The generation this start began: any later one is not this run's.
+    let started = match a {
+        Action::Start { unit, .. } | Action::Restart { unit, .. } => Some(unit.as_str()),
+        _ => None,
+    };
+    if let Some(u) = started {
+        script.push('\n');
+        script.push_str(&systemd::generations(&[u]));
+    }
+    let out = x.host.sh_ok(&script).await?;
+    if let Some(u) = started {
+        let g = systemd::parse_generations(&out, 1).map_err(|e| Error::Server(format!("{}: after starting {u}: {e}", x.host.destination)))?;
+        x.generations.insert(u.to_string(), g.into_iter().next().expect("one unit"));
+    }
     match a {
         Action::Start { unit, .. } => x.outcome.started.push(unit.clone()),
         Action::Restart { unit, .. } => x.outcome.restarted.push(unit.clone()),

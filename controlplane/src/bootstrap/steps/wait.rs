@@ -292,5 +292,67 @@ pub async fn run(x: &mut Exec<'_>) -> Result<(), Error> {
         x.outcome.apiserver_restart_to_ready_seconds = Some((ready.duration_since(t).as_secs_f64() * 1000.0).round() / 1000.0);
         x.api_restart = None;
     }
+    unasked_starts(x).await
+}
+
+/// Every unit started since this run last knew it, other than by this run:
+/// its process exited (a crash systemd papered over with `Restart=`) or
+/// someone else restarted it. Each is a warning with its journal's words
+/// since the run began; the run still succeeds, as the plane is healthy.
+async fn unasked_starts(x: &mut Exec<'_>) -> Result<(), Error> {
+    let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
+    let out = x.host.sh_ok(&systemd::generations(&units)).await?;
+    let now = systemd::parse_generations(&out, units.len()).map_err(|e| Error::Server(format!("{}: reading the units' restarts: {e}", x.host.destination)))?;
+    let mut found = Vec::new();
+    for (u, g) in units.iter().zip(now) {
+        let before = x.generations.insert(u.to_string(), g.clone()).unwrap_or_default();
+        if before != g {
+            found.push((*u, before, g));
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = found.iter().map(|(u, _, _)| *u).collect();
+    let journals = journals(x.host, &names, x.since).await;
+    for (u, before, g) in found {
+        let what = if g.restarts > before.restarts {
+            format!("{u} exited while this run ran and systemd started it again ({} restart(s) by Restart=)", g.restarts - before.restarts)
+        } else if g.invocation == before.invocation {
+            format!("{u}'s process (pid {}) exited while this run ran; systemd starts it again (Restart=)", before.main_pid)
+        } else {
+            format!("{u} was started again while this run ran, not by this run")
+        };
+        let lines = match journals.as_ref().map(|j| j.get(u)) {
+            Ok(Some(Ok(lines))) if !lines.is_empty() => lines.clone(),
+            Ok(Some(Ok(_))) | Ok(None) => vec!["(no line of its journal since this run began says why)".to_string()],
+            Ok(Some(Err(e))) | Err(e) => vec![format!("(its journal could not be read: {e})")],
+        };
+        x.ui.step(&format!("  warning: {what}"));
+        x.outcome.warnings.push(crate::error::Problem::new(what, format!("journalctl -u {u}: the lines below say why it ended")).with_journal(lines));
+    }
     Ok(())
+}
+
+/// The lines of each of `units`' journals since `since` (server clock)
+/// that say why its process ended, in one round trip: each unit's lines
+/// base64-encoded (server bytes) after a marker line no journal line can
+/// forge (a random token).
+async fn journals(host: &Host, units: &[&str], since: Option<f64>) -> Result<BTreeMap<String, Result<Vec<String>, String>>, String> {
+    use base64::Engine;
+    let token = crate::remote::journal::token();
+    let script: String =
+        units.iter().map(|u| format!("printf '%s %s %s\\n' {token} {} \"$({} | base64 -w0)\"\n", q(u), crate::remote::journal::crash_script_for(u, since, &token))).collect();
+    let out = host.sh_ok(&script).await.map_err(|e| e.to_string())?;
+    let mut m = BTreeMap::new();
+    for l in out.lines() {
+        let mut w = l.splitn(3, ' ');
+        if let (Some(k), Some(u), Some(b)) = (w.next(), w.next(), w.next()) {
+            if k == token && units.contains(&u) {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|_| format!("the journal of {u} came back garbled"))?;
+                m.insert(u.to_string(), crate::remote::journal::crash_lines(&bytes, &token));
+            }
+        }
+    }
+    Ok(m)
 }

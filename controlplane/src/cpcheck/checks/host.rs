@@ -10,10 +10,22 @@ pub fn checks() -> Vec<Check> {
         v.push(host_check(&format!("host.unit.{c}"), "host", &format!("{f} active and enabled"), move |_, h| {
             let Some(i) = h.units.get(f) else { return Finding::fail(format!("{f} is not installed"), "kubectl bootstrap server DEST") };
             let detail = format!("{}, {}, {} restart(s)", i.active, if i.enabled.is_empty() { "not installed" } else { &i.enabled }, i.restarts);
-            if i.active == ActiveState::Active && i.is_enabled() {
+            // NRestarts: the starts systemd made by itself (Restart=) since
+            // the unit was last started on request: each a process that exited.
+            let crashes = match &i.crashes {
+                Ok(lines) => lines.clone(),
+                Err(e) => vec![format!("(its journal could not be read: {e})")],
+            };
+            if i.active == ActiveState::Active && i.is_enabled() && i.restarts == 0 {
                 Finding::pass(detail)
+            } else if i.active == ActiveState::Active && i.is_enabled() {
+                Finding::warn(
+                    format!("{detail}: its process exited and systemd started it again since it was last started on request"),
+                    format!("journalctl -u {f}: the lines below say why it ended"),
+                )
+                .with_journal(&crashes)
             } else {
-                Finding::fail(detail, format!("systemctl enable --now {f}; journalctl -u {f}"))
+                Finding::fail(detail, format!("systemctl enable --now {f}; journalctl -u {f}")).with_journal(&crashes)
             }
         }));
     }

@@ -144,6 +144,18 @@ mod tests {
                 "failed, enabled",
             ),
             (
+                "a crash systemd papered over",
+                Box::new(|p: &mut Probe| {
+                    let u = p.units.get_mut("kube-apiserver.service").unwrap();
+                    u.restarts = 1;
+                    u.crashes = Ok(vec!["F1201 21:50:21.2 311 storage_decorator.go:57] Unable to create storage backend".into()]);
+                }),
+                none(),
+                "host.unit.kube-apiserver",
+                Status::Warn,
+                "active, enabled, 1 restart(s): its process exited and systemd started it again",
+            ),
+            (
                 "unit edited",
                 Box::new(|p: &mut Probe| {
                     let u = p.units.get_mut("kube-scheduler.service").unwrap();

@@ -1,0 +1,191 @@
+//! A unit's journal as evidence: the lines that say why its process ended
+//! (klog's fatal lines, Go panics and fatal signals, systemd's own words
+//! about the exit and the restart it scheduled). Journal text is server
+//! text: it is read as bytes, every control character escaped, and a line
+//! that could hold a secret (a PEM private key, a JWT, a bearer token, a
+//! long base64 run) is dropped, never shown.
+//!
+//! The journal of a crash can be long (a Go traceback of a busy process is
+//! tens of thousands of lines), so the server keeps only the lines that
+//! could match ([`GREP`]) and sends the last [`SENT`] of them; the matching
+//! proper ([`is_crash`]) happens here.
+
+use super::shell_quote as q;
+
+/// At most this many pre-matched lines of one unit's journal are sent.
+pub const SENT: usize = 200;
+
+/// At most this many matched lines are kept per unit (the last ones).
+pub const KEEP: usize = 10;
+
+/// What says a process ended, as messages start or hold it: a loose
+/// extended regular expression for the server's `grep -E` (each alternative
+/// follows the `IDENT[PID]: ` of a `short-iso` line); [`is_crash`] decides.
+pub const GREP: &str = ": F[0-9]{4} |: panic: |: fatal error: |: SIG[A-Z]+: |Main process exited|Failed with result|Scheduled restart job|Start request repeated too quickly";
+
+/// Shell printing the lines of the journal of the unit named by the shell
+/// word `unit` (`'x.service'`, `"$u"`) since `since` (seconds since the
+/// epoch by the server's clock; the whole journal when None) that may say
+/// why its process ended: the last [`SENT`]. A journalctl that fails prints
+/// `FAILED_MARK STATUS`, never an empty answer: the caller passes a random
+/// `token` no journal line can forge.
+pub fn crash_script(unit: &str, since: Option<f64>, token: &str) -> String {
+    let since = since.map(|s| format!(" --since @{}", s.floor() as i64)).unwrap_or_default();
+    format!(
+        "{{ LC_ALL=C journalctl -u {unit}{since} -o short-iso --no-pager -q || echo \"{token} $?\"; }} | LC_ALL=C grep -a -E {} | tail -n {SENT}",
+        q(&format!("{GREP}|^{token} "))
+    )
+}
+
+/// [`crash_script`] for the unit `unit`.
+pub fn crash_script_for(unit: &str, since: Option<f64>, token: &str) -> String {
+    crash_script(&q(unit), since, token)
+}
+
+/// The message of a `short-iso` journal line (`TIME HOST IDENT[PID]: MSG`),
+/// or the whole line when it has no such prefix.
+fn message(line: &str) -> &str {
+    let mut it = line.splitn(3, ' ');
+    match (it.next(), it.next(), it.next()) {
+        (Some(t), Some(_host), Some(rest)) if t.len() >= 19 && t.as_bytes()[4] == b'-' => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
+        _ => line,
+    }
+}
+
+/// Does `msg` say why a process ended? klog's fatal level (`F1201 …`), a Go
+/// panic, a Go runtime's fatal error or signal, or systemd about the exit
+/// and the restart it scheduled.
+pub fn is_crash(msg: &str) -> bool {
+    let b = msg.as_bytes();
+    let klog_fatal = b.len() > 6 && b[0] == b'F' && b[1..5].iter().all(u8::is_ascii_digit) && b[5] == b' ';
+    let go_signal = msg.starts_with("SIG") && msg.split_once(": ").is_some_and(|(s, _)| s.len() > 3 && s[3..].bytes().all(|c| c.is_ascii_uppercase()));
+    klog_fatal
+        || go_signal
+        || msg.starts_with("panic: ")
+        || msg.starts_with("fatal error: ")
+        || msg.contains("Main process exited")
+        || msg.contains("Failed with result")
+        || msg.contains("Scheduled restart job")
+        || msg.contains("Start request repeated too quickly")
+}
+
+/// Could `line` hold a secret? A PEM private key, a JWT (`eyJ…`), a bearer
+/// token, or a base64 run of 40 characters or more: such a line is never
+/// printed.
+pub fn may_hold_secret(line: &str) -> bool {
+    if line.contains("PRIVATE KEY") || line.to_ascii_lowercase().contains("bearer ") || line.contains("eyJ") {
+        return true;
+    }
+    let mut run = 0usize;
+    for c in line.bytes() {
+        if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
+            run += 1;
+            if run >= 40 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
+/// The lines of `journal` (server bytes, as [`crash_script`] sent them)
+/// that say why a process ended, the last [`KEEP`], escaped; lines that may
+/// hold a secret dropped. Err when the script says journalctl failed.
+pub fn crash_lines(journal: &[u8], token: &str) -> Result<Vec<String>, String> {
+    let text = String::from_utf8_lossy(journal);
+    if let Some(status) = text.lines().find_map(|l| l.strip_prefix(token).and_then(|r| r.strip_prefix(' '))) {
+        return Err(format!("journalctl failed (exit {})", crate::output::redact::line(status.trim())));
+    }
+    let mut out: Vec<String> = text.lines().filter(|l| is_crash(message(l)) && !may_hold_secret(l)).map(crate::output::redact::line).collect();
+    let skip = out.len().saturating_sub(KEEP);
+    out.drain(..skip);
+    Ok(out)
+}
+
+/// A random token for [`crash_script`]'s failure line.
+pub fn token() -> String {
+    format!("kcp-journal-{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded from a bed: an apiserver that could not reach etcd, and systemd restarting it.
+    const JOURNAL: &str = "2026-12-01T21:50:01+0000 server kube-apiserver[311]: I1201 21:50:01.100000     311 server.go:632] external host was not specified\n\
+2026-12-01T21:50:21+0000 server kube-apiserver[311]: F1201 21:50:21.200000     311 storage_decorator.go:57] Unable to create storage backend: config (&{etcd3 /registry}), err (context deadline exceeded)\n\
+2026-12-01T21:50:21+0000 server kube-apiserver[311]: goroutine 1 [running]:\n\
+2026-12-01T21:50:21+0000 server systemd[1]: kube-apiserver.service: Main process exited, code=exited, status=255/EXCEPTION\n\
+2026-12-01T21:50:21+0000 server systemd[1]: kube-apiserver.service: Failed with result 'exit-code'.\n\
+2026-12-01T21:50:26+0000 server systemd[1]: kube-apiserver.service: Scheduled restart job, restart counter is at 1.\n\
+2026-12-01T21:50:26+0000 server kube-apiserver[400]: E1201 21:50:26.000000     400 token: Bearer abc\n\
+2026-12-01T21:50:26+0000 server kube-apiserver[400]: SIGSEGV: segmentation violation\n\
+2026-12-01T21:50:26+0000 server kube-apiserver[400]: panic: oops\x1b[2J\n";
+
+    #[test]
+    fn the_lines_that_say_why_a_process_ended_are_kept_escaped() {
+        let got = crash_lines(JOURNAL.as_bytes(), "tok").unwrap();
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert!(got[0].contains("F1201 21:50:21.200000") && got[0].contains("context deadline exceeded"));
+        assert!(got[1].ends_with("Main process exited, code=exited, status=255/EXCEPTION"));
+        assert!(got[3].contains("Scheduled restart job"));
+        assert!(got[4].ends_with("SIGSEGV: segmentation violation"));
+        assert!(got[5].ends_with("panic: oops\\u{1b}[2J"), "{}", got[5]);
+        assert!(!got.iter().any(|l| l.contains("Bearer") || l.contains("I1201") || l.contains("goroutine")));
+        assert_eq!(crash_lines(b"x\ntok 1\n", "tok").unwrap_err(), "journalctl failed (exit 1)");
+    }
+
+    #[test]
+    fn lines_that_may_hold_a_secret_never_pass() {
+        for l in [
+            "x -----BEGIN RSA PRIVATE KEY----- y",
+            "Authorization: Bearer abc",
+            "token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig",
+            "F1201 data QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5eg==",
+        ] {
+            assert!(may_hold_secret(l), "{l}");
+            assert!(crash_lines(format!("2026-12-01T21:50:26+0000 server x[1]: F1201 {l}\n").as_bytes(), "tok").unwrap().is_empty());
+        }
+        assert!(!may_hold_secret("F1201 21:50:21.200000     311 storage_decorator.go:57] Unable to create storage backend"));
+        assert!(!may_hold_secret("kube-apiserver.service: Main process exited, code=exited, status=255/EXCEPTION"));
+    }
+
+    #[test]
+    fn at_most_the_last_few_are_kept_and_bytes_need_not_be_utf8() {
+        let mut j = Vec::new();
+        for i in 0..30 {
+            j.extend_from_slice(format!("2026-12-01T21:50:{i:02}+0000 server kube-scheduler[9]: F1201 line {i}\n").as_bytes());
+        }
+        j.extend_from_slice(b"2026-12-01T21:51:00+0000 server kube-scheduler[9]: F1201 \xff\xfe bytes\n");
+        let got = crash_lines(&j, "tok").unwrap();
+        assert_eq!(got.len(), KEEP);
+        assert!(got[0].contains("line 21") && got[KEEP - 1].contains("\u{fffd}"), "{got:#?}");
+    }
+
+    /// The server's prefilter keeps every line the matching here keeps, and a
+    /// failing journalctl is reported (run with this machine's sh and grep,
+    /// a stand-in journalctl first on PATH).
+    #[test]
+    fn the_servers_prefilter_keeps_what_matches_and_a_failure_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("journalctl");
+        std::fs::write(&fake, format!("#!/bin/sh\ncat <<'EOF'\n{JOURNAL}EOF\n[ -z \"$FAIL\" ] || exit 4\n")).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&fake).unwrap().permissions(), 0o755);
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let run = |fail: bool| {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(crash_script_for("x.service", Some(1796050104.7), "tok123")).env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()));
+            if fail {
+                c.env("FAIL", "1");
+            }
+            c.output().unwrap()
+        };
+        let out = run(false);
+        assert_eq!(crash_lines(&out.stdout, "tok123").unwrap(), crash_lines(JOURNAL.as_bytes(), "tok123").unwrap());
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("I1201"), "only candidate lines are sent");
+        assert_eq!(crash_lines(&run(true).stdout, "tok123").unwrap_err(), "journalctl failed (exit 4)");
+        assert!(crash_script_for("x.service", Some(1796050104.7), "t").contains("journalctl -u 'x.service' --since @1796050104 -o short-iso"));
+    }
+}
