@@ -25,6 +25,9 @@ pub struct SshArgs {
     /// Trust and record an unknown host key (never a changed one).
     #[arg(long = "accept-new-host-key")]
     pub accept_new_host_key: bool,
+    /// ssh_config to read instead of ~/.ssh/config (ssh -F); a jump host it names (ProxyJump) is checked like the server.
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 impl From<&SshArgs> for controlplane::remote::SshOptions {
@@ -35,6 +38,7 @@ impl From<&SshArgs> for controlplane::remote::SshOptions {
             jump: a.jump.clone(),
             known_hosts: a.known_hosts.clone(),
             accept_new_host_key: a.accept_new_host_key,
+            config: a.ssh_config.clone(),
         }
     }
 }

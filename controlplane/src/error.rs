@@ -67,19 +67,33 @@ impl Problem {
     }
 }
 
+/// One line per field, every control character escaped, whatever the
+/// fields hold (server text reaches them).
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = crate::output::redact::line;
         if let Some(s) = &self.server {
-            write!(f, "{s}: ")?;
+            write!(f, "{}: ", e(s))?;
         }
         if self.fix.is_empty() {
-            write!(f, "{}", self.what)?;
+            write!(f, "{}", e(&self.what))?;
         } else {
-            write!(f, "{}: {}", self.what, self.fix)?;
+            write!(f, "{}: {}", e(&self.what), e(&self.fix))?;
         }
         for l in &self.journal {
-            write!(f, "\n    | {l}")?;
+            write!(f, "\n    | {}", e(l))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_prints_on_its_lines_whatever_it_holds() {
+        let p = Problem::new("x\u{1b}[2J\nforged: line", "fix\r").on("host\n").with_journal(vec!["j\u{0}".into()]);
+        assert_eq!(p.to_string(), "host\\n: x\\u{1b}[2J\\nforged: line: fix\\r\n    | j\\u{0}");
     }
 }

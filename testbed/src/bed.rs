@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// The bed's parts, built once per machine: (the root file system, the
-/// directory of the Kubernetes binaries).
-pub(crate) fn prerequisites() -> Result<(PathBuf, PathBuf)> {
-    phase("host prerequisites", || script("install-prereqs.sh").map(drop))?;
-    let root = phase("root file system", || script("build-rootfs.sh"))?;
-    let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh"))?;
+/// The bed's parts, built once per machine: (the root file system of the
+/// bed's Debian release, the directory of the Kubernetes binaries).
+pub(crate) fn prerequisites(options: &BedOptions) -> Result<(PathBuf, PathBuf)> {
+    phase("host prerequisites", || script("install-prereqs.sh", &[]).map(drop))?;
+    let root = phase("root file system", || script("build-rootfs.sh", &[options.os.suite(), "amd64"]))?;
+    let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh", &[]))?;
     Ok((root, k8s_bin))
 }
 
@@ -43,8 +43,14 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 
 /// Runs one of the repo's scripts, its progress going to our stderr, and
 /// returns the last line it prints (a path).
-fn script(name: &str) -> Result<PathBuf> {
-    let out = Command::new("bash").arg(scripts_dir().join(name)).stdin(Stdio::null()).stderr(Stdio::inherit()).output().with_context(|| format!("cannot run scripts/{name}"))?;
+fn script(name: &str, args: &[&str]) -> Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg(scripts_dir().join(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run scripts/{name}"))?;
     if !out.status.success() {
         bail!("scripts/{name} failed ({})", out.status);
     }
@@ -96,7 +102,48 @@ pub struct BedOptions {
     /// Keep zstd on the server. A minimal Debian server has gzip only, and
     /// so does a bed unless asked.
     pub zstd: bool,
+    /// The server's Debian release.
+    #[serde(default)]
+    pub os: Os,
+    /// The server's system locale (`/etc/default/locale`, which sshd and
+    /// sudo load), e.g. `de_DE.UTF-8`; the root file system has it generated.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
+
+/// A Debian release a bed's server runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    /// Debian 12: systemd 252, OpenSSH 9.2, etcd 3.4.
+    #[default]
+    Bookworm,
+    /// Debian 11: systemd 247, OpenSSH 8.4, etcd 3.3.
+    Bullseye,
+}
+
+impl Os {
+    pub fn suite(self) -> &'static str {
+        match self {
+            Os::Bookworm => "bookworm",
+            Os::Bullseye => "bullseye",
+        }
+    }
+}
+
+impl std::str::FromStr for Os {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Os, String> {
+        match s {
+            "bookworm" => Ok(Os::Bookworm),
+            "bullseye" => Ok(Os::Bullseye),
+            other => Err(format!("{other}: bookworm or bullseye")),
+        }
+    }
+}
+
+/// The locales the root file system has generated besides C.
+pub const LOCALES: &[&str] = &["de_DE.UTF-8"];
 
 impl BedOptions {
     pub fn check(&self) -> Result<()> {
@@ -104,6 +151,11 @@ impl BedOptions {
             let digits = l.trim_end_matches("bit").trim_end_matches(['k', 'm', 'g']);
             if !l.ends_with("bit") || digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
                 bail!("--link {l}: a rate like 100mbit, 20mbit or 500kbit");
+            }
+        }
+        if let Some(l) = &self.locale {
+            if !LOCALES.contains(&l.as_str()) {
+                bail!("--locale {}: the bed's root file system has {}", l.escape_debug(), LOCALES.join(", "));
             }
         }
         Ok(())
@@ -261,7 +313,7 @@ impl Bed {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the bed needs root (network namespaces, mounts, systemd-nspawn)");
         }
-        let (root, k8s_bin) = prerequisites()?;
+        let (root, k8s_bin) = prerequisites(options)?;
         let dir = base_dir().join("beds").join(name);
         std::fs::create_dir_all(&dir)?;
         let slot = claim_slot(name)?;
@@ -412,6 +464,10 @@ impl Bed {
             std::fs::write(merged.join("etc/default/etcd"), crate::cluster::etcd_config(&name, self.address, &m.servers, &self.slot.to_string()))?;
         }
         std::fs::write(merged.join("etc/hosts"), hosts)?;
+        // The system locale sshd and sudo load for every session.
+        if let Some(l) = &self.options.locale {
+            std::fs::write(merged.join("etc/default/locale"), format!("LANG={l}\n"))?;
+        }
         Ok(())
     }
 

@@ -94,7 +94,7 @@ impl Cluster {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the bed needs root (network namespaces, mounts, systemd-nspawn)");
         }
-        let (root, k8s_bin) = prerequisites()?;
+        let (root, k8s_bin) = prerequisites(options)?;
         let dir = base_dir().join("beds").join(name);
         std::fs::create_dir_all(&dir)?;
         let slot = claim_slot(name)?;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-pub use testbed::{Bed, BedOptions, Cluster};
+pub use testbed::{Bed, BedOptions, Cluster, Os};
 
 pub mod faults;
 
@@ -167,4 +167,75 @@ pub fn bootstrapped(label: &str) -> Bed {
     let out = run_bootstrap(&server_args(&bed, "root"));
     assert!(out.status.success(), "bootstrap failed: {:?}", text(&out));
     bed
+}
+
+/// What one probe of an apiserver's anonymous /readyz said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// HTTP 200 `ok`.
+    Yes,
+    /// It answered, not ready (the HTTP status).
+    No(u16),
+    /// No answer: curl's exit code (7 refused, 28 no answer within the timeout).
+    Silent(i32),
+}
+
+/// /readyz of several apiservers, probed together every 100 ms (all at
+/// once, each with a 2 s timeout, as a load balancer's health check asks)
+/// until stopped: every sample's answers, to count how many were ready and
+/// to say, when too few were, how each that was not answered.
+pub struct ReadyPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<Ready>>>,
+}
+
+/// One /readyz probe (blocking).
+pub fn readyz(address: std::net::Ipv4Addr) -> std::process::Child {
+    Command::new("curl")
+        .args(["-sk", "-m", "2", "-w", "\\n%{http_code}", &format!("https://{address}:6443/readyz")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("curl")
+}
+
+fn verdict(c: std::process::Child) -> Ready {
+    let o = c.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout);
+    match (o.status.code(), text.rsplit_once('\n')) {
+        (Some(0), Some(("ok", "200"))) => Ready::Yes,
+        (Some(0), Some((_, code))) => Ready::No(code.trim().parse().unwrap_or(0)),
+        (code, _) => Ready::Silent(code.unwrap_or(-1)),
+    }
+}
+
+impl ReadyPoller {
+    pub fn start(addresses: Vec<std::net::Ipv4Addr>) -> ReadyPoller {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut samples = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let t = std::time::Instant::now();
+                    let kids: Vec<_> = addresses.iter().map(|a| readyz(*a)).collect();
+                    samples.push(kids.into_iter().map(verdict).collect());
+                    std::thread::sleep(std::time::Duration::from_millis(100).saturating_sub(t.elapsed()));
+                }
+                samples
+            }
+        });
+        ReadyPoller { stop, thread }
+    }
+
+    /// Stops and returns every sample.
+    pub fn stop(self) -> Vec<Vec<Ready>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the poller")
+    }
+}
+
+/// How many answered ready in each sample.
+pub fn ready_counts(samples: &[Vec<Ready>]) -> Vec<usize> {
+    samples.iter().map(|s| s.iter().filter(|r| **r == Ready::Yes).count()).collect()
 }

@@ -128,8 +128,10 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     // controller-manager, killed; the change is the scheduler's): the run
     // succeeds once the plane is healthy, and says so, with the journal's
     // own words, in text and JSON; cpcheck shows the restart the same way.
-    let mut set = args.clone();
-    set.extend(["--set".into(), "kube-scheduler.v=3".into(), "-o".into(), "json".into()]);
+    let mut now_desired = args.clone();
+    now_desired.extend(["--set".into(), "kube-apiserver.v=3".into(), "--set".into(), "kube-scheduler.v=3".into()]);
+    let mut set = now_desired.clone();
+    set.extend(["-o".into(), "json".into()]);
     let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(&set).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let killer = std::thread::spawn({
         let (opts, dest) = (bed.ssh_options(), bed.dest());
@@ -156,7 +158,7 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert!(journal.iter().any(|l| l.contains("kube-controller-manager.service: Main process exited, code=killed, status=9/KILL")), "{journal:#?}");
     assert!(stderr.contains("  warning: kube-controller-manager.service"), "{stderr}");
     bed.ssh("for i in $(seq 100); do systemctl is-active -q kube-controller-manager && exit 0; sleep 0.2; done; exit 1").expect("the controller-manager is started again");
-    let out = run_bootstrap(&args);
+    let out = run_bootstrap(&now_desired);
     let (stdout, _) = text(&out);
     assert!(out.status.success() && stdout.contains("nothing changed") && !stdout.contains("warning:"), "a no-op run after it warns of nothing new: {stdout}");
     let mut check = e2e::cpcheck_args(&bed);
@@ -203,7 +205,7 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
     });
     let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(watch.join().unwrap(), "the upload never started");
-    // Kill the session's ssh master (its control socket lives in /tmp/kcp-PID-N).
+    // Kill the session's ssh master (its control socket lives in /tmp/kcp-PID-RANDOM).
     let killed = Command::new("pkill").args(["-KILL", "-f", &format!("/tmp/kcp-{}-", child.id())]).status().unwrap();
     assert!(killed.success(), "no ssh master found to kill");
     let out = child.wait_with_output().unwrap();

@@ -192,4 +192,25 @@ fn a_jump_host_is_checked_against_known_hosts_like_the_server() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("error: cannot connect to root@127.0.0.1"), "{stderr}");
+
+    // The same jump host named only in an ssh_config (ProxyJump, -F): its
+    // key is checked as strictly, against the same known_hosts.
+    let cfg = dir.join("ssh_config");
+    std::fs::write(&cfg, format!("Host target\n  HostName 127.0.0.1\n  User root\n  ProxyJump root@{}\n  StrictHostKeyChecking no\n", bed.address)).unwrap();
+    let via_config = |kh: &std::path::Path| -> Vec<String> {
+        let mut a = args(kh);
+        let j = a.iter().position(|x| x == "-J").unwrap();
+        a.drain(j..j + 2);
+        a[1] = "target".into();
+        a.extend(["-F".into(), cfg.display().to_string(), "-v".into()]);
+        a
+    };
+    let out = e2e::run_bootstrap(&via_config(&both));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "through the ssh_config's jump host: {stderr}");
+    assert!(stderr.contains(&format!("ProxyJump root@{}", bed.address)), "-v names the route: {stderr}");
+    let out = e2e::run_bootstrap(&via_config(&target_only));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "an unknown jump host key is refused though the ssh_config says StrictHostKeyChecking no: {stderr}");
+    assert!(stderr.contains("error: cannot connect to target"), "{stderr}");
 }

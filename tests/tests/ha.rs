@@ -6,9 +6,6 @@
 //! broken three ways.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use e2e::*;
 
@@ -19,8 +16,8 @@ fn json(o: &std::process::Output) -> serde_json::Value {
 /// How many of the servers' apiservers answer /readyz `ok` now (anonymous
 /// /readyz, as a load balancer's health check asks).
 fn ready_count(c: &Cluster) -> usize {
-    let kids: Vec<_> = c.servers.iter().map(|s| Command::new("curl").args(["-sk", "-m", "0.5", &format!("https://{}:6443/readyz", s.address)]).output()).collect();
-    kids.into_iter().filter(|o| o.as_ref().is_ok_and(|o| o.stdout == b"ok")).count()
+    let kids: Vec<_> = c.servers.iter().map(|s| readyz(s.address)).collect();
+    ready_counts(&[kids.into_iter().map(|k| if k.wait_with_output().is_ok_and(|o| o.stdout.starts_with(b"ok\n")) { Ready::Yes } else { Ready::No(0) }).collect()])[0]
 }
 
 /// Every server's (kube-apiserver ActiveEnterTimestampMonotonic, NRestarts).
@@ -77,24 +74,24 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     assert_eq!(apiserver_starts(&c), before, "{}", c.servers.iter().map(plane_journals).collect::<Vec<_>>().join("\n"));
     assert_eq!(c.servers.iter().map(snapshot).collect::<Vec<_>>(), snaps, "the re-run changed a server");
 
+    // Two runs naming the same servers differently (user@IP, ssh://user@IP:22)
+    // and in opposite orders, started together: locks are taken all or
+    // nothing, so neither holds one while waiting for the other's.
+    let mut reversed: Vec<String> = vec!["server".into()];
+    reversed.extend(c.servers.iter().rev().map(|s| format!("ssh://root@{}:22", s.address)));
+    reversed.extend(args[1 + c.servers.len()..].iter().cloned());
+    let timeout = ["--timeout", "60s"];
+    let a = Command::new(plugin("kubectl-bootstrap")).args(with(&args, &timeout)).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let b = Command::new(plugin("kubectl-bootstrap")).args(with(&reversed, &timeout)).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "the run in server order: {:?}", text(&a));
+    assert!(b.status.success(), "the run in the opposite order: {:?}", text(&b));
+
     // A rolling flag change while every server's /readyz is polled every 100 ms.
-    let stop = Arc::new(AtomicBool::new(false));
-    let poller = {
-        let (stop, servers) = (stop.clone(), c.servers.iter().map(|s| s.address).collect::<Vec<_>>());
-        std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let t = Instant::now();
-                let kids: Vec<_> = servers.iter().map(|a| Command::new("curl").args(["-sk", "-m", "0.5", &format!("https://{a}:6443/readyz")]).output()).collect();
-                samples.push(kids.into_iter().filter(|o| o.as_ref().is_ok_and(|o| o.stdout == b"ok")).count());
-                std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
-            }
-            samples
-        })
-    };
+    let poller = ReadyPoller::start(c.servers.iter().map(|s| s.address).collect());
     let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
-    stop.store(true, Ordering::SeqCst);
-    let samples = poller.join().unwrap();
+    let answers = poller.stop();
+    let samples = ready_counts(&answers);
     assert!(out.status.success(), "rolling change: {:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["rollout"], "rolling");
@@ -105,7 +102,8 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     let min = *samples.iter().min().unwrap();
     let dips = samples.windows(2).filter(|w| w[0] == 3 && w[1] < 3).count();
     eprintln!("rolling change: {} /readyz samples every 100 ms, minimum ready {min} of 3, {dips} dips", samples.len());
-    assert!(min >= 2, "at some sample fewer than N-1 apiservers were ready: {samples:?}");
+    let low: Vec<&Vec<Ready>> = answers.iter().filter(|a| a.iter().filter(|r| **r == Ready::Yes).count() < 2).collect();
+    assert!(min >= 2, "at some sample fewer than N-1 apiservers were ready: {samples:?}; those samples: {low:?}");
     assert!(dips >= 3, "each server's restart shows as its own dip: {samples:?}");
     let after = apiserver_starts(&c);
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {

@@ -48,7 +48,7 @@ fn reset(bed: &e2e::Bed) {
 
 #[test]
 fn every_codec_lands_byte_identical_and_a_corrupted_stream_never_reaches_a_final_path() {
-    let bed = bed_with("codec", &BedOptions { link: None, zstd: true });
+    let bed = bed_with("codec", &BedOptions { zstd: true, ..Default::default() });
     let args = server_args(&bed, "root");
     for codec in ["zstd", "gzip", "none"] {
         let out = run_bootstrap(&with(&args, &["--compress", codec, "-o", "json"]));
@@ -86,7 +86,7 @@ fn every_codec_lands_byte_identical_and_a_corrupted_stream_never_reaches_a_final
 
 #[test]
 fn a_slow_link_to_a_server_without_zstd_gets_gzip_and_zstd_is_refused_there() {
-    let bed = bed_with("gzip", &BedOptions { link: Some("100mbit".into()), zstd: false });
+    let bed = bed_with("gzip", &BedOptions { link: Some("100mbit".into()), ..Default::default() });
     let args = server_args(&bed, "root");
     assert!(bed.ssh("command -v zstd || echo none").unwrap().contains("none"), "the bed has no zstd");
     let out = run_bootstrap(&with(&args, &["--compress", "zstd"]));

@@ -574,4 +574,40 @@ mod tests {
         let e = bad("[Unit]\nDescription=X\n[Service]\nExecStart=/x\nExecStart=/y\n[Install]\nWantedBy=a\n");
         assert_eq!(e.line, 5);
     }
+
+    /// No text makes the parser or the renderer panic (fixed seed): random
+    /// bytes as text, and unit-shaped text with random keys, values,
+    /// continuations, quotes and line ends (`\n`, `\r`, `\0`).
+    #[test]
+    fn no_text_makes_the_parser_or_renderer_panic() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let config = Config { cases: 3000, failure_persistence: None, ..Config::default() };
+        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[11u8; 32]));
+        let piece = prop_oneof![
+            Just("[Unit]".to_string()),
+            Just("[Service]".to_string()),
+            Just("[Install]".to_string()),
+            Just("Description=x".to_string()),
+            Just("WantedBy=multi-user.target".to_string()),
+            "ExecStart=[ -~]{0,60}",
+            "  --[a-z-]{0,12}(=[ -~]{0,20})? \\\\",
+            "[ -~]{0,40}",
+            Just("\\".to_string()),
+            Just("'".to_string()),
+            Just("\"".to_string()),
+        ];
+        let end = prop_oneof![Just("\n"), Just("\r"), Just("\r\n"), Just("\0"), Just("")];
+        let text = prop_oneof![proptest::collection::vec((piece, end), 0..30).prop_map(|v| v.into_iter().map(|(p, e)| format!("{p}{e}")).collect::<String>()), any::<String>(),];
+        let flags = proptest::collection::vec(("[ -~]{0,8}", proptest::option::of(any::<String>())), 0..4);
+        runner
+            .run(&(text, flags), |(text, flags)| {
+                if let Ok(u) = parse_unit(Path::new("x.service"), &text) {
+                    let _ = render_with_flags(&u, &flags);
+                }
+                let _ = systemd_lines(&text);
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -182,7 +182,7 @@ fn upload_of(v: &serde_json::Value) -> (f64, String, u64) {
 /// The unshaped link: first deploy against tar, the no-op and cpcheck
 /// against `ssh true`, peak memory, the apiserver restart.
 fn single(bin: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let bed = Bed::up_with("bench", &BedOptions { link: None, zstd: true })?;
+    let bed = Bed::up_with("bench", &BedOptions { zstd: true, ..Default::default() })?;
     let assets = asset_files(&bed.assets);
     for a in &assets {
         std::fs::read(bed.assets.join(a))?;
@@ -248,7 +248,7 @@ fn single(bin: &Path, rows: &mut Vec<Row>) -> Result<()> {
 /// A 100 Mbit/s link: first deploy's upload against tar over the same link.
 fn shaped(bin: &Path, zstd: bool, rows: &mut Vec<Row>) -> Result<()> {
     let name = if zstd { "bench-zstd" } else { "bench-gzip" };
-    let bed = Bed::up_with(name, &BedOptions { link: Some("100mbit".into()), zstd })?;
+    let bed = Bed::up_with(name, &BedOptions { link: Some("100mbit".into()), zstd, ..Default::default() })?;
     let assets = asset_files(&bed.assets);
     for a in &assets {
         std::fs::read(bed.assets.join(a))?;
@@ -339,7 +339,7 @@ fn cluster_upload(v: &serde_json::Value) -> f64 {
 /// Three servers: a first deploy against tar to the three in parallel, a
 /// no-op on three against one, a rolling restart's duration.
 fn ha(bin: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let c = Cluster::up_with("bench-ha", 3, &BedOptions { link: None, zstd: true })?;
+    let c = Cluster::up_with("bench-ha", 3, &BedOptions { zstd: true, ..Default::default() })?;
     let assets = asset_files(&c.assets);
     for a in &assets {
         std::fs::read(c.assets.join(a))?;

@@ -83,6 +83,12 @@ enum BedCmd {
         /// Keep zstd on the server(s) (a minimal Debian server has only gzip).
         #[arg(long)]
         zstd: bool,
+        /// The servers' Debian release: bookworm (systemd 252) or bullseye (systemd 247).
+        #[arg(long, default_value = "bookworm")]
+        os: testbed::Os,
+        /// The servers' system locale (/etc/default/locale), e.g. de_DE.UTF-8.
+        #[arg(long)]
+        locale: Option<String>,
     },
     /// Print the BED_* variables of a bed that is up.
     Env {
@@ -145,7 +151,13 @@ fn test(args: &[String]) -> Result<()> {
     let scripts = root.join("scripts");
     let mut t = Vec::new();
     timed("prerequisites (apt)", &mut t, Command::new("bash").arg(scripts.join("install-prereqs.sh")))?;
-    timed("rootfs (debootstrap)", &mut t, Command::new("bash").arg(scripts.join("build-rootfs.sh")).stdout(std::process::Stdio::null()))?;
+    for suite in ["bookworm", "bullseye"] {
+        timed(
+            &format!("rootfs {suite} (debootstrap)"),
+            &mut t,
+            Command::new("bash").arg(scripts.join("build-rootfs.sh")).args([suite, "amd64"]).stdout(std::process::Stdio::null()),
+        )?;
+    }
     timed("kubernetes build", &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).stdout(std::process::Stdio::null()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // rustfmt and clippy come with the toolchain's default profile; add them if this one lacks them.
@@ -211,11 +223,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Bed { command } => match command {
-            BedCmd::Up { name, servers: 1, link, zstd } => Bed::up_with(&name, &BedOptions { link, zstd }).map(|mut b| {
+            BedCmd::Up { name, servers: 1, link, zstd, os, locale } => Bed::up_with(&name, &BedOptions { link, zstd, os, locale }).map(|mut b| {
                 b.teardown_on_drop = false;
                 print!("{}", b.env_lines());
             }),
-            BedCmd::Up { name, servers, link, zstd } => Cluster::up_with(&name, servers, &BedOptions { link, zstd }).map(|mut c| {
+            BedCmd::Up { name, servers, link, zstd, os, locale } => Cluster::up_with(&name, servers, &BedOptions { link, zstd, os, locale }).map(|mut c| {
                 c.teardown_on_drop = false;
                 print!("{}", c.env_lines());
             }),

@@ -18,8 +18,9 @@ use crate::model::{FileKind, FileSpec, Source, FILES, SCHEDULER_CONFIG};
 
 #[derive(Debug, Clone)]
 pub enum Content {
-    /// A local asset, streamed at upload time.
-    Path(PathBuf),
+    /// A local asset, opened once: every read (hash, checks, upload) goes
+    /// through that handle.
+    File(crate::local::files::Asset),
     /// Rendered from a compiled-in manifest.
     Text(String),
 }
@@ -37,9 +38,9 @@ impl DesiredFile {
     pub fn head(&self, n: usize) -> Vec<u8> {
         match &self.content {
             Content::Text(t) => t.as_bytes().iter().take(n).copied().collect(),
-            Content::Path(p) => {
+            Content::File(a) => {
                 let mut buf = vec![0; n];
-                let got = std::fs::File::open(p).and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
+                let got = a.reopen().and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
                 buf.truncate(got);
                 buf
             }
@@ -52,7 +53,7 @@ impl DesiredFile {
     pub fn bytes(&self) -> std::io::Result<Vec<u8>> {
         match &self.content {
             Content::Text(t) => Ok(t.as_bytes().to_vec()),
-            Content::Path(p) => crate::local::files::read_regular(p, crate::local::files::SMALL_FILE_LIMIT).map_err(std::io::Error::other),
+            Content::File(a) => a.read_all(crate::local::files::SMALL_FILE_LIMIT).map_err(std::io::Error::other),
         }
     }
 }
@@ -118,6 +119,9 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
             _ => None,
         })
         .collect();
+    // Each opened once (a regular file, checked on the handle); every later
+    // read goes through that handle.
+    let opened: BTreeMap<usize, Result<crate::local::files::Asset, String>> = found.iter().map(|(i, p)| (*i, crate::local::files::Asset::open(p))).collect();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
     let next = std::sync::atomic::AtomicUsize::new(0);
     type Hashed = BTreeMap<usize, Result<(u64, String), String>>;
@@ -126,8 +130,11 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
         for _ in 0..workers {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((i, p)) = found.get(k) else { break };
-                let r = cache.hash(p, FILES[*i].kind.is_secret());
+                let Some((i, _)) = found.get(k) else { break };
+                let r = match &opened[i] {
+                    Ok(a) => cache.hash(a, FILES[*i].kind.is_secret()),
+                    Err(e) => Err(e.clone()),
+                };
                 hashed.lock().expect("hash results").insert(*i, r);
             });
         }
@@ -146,9 +153,16 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
         let hs: Vec<_> = binaries
             .iter()
             .map(|(i, p, sha)| {
+                let opened = &opened;
                 s.spawn(move || {
                     let known = sha.as_deref().and_then(|s| cache.version(s));
-                    (*i, sha.clone(), known.map(Ok).unwrap_or_else(|| version_line(p, probe_timeout.min(VERSION_PROBE_TIMEOUT))))
+                    // Run by its path (a program is run, not read): only while
+                    // the path still holds the file that was hashed.
+                    let run = || match &opened[i] {
+                        Ok(a) if a.still_at_path() => version_line(p, probe_timeout.min(VERSION_PROBE_TIMEOUT)),
+                        _ => Err(format!("{} changed while it was being read", crate::output::redact::line(&p.display().to_string()))),
+                    };
+                    (*i, sha.clone(), known.map(Ok).unwrap_or_else(run))
                 })
             })
             .collect();
@@ -185,15 +199,15 @@ pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, pro
     for (i, spec) in FILES.iter().enumerate() {
         match spec.source {
             Source::Asset(candidates) => {
-                let Some(p) = found.iter().find(|(j, _)| *j == i).map(|x| x.1.clone()) else {
+                let Some((p, asset)) = found.iter().find(|(j, _)| *j == i).map(|x| (x.1.clone(), opened[&i].clone())) else {
                     problems.push(Problem::new(
                         format!("missing asset {} (for {})", crate::output::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
                         format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
                     ));
                     continue;
                 };
-                match hashed.remove(&i).expect("every found asset was hashed") {
-                    Ok((size, sha256)) => files.push(DesiredFile { spec, content: Content::Path(p), size, sha256 }),
+                match hashed.remove(&i).expect("every found asset was hashed").and_then(|h| asset.map(|a| (h, a))) {
+                    Ok(((size, sha256), a)) => files.push(DesiredFile { spec, content: Content::File(a), size, sha256 }),
                     Err(e) => problems.push(Problem::new(
                         format!("asset {} {e}", crate::output::redact::line(&p.display().to_string())),
                         format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),

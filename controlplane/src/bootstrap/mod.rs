@@ -18,7 +18,7 @@ use crate::model::overrides::{desired_units, OverrideSources, Overrides};
 use crate::model::version::{render_scheduler_config, scheduler_api_version, Version};
 use crate::model::{Source, DIRECTORIES, FILES, SCHEDULER_CONFIG};
 use crate::output::Ui;
-use crate::remote::lock::Lock;
+use crate::remote::lock::{self, Lock};
 use crate::remote::probe::{self, Probe, Request};
 use crate::remote::{Host, SshOptions};
 use crate::Error;
@@ -120,12 +120,14 @@ async fn transfer(c: Compress, desired: &desired::Desired, host: &Host, probe: &
             };
             // The largest upload stands for all (the binaries dominate).
             let largest = plan.uploads().iter().max_by_key(|f| f.bytes).map(|f| &desired.files[f.index]);
-            let Some(desired::DesiredFile { content: desired::Content::Path(path), .. }) = largest else {
+            let Some(desired::DesiredFile { content: desired::Content::File(asset), .. }) = largest else {
                 return Ok(Decision::none("no large file on disk"));
             };
-            let path = path.clone();
+            let asset = asset.clone();
             let samples =
-                tokio::task::spawn_blocking(move || have.into_iter().filter_map(|c| compress::sample(c, &path).ok().map(|s| (c, s))).collect::<Vec<_>>()).await.unwrap_or_default();
+                tokio::task::spawn_blocking(move || have.into_iter().filter_map(|c| asset.reopen().and_then(|f| compress::sample(c, f)).ok().map(|s| (c, s))).collect::<Vec<_>>())
+                    .await
+                    .unwrap_or_default();
             Ok(compress::choose(bytes, link, &samples))
         }
     }
@@ -181,11 +183,13 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     // certificates) runs while we connect.
     let admin_default = o.assets.join("admin.kubeconfig");
     let local = tokio::task::spawn_blocking({
-        let (assets, kube, timeout) = (o.assets.clone(), o.kube.clone(), o.timeout);
+        let (assets, kube, timeout, dry_run) = (o.assets.clone(), o.kube.clone(), o.timeout, o.dry_run);
         move || {
             let cache = crate::local::cache::HashCache::open();
             let (desired, mut problems) = desired::build(&assets, &overrides, version, timeout, &cache);
-            cache.save();
+            if !dry_run {
+                cache.save();
+            }
             let mut extra = Vec::new();
             let resolved = match crate::kube::config::resolve(&kube, Some(&admin_default)) {
                 Ok(r) => {
@@ -230,35 +234,54 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     // RBAC; reads only): a no-op run needs nothing more.
     // A dry run changes nothing, not even the hash cache.
     let script = probe::script(&Request { write_cache: !o.dry_run, ..Request::bootstrap() });
-    let read_all = futures::stream::iter(hosts.iter().zip(&uis))
-        .map(|(h, u)| {
-            let script = &script;
-            async move {
-                let asked = std::time::SystemTime::now();
-                let (lock, out) = if o.dry_run {
-                    let out = h.sh(script).await.map(|o| (String::from_utf8_lossy(&o.stdout).into_owned(), if o.status.success() { 0 } else { 1 }));
-                    (Ok(None), out.map(Some))
-                } else {
-                    match Lock::acquire_then(h, o.timeout, u, Some(script)).await {
-                        Ok((l, out)) => (Ok(Some(l)), Ok(out)),
-                        Err(e) => (Err(e), Ok(None)),
-                    }
-                };
-                let p = match out {
-                    Ok(Some((text, 0))) => {
-                        let mut p = Probe::default();
-                        probe::finish(&text, asked, &mut p);
-                        Ok(p)
-                    }
-                    Ok(Some(_)) => Err(Error::Server(format!("{}: reading the server failed", h.destination))),
-                    Ok(None) => Err(Error::Input(String::new())),
-                    Err(e) => Err(e),
-                };
-                (lock, p)
+    let index: Vec<usize> = (0..dests.len()).filter(|i| !failed.iter().any(|(f, _)| f == i)).collect();
+    let read_all = async {
+        let asked = std::time::SystemTime::now();
+        let parse = |h: &Host, out: Result<Option<lock::Then>, Error>| -> Result<Probe, Error> {
+            match out {
+                Ok(Some((text, 0))) => {
+                    let mut p = Probe::default();
+                    probe::finish(&text, asked, &mut p).map(|_| p).map_err(|e| Error::Server(format!("{}: {e}", h.destination)))
+                }
+                Ok(Some((text, code))) => {
+                    let _ = text;
+                    Err(Error::Server(format!("{}: reading the server failed (exit {code})", h.destination)))
+                }
+                Ok(None) => Err(Error::Server(format!("{}: nothing was read", h.destination))),
+                Err(e) => Err(e),
             }
-        })
-        .buffered(limit)
-        .collect::<Vec<_>>();
+        };
+        if o.dry_run {
+            // A dry run changes nothing and takes no lock.
+            let outs = futures::stream::iter(hosts.iter())
+                .map(|h| {
+                    let script = &script;
+                    async move { h.sh(script).await.map(|o| Some((o.stdout, o.status.code().unwrap_or(1)))) }
+                })
+                .buffered(limit)
+                .collect::<Vec<_>>()
+                .await;
+            return hosts.iter().zip(outs).map(|(h, out)| (None, parse(h, out))).collect::<Vec<_>>();
+        }
+        // Every server's lock, all or nothing; each read under its lock in
+        // the lock's own session.
+        let refs: Vec<&Host> = hosts.iter().collect();
+        let host_uis: Vec<Ui> = index.iter().map(|&i| uis[i].clone()).collect();
+        match lock::acquire_all(&refs, o.timeout, &host_uis, Some(&script)).await {
+            Ok(held) => held.into_iter().zip(&hosts).map(|((l, out), h)| (Some(l), parse(h, Ok(out)))).collect(),
+            Err(errors) => {
+                let mut errors: Vec<(usize, Error)> = errors;
+                hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, h)| match errors.iter().position(|(i, _)| *i == k) {
+                        Some(at) => (None, Err(errors.remove(at).1)),
+                        None => (None, Err(Error::Server(format!("{}: not locked: every server is locked at once, and another could not be", h.destination)))),
+                    })
+                    .collect()
+            }
+        }
+    };
     let config = match &resolved {
         Some(r) if !o.dry_run => crate::kube::config::from_resolved(r.clone(), o.timeout).await.ok(),
         _ => None,
@@ -274,23 +297,13 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
         }
     }));
     let (read, mut looks) = tokio::join!(read_all, looks);
-    let (locks, reads): (Vec<_>, Vec<_>) = read.into_iter().unzip();
-    let index: Vec<usize> = (0..dests.len()).filter(|i| !failed.iter().any(|(f, _)| f == i)).collect();
     let mut locks_ok = Vec::new();
     let mut probes = Vec::new();
-    for (k, (l, r)) in locks.into_iter().zip(reads).enumerate() {
-        match (l, r) {
-            (Ok(l), Ok(p)) => {
-                locks_ok.push(l);
-                probes.push(p);
-            }
-            (Ok(l), Err(e)) => {
-                locks_ok.push(l);
-                probes.push(Probe::default());
-                failed.push((index[k], e));
-            }
-            (Err(e), _) => {
-                locks_ok.push(None);
+    for (k, (l, r)) in read.into_iter().enumerate() {
+        locks_ok.push(l);
+        match r {
+            Ok(p) => probes.push(p),
+            Err(e) => {
                 probes.push(Probe::default());
                 failed.push((index[k], e));
             }
@@ -304,8 +317,18 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
         close_all(hosts).await;
         return Err(Failure { error: failed.remove(0).1, problems });
     }
-    for (h, (p, u)) in hosts.iter().zip(probes.iter().zip(&uis)) {
-        u.detail(&format!("server: {} ({}), login {}", p.arch, if p.systemd { "systemd" } else { "no systemd" }, if h.sudo { "via sudo -n" } else { "root" }));
+    for ((h, p), &i) in hosts.iter().zip(&probes).zip(&index) {
+        let systemd = match (p.systemd, p.systemd_version) {
+            (true, Some(v)) => format!("systemd {v}"),
+            (true, None) => "systemd".into(),
+            (false, _) => "no systemd".into(),
+        };
+        uis[i].detail(&format!(
+            "server: {} ({systemd}), login {}{}",
+            p.arch,
+            if h.sudo { "via sudo -n" } else { "root" },
+            h.route.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
+        ));
     }
     // A first deploy: nothing runs anywhere yet. A change to a running
     // plane of several rolls, apiservers first.

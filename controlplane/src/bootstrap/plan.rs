@@ -51,7 +51,15 @@ pub struct FileChange {
     pub index: usize,
 }
 
+/// Files at least this big travel in a session of their own (and may be
+/// compressed); smaller ones, and every secret, share one session.
+pub const LARGE_FILE: u64 = 1 << 20;
+
 impl FileChange {
+    /// Does it travel in a session of its own?
+    pub fn travels_alone(&self) -> bool {
+        self.bytes >= LARGE_FILE && !self.secret
+    }
     pub fn line(&self) -> String {
         let c = if self.change == Change::New { "new" } else { "changed" };
         format!("{} ({} {}:{}, {}, {c})", self.dest, self.mode, self.owner, self.group, human_bytes(self.bytes))
@@ -164,7 +172,7 @@ impl Action {
                 let how = match (transfer.codec, transfer.sample) {
                     (Codec::None, _) => format!("as is: {}", transfer.why),
                     (c, Some(s)) => {
-                        let large: u64 = files.iter().filter(|f| f.bytes >= crate::bootstrap::steps::SMALL_FILE).map(|f| f.bytes).sum();
+                        let large: u64 = files.iter().filter(|f| f.travels_alone()).map(|f| f.bytes).sum();
                         format!("large files {}, ≈{} on the wire: {}", c.name(), human_bytes((large as f64 * s.ratio) as u64), transfer.why)
                     }
                     (c, None) => format!("large files {}: {}", c.name(), transfer.why),
@@ -231,7 +239,7 @@ impl Plan {
     }
     /// The bytes of the files big enough to be sent on their own (and compressed).
     pub fn large_upload_bytes(&self) -> u64 {
-        self.uploads().iter().filter(|f| f.bytes >= crate::bootstrap::steps::SMALL_FILE).map(|f| f.bytes).sum()
+        self.uploads().iter().filter(|f| f.travels_alone()).map(|f| f.bytes).sum()
     }
     /// The files the stage step uploads.
     pub fn uploads(&self) -> &[FileChange] {
@@ -378,7 +386,7 @@ pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
     for d in DIRECTORIES {
         match probe.dirs.get(d.path) {
             None => create.push(DirChange { path: d.path.into(), mode: FileMode(d.mode), was: None }),
-            Some(r) if d.owned && r.kind == "directory" && (r.mode.0 != d.mode || r.owner != "root" || r.group != "root") => fix.push(DirChange {
+            Some(r) if d.owned && r.kind == crate::remote::probe::FileType::Directory && (r.mode.0 != d.mode || r.owner != "root" || r.group != "root") => fix.push(DirChange {
                 path: d.path.into(),
                 mode: FileMode(d.mode),
                 was: Some(format!("{} {}:{}", r.mode, crate::output::redact::line(&r.owner), crate::output::redact::line(&r.group))),
@@ -561,11 +569,18 @@ mod tests {
         for x in &d.files {
             f.files.insert(
                 x.spec.dest.into(),
-                RemoteFile { sha256: x.sha256.clone(), mode: FileMode(x.spec.mode), owner: "root".into(), group: "root".into(), size: 10, kind: "regular file".into() },
+                RemoteFile {
+                    sha256: x.sha256.clone(),
+                    mode: FileMode(x.spec.mode),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    size: 10,
+                    kind: crate::remote::probe::FileType::Regular,
+                },
             );
         }
         for dd in DIRECTORIES {
-            f.dirs.insert(dd.path.into(), RemoteDir { mode: FileMode(dd.mode), owner: "root".into(), group: "root".into(), kind: "directory".into() });
+            f.dirs.insert(dd.path.into(), RemoteDir { mode: FileMode(dd.mode), owner: "root".into(), group: "root".into(), kind: crate::remote::probe::FileType::Directory });
         }
         for u in &d.units {
             let st = UnitStatus { enabled: "enabled".into(), active: crate::model::ActiveState::Active, cmdline: argv(u), ..Default::default() };
@@ -689,9 +704,10 @@ mod tests {
     fn owned_directories_are_corrected_and_secrets_carry_no_hash() {
         let d = desired();
         let mut f = converged(&d);
-        f.dirs.insert("/var/lib/kubernetes".into(), RemoteDir { mode: FileMode(0o755), owner: "root".into(), group: "adm".into(), kind: "directory".into() });
+        f.dirs
+            .insert("/var/lib/kubernetes".into(), RemoteDir { mode: FileMode(0o755), owner: "root".into(), group: "adm".into(), kind: crate::remote::probe::FileType::Directory });
         // A shared directory is not bootstrap's to change.
-        f.dirs.insert("/usr/local/bin".into(), RemoteDir { mode: FileMode(0o775), owner: "root".into(), group: "staff".into(), kind: "directory".into() });
+        f.dirs.insert("/usr/local/bin".into(), RemoteDir { mode: FileMode(0o775), owner: "root".into(), group: "staff".into(), kind: crate::remote::probe::FileType::Directory });
         let p = build(&d, &f);
         assert_eq!(p.actions[0].line(), "dirs     chmod /var/lib/kubernetes/ → 0700 root:root (was 0755 root:adm)");
         let p = build(&d, &Probe::default());

@@ -118,7 +118,7 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
 
 fn asset_name(f: &crate::bootstrap::desired::DesiredFile) -> String {
     match &f.content {
-        crate::bootstrap::desired::Content::Path(p) => crate::output::redact::line(&p.display().to_string()),
+        crate::bootstrap::desired::Content::File(a) => crate::output::redact::line(&a.path.display().to_string()),
         crate::bootstrap::desired::Content::Text(_) => f.spec.dest.to_string(),
     }
 }
@@ -138,43 +138,36 @@ fn check_encryption_config(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// `stat -c %F`'s words with an article: `a directory`, `a symbolic link`.
-fn a(kind: &str) -> String {
-    let k = crate::output::redact::line(kind);
-    if k.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        format!("an {k}")
-    } else {
-        format!("a {k}")
-    }
-}
-
 /// Unit directories that take precedence over /etc/systemd/system: a unit
 /// file there replaces the one bootstrap installs.
 const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/systemd/system.control/", "/run/systemd/transient/", "/run/systemd/generator.early/"];
 
 /// Remote checks on the gathered facts and the plan.
 pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
-    let mut p = Vec::new();
+    let mut p = crate::remote::probe::host::requirements(facts);
     let show = crate::output::redact::line;
-    if !facts.systemd {
-        p.push(Problem::new("the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
-    }
     // Every destination is a regular file or absent: `mv` would put a file
     // *into* a directory, and replace a symlink rather than what it points at.
     for f in &desired.files {
         if let Some(r) = facts.files.get(f.spec.dest).filter(|r| !r.is_regular()) {
             p.push(Problem::new(
-                format!("{} on the server is {}, not a regular file", f.spec.dest, a(&r.kind)),
+                format!("{} on the server is {}, not a regular file", f.spec.dest, r.kind),
                 format!("move it away (mv {0} {0}.old): bootstrap places a regular file there", f.spec.dest),
             ));
         }
     }
-    // Directories: bootstrap's own are corrected by the plan; a shared one
-    // anyone else may write to lets them replace what bootstrap places.
+    // Directories, read without following links: bootstrap writes only into
+    // directories it checked. Its own are corrected by the plan; a shared
+    // one anyone else may write to lets them replace what bootstrap places.
     for d in crate::model::DIRECTORIES {
         let Some(r) = facts.dirs.get(d.path) else { continue };
-        if r.kind != "directory" {
-            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, a(&r.kind)), format!("move it away (mv {0} {0}.old)", d.path)));
+        if r.kind != crate::remote::probe::FileType::Directory {
+            let fix = if d.owned {
+                format!("move it away (mv {0} {0}.old): bootstrap makes this directory itself", d.path)
+            } else {
+                format!("bootstrap writes only into a real directory at {}, never through a link: make it one (a system directory: whoever changed it knows why)", d.path)
+            };
+            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, r.kind), fix));
             continue;
         }
         if d.owned {
@@ -213,32 +206,31 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
             p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
         }
     }
+    // A port is the component's when its unit's main process holds the
+    // socket (by inode): never by a process name, which anyone can choose.
     for (component, port) in crate::bootstrap::desired::serving_ports(desired) {
-        let comm: String = component.chars().take(15).collect();
-        for l in facts.listeners.iter().filter(|l| l.port == port) {
-            if l.process.as_deref() != Some(comm.as_str()) {
-                let who = match (&l.process, l.pid) {
-                    (Some(n), Some(pid)) => format!("{} (pid {pid})", crate::output::redact::line(n)),
-                    _ => "another process".into(),
-                };
-                p.push(Problem::new(format!("port {port} ({component}) is held by {who}"), "stop it or free the port"));
-                break;
+        let unit = crate::model::unit(component).map(|u| u.file_name).unwrap_or_default();
+        if let Some(l) = facts.listeners.iter().find(|l| l.port == port && !l.held_by(unit)) {
+            p.push(Problem::new(format!("port {port} ({component}) is held by {}", l.who()), "stop it or free the port"));
+        }
+    }
+    // Free space: the new bytes must fit beside the old ones while uploading,
+    // per file system (by its id: no mount point text to parse).
+    let mut need: BTreeMap<String, (u64, u64, Vec<&str>)> = BTreeMap::new();
+    for f in plan.uploads() {
+        let dir = f.dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
+        if let Some((fs, avail)) = facts.disk.get(dir) {
+            let e = need.entry(fs.clone()).or_insert((0, *avail, Vec::new()));
+            e.0 += f.bytes;
+            if !e.2.contains(&dir) {
+                e.2.push(dir);
             }
         }
     }
-    // Free space: the new bytes must fit beside the old ones while uploading.
-    let mut need: BTreeMap<String, u64> = BTreeMap::new();
-    for f in plan.uploads() {
-        let dir = f.dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
-        if let Some((mount, _)) = facts.disk.get(dir) {
-            *need.entry(mount.clone()).or_default() += f.bytes;
-        }
-    }
-    for (mount, bytes) in need {
-        let avail = facts.disk.values().find(|(m, _)| *m == mount).map(|x| x.1).unwrap_or(u64::MAX);
+    for (bytes, avail, dirs) in need.into_values() {
         if bytes + (16 << 20) > avail {
             p.push(Problem::new(
-                format!("not enough free space on {mount}: the upload needs {}, {} is free", human_bytes(bytes), human_bytes(avail)),
+                format!("not enough free space on the file system of {}: the upload needs {}, {} is free", dirs.join(", "), human_bytes(bytes), human_bytes(avail)),
                 "free some space on the server",
             ));
         }

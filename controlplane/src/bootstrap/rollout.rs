@@ -104,11 +104,21 @@ mod tests {
         for x in &d.files {
             f.files.insert(
                 x.spec.dest.into(),
-                RemoteFile { sha256: x.sha256.clone(), mode: FileMode(x.spec.mode), owner: "root".into(), group: "root".into(), size: 10, kind: "regular file".into() },
+                RemoteFile {
+                    sha256: x.sha256.clone(),
+                    mode: FileMode(x.spec.mode),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    size: 10,
+                    kind: crate::remote::probe::FileType::Regular,
+                },
             );
         }
         for dd in crate::model::DIRECTORIES {
-            f.dirs.insert(dd.path.into(), crate::remote::probe::RemoteDir { mode: FileMode(dd.mode), owner: "root".into(), group: "root".into(), kind: "directory".into() });
+            f.dirs.insert(
+                dd.path.into(),
+                crate::remote::probe::RemoteDir { mode: FileMode(dd.mode), owner: "root".into(), group: "root".into(), kind: crate::remote::probe::FileType::Directory },
+            );
         }
         for u in &d.units {
             let st = UnitStatus { enabled: "enabled".into(), active: crate::model::ActiveState::Active, cmdline: crate::bootstrap::plan::argv(u), ..Default::default() };

@@ -566,7 +566,14 @@ mod tests {
     #[test]
     fn file_controls_map_onto_the_layout() {
         let mut p = Probe::default();
-        let file = |mode, owner: &str| RemoteFile { mode: FileMode(mode), owner: owner.into(), group: "root".into(), size: 1, kind: "regular file".into(), sha256: String::new() };
+        let file = |mode, owner: &str| RemoteFile {
+            mode: FileMode(mode),
+            owner: owner.into(),
+            group: "root".into(),
+            size: 1,
+            kind: crate::remote::probe::FileType::Regular,
+            sha256: String::new(),
+        };
         p.files.insert("/etc/systemd/system/kube-apiserver.service".into(), file(0o644, "root"));
         let row = |id: &str| *table().iter().find(|r| r.check_id() == id).unwrap();
         assert!(matches!(evaluate(&row("cis-1.20/1.1.1"), &p), Ok(Ok(_))), "644 is fine for cis-1.20");

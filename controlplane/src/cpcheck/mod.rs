@@ -346,8 +346,15 @@ async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: 
     let read_host = async move {
         let (host, desired, key) = (&host_for_probe, &desired_for_probe, key_for_probe);
         let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
-        let first =
-            Request { etcd_members: key.is_some(), fingerprints: key.clone(), ..Request { versions: true, etcd_and_addresses: true, crash_journals: true, ..guess.clone() } };
+        let first = Request {
+            etcd_members: key.is_some(),
+            fingerprints: key.clone(),
+            paths: guess.paths.clone(),
+            certs: guess.certs.clone(),
+            kubeconfigs: guess.kubeconfigs.clone(),
+            encryption: guess.encryption.clone(),
+            ..Request::cpcheck()
+        };
         let mut p = probe::read(host, &first).await?;
         let need = referenced(&p);
         let more = |have: &[String], want: &[String]| want.iter().filter(|w| !have.contains(w)).cloned().collect::<Vec<_>>();

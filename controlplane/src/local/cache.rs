@@ -113,8 +113,9 @@ impl HashCache {
 
     /// Size and sha256 of the regular file `p`: from the cache when its
     /// stamp is unchanged, else hashed (and entered unless `secret`).
-    pub fn hash(&self, p: &Path, secret: bool) -> Result<(u64, String), String> {
-        let (mut f, _) = crate::local::files::open_regular(p)?;
+    pub fn hash(&self, asset: &crate::local::files::Asset, secret: bool) -> Result<(u64, String), String> {
+        let p = asset.path.as_path();
+        let mut f = asset.reopen().map_err(|e| format!("cannot read: {e}"))?;
         let before = Stamp::of(&f.metadata().map_err(|e| format!("cannot stat: {e}"))?);
         let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         if !secret {
@@ -187,10 +188,10 @@ mod tests {
         let f = d.path().join("kube-apiserver");
         std::fs::write(&f, b"version one").unwrap();
         let c = HashCache::at(&cache);
-        let (_, first) = c.hash(&f, false).unwrap();
+        let (_, first) = c.hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap();
         c.save();
         let c = HashCache::at(&cache);
-        assert_eq!(c.hash(&f, false).unwrap().1, first);
+        assert_eq!(c.hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap().1, first);
         assert_eq!(c.hits.load(std::sync::atomic::Ordering::Relaxed), 1, "served from the cache");
         // Same size, mtime restored: ctime still moved.
         let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
@@ -198,7 +199,7 @@ mod tests {
         std::fs::write(&f, b"version two").unwrap();
         std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
         assert_eq!(std::fs::metadata(&f).unwrap().len(), 11);
-        let (_, second) = c.hash(&f, false).unwrap();
+        let (_, second) = c.hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap();
         assert_ne!(second, first, "the cache let a changed file through");
         assert_eq!(second, crate::local::files::sha256_hex(b"version two"));
     }
@@ -210,7 +211,7 @@ mod tests {
         let key = d.path().join("ca.key");
         std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----").unwrap();
         let c = HashCache::at(&cache);
-        c.hash(&key, true).unwrap();
+        c.hash(&crate::local::files::Asset::open(&key).unwrap(), true).unwrap();
         c.save();
         let text = std::fs::read_to_string(&cache).unwrap();
         assert!(!text.contains("ca.key"), "{text}");
@@ -219,18 +220,18 @@ mod tests {
         let f = d.path().join("bin");
         std::fs::write(&f, b"real").unwrap();
         let c = HashCache::at(&cache);
-        c.hash(&f, false).unwrap();
+        c.hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap();
         c.save();
         let forged = std::fs::read_to_string(&cache).unwrap().replace(&crate::local::files::sha256_hex(b"real"), &"0".repeat(64));
         std::fs::write(&cache, &forged).unwrap();
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(HashCache::at(&cache).hash(&f, false).unwrap().1, crate::local::files::sha256_hex(b"real"));
+        assert_eq!(HashCache::at(&cache).hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap().1, crate::local::files::sha256_hex(b"real"));
         // Mode fixed: now it is ours and believed (which is what makes the
         // ownership check matter).
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(HashCache::at(&cache).hash(&f, false).unwrap().1, "0".repeat(64));
+        assert_eq!(HashCache::at(&cache).hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap().1, "0".repeat(64));
         // Garbage: ignored.
         std::fs::write(&cache, b"{not json").unwrap();
-        assert_eq!(HashCache::at(&cache).hash(&f, false).unwrap().1, crate::local::files::sha256_hex(b"real"));
+        assert_eq!(HashCache::at(&cache).hash(&crate::local::files::Asset::open(&f).unwrap(), false).unwrap().1, crate::local::files::sha256_hex(b"real"));
     }
 }

@@ -6,7 +6,6 @@
 //! from what the server has, the link as measured and a sample of the file.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -93,8 +92,7 @@ pub struct Sample {
 
 /// Compresses up to `threads()` chunks from the middle of `path` at once,
 /// as [`stream`] would, and times it.
-pub fn sample(codec: Codec, path: &Path) -> std::io::Result<Sample> {
-    let mut f = std::fs::File::open(path)?;
+pub fn sample(codec: Codec, mut f: std::fs::File) -> std::io::Result<Sample> {
     let len = f.metadata()?.len();
     let n = threads();
     let want = (CHUNK * n) as u64;
@@ -139,9 +137,9 @@ pub struct Progress {
 /// Streams the first `size` bytes of `path` into `out`, compressed with
 /// `codec`: batches of chunks compressed in parallel while the previous
 /// batch is written (at most two batches in memory).
-pub fn stream(codec: Codec, path: &Path, size: u64, out: impl Write + Send, progress: &Progress) -> std::io::Result<()> {
+pub fn stream(codec: Codec, file: std::fs::File, size: u64, out: impl Write + Send, progress: &Progress) -> std::io::Result<()> {
     map_large_buffers();
-    let mut f = std::fs::File::open(path)?.take(size);
+    let mut f = file.take(size);
     let n = threads();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
     std::thread::scope(|s| {
@@ -268,7 +266,7 @@ mod tests {
         for codec in [Codec::Zstd, Codec::Gzip] {
             let mut out = Vec::new();
             let p = Progress::default();
-            stream(codec, &src, bytes.len() as u64, &mut out, &p).unwrap();
+            stream(codec, std::fs::File::open(&src).unwrap(), bytes.len() as u64, &mut out, &p).unwrap();
             assert_eq!(p.read.load(Ordering::Relaxed), bytes.len() as u64);
             assert_eq!(p.written.load(Ordering::Relaxed), out.len() as u64);
             assert!(out.len() < bytes.len() / 2, "{codec:?} compresses");
@@ -281,7 +279,7 @@ mod tests {
         }
         // Only the size asked for is sent.
         let mut out = Vec::new();
-        stream(Codec::Gzip, &src, 1000, &mut out, &Progress::default()).unwrap();
+        stream(Codec::Gzip, std::fs::File::open(&src).unwrap(), 1000, &mut out, &Progress::default()).unwrap();
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, bytes[..1000]);

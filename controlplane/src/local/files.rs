@@ -48,6 +48,60 @@ pub fn open_regular(path: &Path) -> Result<(File, u64), String> {
     Ok((f, md.len()))
 }
 
+/// A local asset: opened once, checked to be a regular file on that handle,
+/// and read only through it afterwards (hashing, checks, the upload): a file
+/// swapped at its path after the checks is never what is sent.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    pub path: std::path::PathBuf,
+    file: std::sync::Arc<File>,
+    pub len: u64,
+}
+
+impl Asset {
+    pub fn open(path: &Path) -> Result<Asset, String> {
+        let (file, len) = open_regular(path)?;
+        Ok(Asset { path: path.to_path_buf(), file: std::sync::Arc::new(file), len })
+    }
+    /// The same open file with an offset of its own (`/proc/self/fd/N`:
+    /// the same inode, whatever is at the path now).
+    pub fn reopen(&self) -> std::io::Result<File> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (self.file.metadata()?, f.metadata()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(std::io::Error::other("the asset's handle no longer reopens to the same file"));
+        }
+        Ok(f)
+    }
+    /// Metadata of the handle (not of whatever is at the path now).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+    /// Reads all of it, at most `limit` bytes.
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>, String> {
+        if self.len > limit {
+            return Err(format!("is {} bytes, larger than any file of this kind ({limit} at most)", self.len));
+        }
+        let f = self.reopen().map_err(|e| format!("cannot read: {e}"))?;
+        let mut buf = Vec::with_capacity(self.len as usize);
+        f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+        if buf.len() as u64 > limit {
+            return Err(format!("grew past {limit} bytes while being read"));
+        }
+        Ok(buf)
+    }
+    /// Still the file at its path (same device and inode)?
+    pub fn still_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+}
+
 /// Reads a regular file of at most `limit` bytes.
 pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     let (f, len) = open_regular(path)?;

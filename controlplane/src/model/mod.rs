@@ -268,18 +268,26 @@ impl std::fmt::Display for ActiveState {
 pub struct Flags(pub Vec<(String, Option<String>)>);
 
 impl Flags {
-    /// The `--flag` words of an argv (the program itself skipped).
+    /// The `--flag` words of an argv (the program itself skipped). A flag
+    /// given as `--flag value` (two words, as Go's flag package and cobra
+    /// take them) has that value: a word that is not a flag belongs to the
+    /// flag before it.
     pub fn from_argv(argv: &[String]) -> Flags {
-        Flags(
-            argv.iter()
-                .skip(1)
-                .filter_map(|w| w.strip_prefix("--"))
-                .map(|w| match w.split_once('=') {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for w in argv.iter().skip(1) {
+            match w.strip_prefix("--") {
+                Some(body) if !body.is_empty() => out.push(match body.split_once('=') {
                     Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                    None => (w.to_string(), None),
-                })
-                .collect(),
-        )
+                    None => (body.to_string(), None),
+                }),
+                _ => {
+                    if let Some((_, v @ None)) = out.last_mut() {
+                        *v = Some(w.clone());
+                    }
+                }
+            }
+        }
+        Flags(out)
     }
 
     /// The flags of a unit file's ExecStart, read by systemd's rules.
@@ -361,9 +369,9 @@ mod tests {
         assert_eq!(FileMode::from_octal("99"), None);
         assert!(ActiveState::parse("activating").is_up() && !ActiveState::parse("failed").is_up());
         assert_eq!(ActiveState::parse("maintenance").to_string(), "maintenance");
-        let f = Flags::from_argv(&["/x".into(), "--v=2".into(), "--profiling".into(), "junk".into()]);
-        assert_eq!((f.get("v"), f.get("profiling"), f.get("nope")), (Some("2"), Some("true"), None));
-        assert_eq!(f.argv("/x"), ["/x", "--v=2", "--profiling"]);
+        let f = Flags::from_argv(&["/x".into(), "--v=2".into(), "--profiling".into(), "--anonymous-auth".into(), "false".into(), "--insecure".into()]);
+        assert_eq!((f.get("v"), f.get("profiling"), f.get("anonymous-auth"), f.get("insecure"), f.get("nope")), (Some("2"), Some("true"), Some("false"), Some("true"), None));
+        assert_eq!(f.argv("/x"), ["/x", "--v=2", "--profiling", "--anonymous-auth=false", "--insecure"]);
         let u = Flags::from_unit(KUBE_SCHEDULER.text, KUBE_SCHEDULER.file_name).unwrap();
         assert_eq!(u.get("v"), Some("2"));
         assert!(Flags::from_unit("[Unit]\ngarbage\n", "x.service").unwrap_err().starts_with("line 2:"));

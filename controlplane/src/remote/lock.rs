@@ -1,8 +1,10 @@
 //! One run per server at a time: an exclusive `flock` on the server, held by
 //! a small process in its own SSH session for as long as the run lasts.
 //!
-//! - The lock lives in /run (tmpfs): taking it changes nothing that survives
-//!   a reboot, and nothing under the paths bootstrap manages.
+//! - The lock lives in a directory of its own in /run (tmpfs): root's alone
+//!   (0700, owner and mode checked, never a link), so no other user can
+//!   open, and so `flock`, the lock file: nobody without root can block a
+//!   run. Taking it changes nothing that survives a reboot.
 //! - The holder writes who it is (jumpbox, user, pid, since, a random token)
 //!   next to the lock; a second run prints that while it waits (up to
 //!   `--timeout`) and when it gives up (exit 1).
@@ -13,9 +15,16 @@
 //!   to be broken by hand.
 //! - The commit step checks the token ([`Lock::fence`]): a run that lost its
 //!   lock while cut off does not place files over another run's.
+//! - Several servers are locked all or nothing ([`acquire_all`]): when any
+//!   is busy, every lock taken is released and the run tries again after a
+//!   random pause, so two runs naming the same servers in other orders (or
+//!   by other names) never hold one each and wait for the other.
+//! - The session's output is read as bytes; what runs under the lock is
+//!   bounded by `--timeout` on the server too.
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use openssh::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -23,8 +32,10 @@ use crate::output::ui::Ui;
 use crate::remote::{shell_quote as q, Host};
 use crate::Error;
 
-pub const LOCK_FILE: &str = "/run/kubectl-bootstrap.lock";
-pub const HOLDER_FILE: &str = "/run/kubectl-bootstrap.holder";
+/// The lock's directory: root's alone.
+pub const LOCK_DIR: &str = "/run/kubectl-bootstrap";
+pub const LOCK_FILE: &str = "/run/kubectl-bootstrap/lock";
+pub const HOLDER_FILE: &str = "/run/kubectl-bootstrap/holder";
 /// How often this run proves it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Silence after which the server drops the lock.
@@ -37,23 +48,29 @@ pub struct Lock<'h> {
     token: String,
 }
 
-/// Ends the output of the script run under the lock, with its exit status.
-const THEN_END: &str = "kcp-then-end";
+/// What the script run under the lock printed, and its exit status.
+pub type Then = (Vec<u8>, i32);
 
-/// The holder script: take the lock or report who holds it; once it is
-/// held, run `then` (its output, then a `kcp-then-end STATUS` line).
-fn script(info: &str, then: Option<&str>) -> String {
-    let then = then.map(|t| format!("( {t}\n) </dev/null 9>&-; echo \"{THEN_END} $?\"\n")).unwrap_or_default();
+/// The holder script: make and check the lock's directory, take the lock or
+/// report who holds it (base64); once it is held, run `then` bounded by
+/// `secs` (its output, then an `END STATUS` line with this attempt's own
+/// random `end` marker).
+fn script(info: &str, then: Option<&str>, secs: u64, end: &str) -> String {
+    let then = then.map(|t| format!("( timeout -k 5 {secs} sh -c {} ) </dev/null 9>&-; echo \"{end} $?\"\n", q(t))).unwrap_or_default();
     format!(
-        "exec 9>>{lock} || exit 3\n\
-         if ! flock -n 9; then echo busy; cat {holder} 2>/dev/null; exit 75; fi\n\
+        "d={dir}\n\
+         [ -e \"$d\" ] || [ -L \"$d\" ] || mkdir -m 0700 \"$d\" 2>/dev/null\n\
+         if [ -L \"$d\" ] || [ ! -d \"$d\" ] || [ \"$(stat -c %u:%a \"$d\")\" != 0:700 ]; then echo \"unsafe $(stat -c '%U:%G %a' \"$d\" 2>&1 | base64 -w0)\"; exit 3; fi\n\
+         exec 9>>{lock} || exit 3\n\
+         if ! flock -n 9; then echo busy; base64 -w0 {holder} 2>/dev/null; echo; exit 75; fi\n\
          printf '%s\\n' {info} > {holder}.tmp && mv -f {holder}.tmp {holder}\n\
          echo locked\n\
          {then}\
          while l=$(timeout {stale} head -n 1) && [ -n \"$l\" ]; do :; done\n\
          rm -f {holder}\n",
-        lock = LOCK_FILE,
-        holder = HOLDER_FILE,
+        dir = q(LOCK_DIR),
+        lock = q(LOCK_FILE),
+        holder = q(HOLDER_FILE),
         info = q(info),
         stale = STALE.as_secs(),
     )
@@ -69,97 +86,115 @@ fn local_host() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// One attempt's outcome.
+pub enum Attempt<'h> {
+    /// Held, with what `then` printed.
+    Held(Box<Lock<'h>>, Option<Then>),
+    /// Another run holds it: who (escaped).
+    Busy(String),
+}
+
+/// Reads one line as bytes (no UTF-8 is assumed), without its `\n`.
+async fn line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    if r.read_until(b'\n', &mut buf).await? == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Ok(Some(buf))
+}
+
 impl<'h> Lock<'h> {
     /// Takes the lock on `host`, waiting up to `timeout` for a run that holds it.
     pub async fn acquire(host: &'h Host, timeout: Duration, ui: &Ui) -> Result<Lock<'h>, Error> {
-        Ok(Self::acquire_then(host, timeout, ui, None).await?.0)
+        let mut all = acquire_all(&[host], timeout, std::slice::from_ref(ui), None).await.map_err(|mut e| e.remove(0).1)?;
+        Ok(all.remove(0).0)
     }
 
-    /// [`Lock::acquire`], then runs `then` under the lock in the same
-    /// session (one round trip less): its stdout and exit status.
-    pub async fn acquire_then(host: &'h Host, timeout: Duration, ui: &Ui, then: Option<&str>) -> Result<(Lock<'h>, Option<(String, i32)>), Error> {
+    /// One try, not waiting: the lock and what `then` printed under it, or
+    /// who holds it.
+    pub async fn try_acquire_then(host: &'h Host, then: Option<&str>) -> Result<Attempt<'h>, Error> {
         let token: String = format!("{:016x}", rand::random::<u64>());
+        let end = format!("kcp-then-end-{:016x}", rand::random::<u64>());
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
         let info = format!("from {} (user {user}, pid {}) since {since} token {token}", local_host(), std::process::id());
         let info: String = crate::output::redact::line(&info);
-        let start = Instant::now();
-        let mut said = false;
-        loop {
-            let mut child = host.command(&script(&info, then)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
-            let stdout = child.stdout().take().expect("piped stdout");
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-            match first {
-                Ok(Ok(Some(l))) if l == "locked" => {
-                    let mut stdin = child.stdin().take().expect("piped stdin");
-                    let mut answer = None;
-                    if then.is_some() {
-                        let read = async {
-                            let mut out = String::new();
-                            while let Some(l) = lines.next_line().await? {
-                                if let Some(code) = l.strip_prefix(THEN_END) {
-                                    return Ok::<_, std::io::Error>(Some((out, code.trim().parse().unwrap_or(1))));
-                                }
-                                out.push_str(&l);
-                                out.push('\n');
+        let secs = host.timeout.as_secs().max(1);
+        let mut child =
+            host.command(&script(&info, then, secs, &end)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
+        let stdout = child.stdout().take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout);
+        let first = tokio::time::timeout(Duration::from_secs(30), line(&mut lines)).await;
+        match first {
+            Ok(Ok(Some(l))) if l == b"locked" => {
+                let mut stdin = child.stdin().take().expect("piped stdin");
+                let mut answer = None;
+                if then.is_some() {
+                    let read = async {
+                        let mut out = Vec::new();
+                        while let Some(l) = line(&mut lines).await? {
+                            if let Some(code) = l.strip_prefix(end.as_bytes()) {
+                                return Ok::<_, std::io::Error>(Some((out, String::from_utf8_lossy(code).trim().parse().unwrap_or(1))));
                             }
-                            Ok(None)
-                        };
-                        match tokio::time::timeout(host.timeout.max(Duration::from_secs(1)), read).await {
-                            Ok(Ok(Some(r))) => answer = Some(r),
-                            Ok(_) => return Err(host.lost("the session holding the lock ended")),
-                            Err(_) => {
-                                return Err(Error::Server(format!(
-                                    "{}: reading the server under the lock did not finish within {}s (--timeout)",
-                                    host.destination,
-                                    host.timeout.as_secs()
-                                )))
-                            }
+                            out.extend_from_slice(&l);
+                            out.push(b'\n');
                         }
-                    }
-                    let heartbeat = tokio::spawn(async move {
-                        loop {
-                            if stdin.write_all(b"h\n").await.is_err() || stdin.flush().await.is_err() {
-                                return;
-                            }
-                            tokio::time::sleep(HEARTBEAT).await;
+                        Ok(None)
+                    };
+                    match tokio::time::timeout(Duration::from_secs(secs + 10), read).await {
+                        Ok(Ok(Some((out, 124 | 137)))) => {
+                            drop(out);
+                            return Err(Error::Server(format!("{}: reading the server under the lock did not finish within {secs}s (--timeout)", host.destination)));
                         }
-                    });
-                    return Ok((Lock { child: Some(child), heartbeat, token }, answer));
-                }
-                Ok(Ok(Some(l))) if l == "busy" => {
-                    let holder = lines.next_line().await.ok().flatten().unwrap_or_default();
-                    let _ = child.wait().await;
-                    let holder = crate::output::redact::line(holder.split(" token ").next().unwrap_or(""));
-                    let holder = if holder.is_empty() { "another run (it did not say who)".to_string() } else { holder };
-                    if start.elapsed() >= timeout {
-                        return Err(Error::Server(format!(
-                            "{}: another run holds the lock, {holder}; waited {}s (--timeout). It is freed when that run ends, or {}s after its connection is lost",
-                            host.destination,
-                            timeout.as_secs(),
-                            STALE.as_secs()
-                        )));
+                        Ok(Ok(Some(r))) => answer = Some(r),
+                        Ok(_) => return Err(host.lost("the session holding the lock ended")),
+                        Err(_) => return Err(Error::Server(format!("{}: reading the server under the lock did not finish within {}s (--timeout)", host.destination, secs + 10))),
                     }
-                    if !said {
-                        ui.step(&format!("wait     for the lock on {}: another run holds it, {holder}", host.destination));
-                        said = true;
+                }
+                let heartbeat = tokio::spawn(async move {
+                    loop {
+                        if stdin.write_all(b"h\n").await.is_err() || stdin.flush().await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(HEARTBEAT).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Ok(Ok(_)) | Ok(Err(_)) => {
-                    let out = child.wait_with_output().await.map_err(|e| host.lost(e))?;
-                    let err = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
-                    return Err(Error::Server(format!("{}: cannot take the lock {LOCK_FILE} (needs flock from util-linux): {err}", host.destination)));
-                }
-                Err(_) => return Err(Error::Connect(format!("{}: taking the lock got no answer within 30s", host.destination))),
+                });
+                Ok(Attempt::Held(Box::new(Lock { child: Some(child), heartbeat, token }), answer))
             }
+            Ok(Ok(Some(l))) if l == b"busy" => {
+                let holder = tokio::time::timeout(Duration::from_secs(10), line(&mut lines)).await.ok().and_then(|r| r.ok()).flatten().unwrap_or_default();
+                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                let holder = base64::engine::general_purpose::STANDARD.decode(holder.trim_ascii()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let holder = crate::output::redact::line(holder.trim().split(" token ").next().unwrap_or(""));
+                Ok(Attempt::Busy(if holder.is_empty() { "another run (it did not say who)".to_string() } else { holder }))
+            }
+            Ok(Ok(Some(l))) if l.starts_with(b"unsafe ") => {
+                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                let what = base64::engine::general_purpose::STANDARD.decode(l[7..].trim_ascii()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                Err(Error::Input(format!(
+                    "{}: the lock's directory {LOCK_DIR} is not root's alone ({}): bootstrap keeps its lock only in a directory nobody else can open; remove it (rm -rf {LOCK_DIR}) and run again",
+                    host.destination,
+                    crate::output::redact::line(what.trim())
+                )))
+            }
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+                    .await
+                    .map_err(|_| host.lost("the lock's session did not end"))?
+                    .map_err(|e| host.lost(e))?;
+                let err = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
+                Err(Error::Server(format!("{}: cannot take the lock {LOCK_FILE} (needs flock from util-linux): {err}", host.destination)))
+            }
+            Err(_) => Err(Error::Connect(format!("{}: taking the lock got no answer within 30s", host.destination))),
         }
     }
 
     /// A shell line that fails the script unless this run still holds the lock.
     pub fn fence(&self) -> String {
-        format!("grep -q {} {HOLDER_FILE} || {{ echo 'lost the lock {LOCK_FILE} (this run was cut off for over {}s)' >&2; exit 1; }}\n", q(&self.token), STALE.as_secs())
+        format!("grep -q {} {} || {{ echo 'lost the lock {LOCK_FILE} (this run was cut off for over {}s)' >&2; exit 1; }}\n", q(&self.token), q(HOLDER_FILE), STALE.as_secs())
     }
 
     /// Releases the lock: the holder sees its input end and exits.
@@ -174,5 +209,97 @@ impl<'h> Lock<'h> {
 impl Drop for Lock<'_> {
     fn drop(&mut self) {
         self.heartbeat.abort();
+    }
+}
+
+/// Locks every one of `hosts`, all or nothing, running `then` under each
+/// lock in its session: when any host is busy, every lock this attempt took
+/// is released and, after a random pause (so that two runs contending for
+/// the same servers do not retry in step), all are tried again, until
+/// `timeout`. `uis[i]` says what host `i` waits for. An error on a host
+/// (not a busy lock) releases the others and ends the attempt: every
+/// host's error is returned with its index.
+pub async fn acquire_all<'h>(hosts: &[&'h Host], timeout: Duration, uis: &[Ui], then: Option<&str>) -> Result<Vec<(Lock<'h>, Option<Then>)>, Vec<(usize, Error)>> {
+    let start = Instant::now();
+    let mut said = vec![false; hosts.len()];
+    loop {
+        let tries = futures::future::join_all(hosts.iter().map(|h| Lock::try_acquire_then(h, then))).await;
+        let mut held = Vec::new();
+        let mut busy = Vec::new();
+        let mut errors = Vec::new();
+        for (i, t) in tries.into_iter().enumerate() {
+            match t {
+                Ok(Attempt::Held(l, out)) => held.push((*l, out)),
+                Ok(Attempt::Busy(who)) => busy.push((i, who)),
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        if busy.is_empty() && errors.is_empty() {
+            return Ok(held);
+        }
+        futures::future::join_all(held.into_iter().map(|(l, _)| l.release())).await;
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if start.elapsed() >= timeout {
+            return Err(busy
+                .into_iter()
+                .map(|(i, who)| {
+                    (
+                        i,
+                        Error::Server(format!(
+                            "{}: another run holds the lock, {who}; waited {}s (--timeout). It is freed when that run ends, or {}s after its connection is lost",
+                            hosts[i].destination,
+                            timeout.as_secs(),
+                            STALE.as_secs()
+                        )),
+                    )
+                })
+                .collect());
+        }
+        for (i, who) in &busy {
+            if !said[*i] {
+                uis[*i].step(&format!("wait     for the lock on {}: another run holds it, {who}", hosts[*i].destination));
+                said[*i] = true;
+            }
+        }
+        let pause = Duration::from_millis(500 + rand::random::<u64>() % 1500);
+        tokio::time::sleep(pause.min(timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100)))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The holder script, run here against a directory of its own: the lock
+    /// directory is made root's 0700 or refused; a busy lock names its
+    /// holder; what runs under the lock ends with the attempt's marker.
+    #[test]
+    fn the_holder_script_takes_the_lock_or_says_who_holds_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("lockdir");
+        let s = |then: Option<&str>| {
+            script("me", then, 5, "END-x")
+                .replace(&q(LOCK_DIR), &q(&dir.display().to_string()))
+                .replace(&q(LOCK_FILE), &q(&dir.join("lock").display().to_string()))
+                .replace(&q(HOLDER_FILE), &q(&dir.join("holder").display().to_string()))
+        };
+        let root = unsafe { libc::geteuid() } == 0;
+        let out = std::process::Command::new("sh").arg("-c").arg(s(Some("echo probed"))).stdin(std::process::Stdio::null()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if root {
+            assert_eq!(text, "locked\nprobed\nEND-x 0\n", "{}", String::from_utf8_lossy(&out.stderr));
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);
+            // Made loose by someone: refused, never used.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let out = std::process::Command::new("sh").arg("-c").arg(s(None)).stdin(std::process::Stdio::null()).output().unwrap();
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("unsafe "), "{:?}", out);
+            assert_eq!(out.status.code(), Some(3));
+        } else {
+            // Not root: the directory this user made is not root's.
+            assert!(text.starts_with("unsafe "), "{text}");
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct SshOptions {
     pub known_hosts: Option<PathBuf>,
     /// Trust and record an unknown host key (never a changed one).
     pub accept_new_host_key: bool,
+    /// The user's ssh_config to follow this run's (default: ~/.ssh/config).
+    pub config: Option<PathBuf>,
 }
 
 /// SSH sessions (remote commands) this process has opened: each costs a
@@ -48,11 +50,20 @@ pub struct Host {
     pub session: Session,
     pub destination: String,
     pub sudo: bool,
+    /// How ssh reaches it when not directly: `ProxyJump HOST` or
+    /// `ProxyCommand …` (from -J or ssh_config), for `-v`.
+    pub route: Option<String>,
     /// How long one remote script may run (`--timeout`); the server's
     /// `timeout` stops it there too.
     pub timeout: Duration,
     _control_dir: tempfile_dir::TempDir,
 }
+
+/// Every remote command runs in the C locale: sshd and sudo load the
+/// server's `/etc/default/locale`, and Debian's ssh_config sends the
+/// jumpbox's `LANG`/`LC_*`; what the scripts read (`stat`, tools' words)
+/// must not change with either.
+const C_LOCALE: &str = "LC_ALL=C";
 
 /// A master idle this long exits by itself: the last safety net should this
 /// process die by SIGKILL, which nothing can catch.
@@ -65,10 +76,12 @@ const MASTER_IDLE_EXIT: usize = 120;
 mod tempfile_dir {
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
+        /// `/tmp/kcp-PID-RANDOM`: nobody can make it first (a name another
+        /// user could guess and take would stop every run).
         pub fn new() -> std::io::Result<Self> {
             use std::os::unix::fs::DirBuilderExt;
-            for n in 0..100u32 {
-                let p = std::path::PathBuf::from(format!("/tmp/kcp-{}-{n}", std::process::id()));
+            for _ in 0..100u32 {
+                let p = std::path::PathBuf::from(format!("/tmp/kcp-{}-{:012x}", std::process::id(), rand::random::<u64>() >> 16));
                 match std::fs::DirBuilder::new().mode(0o700).create(&p) {
                     Ok(()) => {
                         crate::local::interrupt::register_dir(&p);
@@ -89,12 +102,13 @@ mod tempfile_dir {
     }
 }
 
-/// An ssh_config for this run when a jump host is used: ssh starts the jump
-/// connection as a separate `ssh -F FILE … -W` process that sees none of the
-/// command line's `-o` options, only this file, so the jump host's key is
-/// checked against the same known_hosts, as strictly, as the server's. The
-/// user's own configuration follows (first value wins in ssh_config).
-fn jump_config(args: &SshOptions) -> String {
+/// This run's ssh_config, always passed (`-F`): a jump host, from `-J` or
+/// from a `ProxyJump` in the user's ssh_config, is reached by a separate
+/// `ssh -F FILE … -W` process that sees none of the command line's `-o`
+/// options, only this file, so its key is checked against the same
+/// known_hosts, as strictly, as the server's. The user's own configuration
+/// follows (first value wins in ssh_config).
+fn run_config(args: &SshOptions) -> String {
     let mut c = String::from("# kubectl plugins: this run's SSH settings, then the user's own\n");
     if let Some(kh) = &args.known_hosts {
         c.push_str(&format!("UserKnownHostsFile \"{}\"\nGlobalKnownHostsFile /dev/null\n", kh.display()));
@@ -104,7 +118,11 @@ fn jump_config(args: &SshOptions) -> String {
     if let Some(k) = &args.identity {
         c.push_str(&format!("IdentityFile \"{}\"\n", k.display()));
     }
-    c.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
+    match &args.config {
+        Some(f) => c.push_str(&format!("Include \"{}\"\n", f.display())),
+        None => c.push_str("Include ~/.ssh/config\n"),
+    }
+    c.push_str("Include /etc/ssh/ssh_config\n");
     c
 }
 
@@ -113,23 +131,28 @@ fn config_safe(p: &std::path::Path) -> bool {
     p.to_str().is_some_and(|s| !s.contains('"') && unitfile::control_char(s).is_none())
 }
 
-/// The user ssh logs in as for `destination` (`ssh -G`: the configuration
-/// as ssh resolves it, ssh_config included), or None if it cannot say.
-fn login_user(destination: &str, args: &SshOptions, config: Option<&std::path::Path>) -> Option<String> {
+/// How ssh resolves `destination` (`ssh -G`: the configuration as ssh
+/// reads it, ssh_config included): the login user, and the route when it
+/// is not direct. None if it cannot say.
+fn resolved(destination: &str, args: &SshOptions, config: &std::path::Path) -> Option<(String, Option<String>)> {
     let mut c = std::process::Command::new("ssh");
-    c.arg("-G");
-    if let Some(f) = config {
-        c.arg("-F").arg(f);
-    }
+    c.arg("-G").arg("-F").arg(config);
     if let Some(p) = args.port {
         c.arg("-p").arg(p.to_string());
+    }
+    if let Some(j) = &args.jump {
+        c.arg("-J").arg(j);
     }
     c.arg("--").arg(destination);
     let out = crate::local::process::output_within(&mut c, Duration::from_secs(5)).ok()?;
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("user ")).map(|u| u.trim().to_string()).filter(|u| !u.is_empty())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty() && v != "none");
+    let user = get("user ")?;
+    let route = get("proxyjump ").map(|j| format!("ProxyJump {j}")).or_else(|| get("proxycommand ").map(|c| format!("ProxyCommand {c}")));
+    Some((user, route.map(|r| crate::output::redact::line(&r))))
 }
 
 /// Turns ssh's own words into one line that says what to do.
@@ -158,7 +181,6 @@ impl Host {
             return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::output::redact::line(destination))));
         }
         let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
-        let mut jump_cfg: Option<std::path::PathBuf> = None;
         let mut b = SessionBuilder::default();
         b.control_directory(&dir.0)
             .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(15)))
@@ -174,22 +196,30 @@ impl Host {
         if let Some(p) = args.port {
             b.port(p);
         }
+        // ssh reads a relative Include against ~/.ssh: the user's -F is made absolute.
+        let mut args = args.clone();
+        if let Some(f) = &args.config {
+            if !f.is_file() {
+                return Err(Error::Input(format!("-F {}: no such ssh_config file", crate::output::redact::line(&f.display().to_string()))));
+            }
+            args.config = Some(std::fs::canonicalize(f).map_err(|e| Error::Input(format!("-F {}: {e}", crate::output::redact::line(&f.display().to_string()))))?);
+        }
+        let args = &args;
+        for p in args.known_hosts.iter().chain(args.identity.iter()).chain(args.config.iter()) {
+            if !config_safe(p) {
+                return Err(Error::Input(format!(
+                    "{}: a path with a double quote or control character cannot be written into ssh_config: rename it",
+                    crate::output::redact::line(&p.display().to_string())
+                )));
+            }
+        }
+        let cfg = dir.0.join("ssh_config");
+        std::fs::write(&cfg, run_config(args)).map_err(|e| Error::Input(format!("cannot write {}: {e}", cfg.display())))?;
+        b.config_file(&cfg);
         if let Some(j) = &args.jump {
             if j.starts_with('-') || unitfile::control_char(j).is_some() {
                 return Err(Error::Input(format!("-J `{}`: not a host", crate::output::redact::line(j))));
             }
-            for p in args.known_hosts.iter().chain(args.identity.iter()) {
-                if !config_safe(p) {
-                    return Err(Error::Input(format!(
-                        "{}: a path with a quote or control character cannot be used with -J",
-                        crate::output::redact::line(&p.display().to_string())
-                    )));
-                }
-            }
-            let cfg = dir.0.join("ssh_config");
-            jump_cfg = Some(cfg.clone());
-            std::fs::write(&cfg, jump_config(args)).map_err(|e| Error::Input(format!("cannot write {}: {e}", cfg.display())))?;
-            b.config_file(&cfg);
             b.jump_hosts([j]);
         }
         if let Some(kh) = &args.known_hosts {
@@ -203,17 +233,17 @@ impl Host {
         };
         // Who we log in as, from ssh's own resolution of its configuration
         // (local, no round trip); asked of the server only if that fails.
-        let root = match login_user(destination, args, jump_cfg.as_deref()) {
-            Some(u) => u == "root",
+        let (root, route) = match resolved(destination, args, &cfg) {
+            Some((u, route)) => (u == "root", route),
             None => {
                 let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
                     .await
                     .map_err(|_| Error::Connect(format!("{destination}: `id -u` did not answer within {}s", timeout.as_secs())))?
                     .map_err(|e| Error::Connect(format!("{destination}: cannot run a command: {e}")))?;
-                String::from_utf8_lossy(&uid.stdout).trim() == "0"
+                (String::from_utf8_lossy(&uid.stdout).trim() == "0", None)
             }
         };
-        Ok(Host { session, destination: destination.to_string(), sudo: !root, timeout, _control_dir: dir })
+        Ok(Host { session, destination: destination.to_string(), sudo: !root, route, timeout, _control_dir: dir })
     }
 
     /// `sh -c script` as root (through `sudo -n` for a non-root login), to
@@ -221,15 +251,15 @@ impl Host {
     /// caller bounds it (uploads watch their progress instead).
     pub fn command(&self, script: &str) -> openssh::Command<'_> {
         SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.sudo {
+        let mut c = if self.sudo {
             let mut c = self.session.command("sudo");
-            c.arg("-n").arg("sh").arg("-c").arg(script);
+            c.arg("-n").arg("env");
             c
         } else {
-            let mut c = self.session.command("sh");
-            c.arg("-c").arg(script);
-            c
-        }
+            self.session.command("env")
+        };
+        c.arg(C_LOCALE).arg("sh").arg("-c").arg(script);
+        c
     }
 
     /// Fails with one clear line unless commands can run as root here
@@ -286,12 +316,12 @@ impl Host {
         let secs = limit.as_secs().max(1);
         let mut c = if self.sudo {
             let mut c = self.session.command("sudo");
-            c.arg("-n").arg("timeout");
+            c.arg("-n").arg("env");
             c
         } else {
-            self.session.command("timeout")
+            self.session.command("env")
         };
-        c.arg("-k").arg("5").arg(secs.to_string()).arg("sh").arg("-c").arg(script);
+        c.arg(C_LOCALE).arg("timeout").arg("-k").arg("5").arg(secs.to_string()).arg("sh").arg("-c").arg(script);
         let run = async {
             let Some(input) = input else { return c.output().await };
             use tokio::io::AsyncWriteExt;

@@ -28,9 +28,13 @@ pub struct UnitStatus {
     pub drop_ins: Vec<String>,
     /// The unit file systemd loaded.
     pub fragment: String,
+    /// When it last became active, µs since boot (0: never).
     pub active_enter_monotonic: u64,
-    /// ActiveEnterTimestamp, seconds since the epoch by the server's clock (0: never).
+    /// The same in seconds since the epoch by the server's clock (0: never),
+    /// from the uptime and clock read with it.
     pub active_enter_unix: u64,
+    /// Inodes of the sockets its main process holds.
+    pub sockets: Vec<u64>,
     /// The installed unit file (at the layout's destination), if any.
     #[serde(skip)]
     pub text: Option<String>,
@@ -58,6 +62,7 @@ impl Default for UnitStatus {
             fragment: String::new(),
             active_enter_monotonic: 0,
             active_enter_unix: 0,
+            sockets: Vec::new(),
             text: None,
             cmdline: Vec::new(),
             binary_version: None,
@@ -67,22 +72,24 @@ impl Default for UnitStatus {
 }
 
 impl UnitStatus {
-    /// Takes one `Key=Value` line of `systemctl show`.
-    pub fn set(&mut self, key: &str, v: &str) {
+    /// Takes one `Key=Value` line of `systemctl show`; a number that is
+    /// not one is an error (never read as 0).
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}= is not a number"));
         match key {
             "UnitFileState" => self.enabled = v.to_string(),
             "ActiveState" => self.active = ActiveState::parse(v),
             "SubState" => self.sub = v.to_string(),
-            "ActiveEnterTimestampMonotonic" => self.active_enter_monotonic = v.parse().unwrap_or(0),
-            "ActiveEnterTimestamp" => self.active_enter_unix = v.trim_start_matches('@').parse().unwrap_or(0),
-            "NRestarts" => self.restarts = v.parse().unwrap_or(0),
+            "ActiveEnterTimestampMonotonic" => self.active_enter_monotonic = num(v)?,
+            "NRestarts" => self.restarts = num(v)? as u32,
             "InvocationID" => self.invocation = v.to_string(),
-            "MainPID" => self.main_pid = v.parse().unwrap_or(0),
+            "MainPID" => self.main_pid = num(v)? as u32,
             "NeedDaemonReload" => self.need_daemon_reload = v == "yes",
             "DropInPaths" => self.drop_ins = v.split_whitespace().map(str::to_string).collect(),
             "FragmentPath" => self.fragment = v.to_string(),
             _ => {}
         }
+        Ok(())
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -139,18 +146,50 @@ pub fn parse_generations(out: &str, n: usize) -> Result<Vec<Generation>, String>
         .collect()
 }
 
-/// Shell lines printing `TAG<TAB>UNIT<TAB>Key=Value` for every property of
-/// `unit` (and its start time as seconds since the epoch).
-pub fn show(unit: &str, tag: &str) -> String {
+/// `systemctl show` of every property in [`PROPERTIES`] for `units`: one
+/// block per unit, in the order given, a blank line apart.
+pub fn show_all(units: &[&str]) -> String {
     let props: Vec<String> = PROPERTIES.iter().map(|p| format!("-p {p}")).collect();
-    format!(
-        "systemctl show {props} {u} 2>/dev/null | sed \"s|^|{tag}${{T}}{f}${{T}}|\"\n\
-         systemctl show --timestamp=unix -p ActiveEnterTimestamp {u} 2>/dev/null | sed \"s|^|{tag}${{T}}{f}${{T}}|\"\n",
-        props = props.join(" "),
-        u = q(unit),
-        f = unit,
-    )
+    format!("systemctl show {} {}", props.join(" "), units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))
 }
+
+/// Every `systemctl` and `journalctl` option and unit property the plugins
+/// use, with the systemd version that introduced it (from systemd's NEWS).
+/// Nothing here may be younger than the floor the plugins require
+/// ([`crate::remote::probe::host::SYSTEMD_FLOOR`], 239: RHEL 8).
+/// `--timestamp=unix` (251) is not used: times come from
+/// `ActiveEnterTimestampMonotonic` and the uptime.
+pub const SINCE: &[(&str, u32)] = &[
+    // Properties.
+    ("UnitFileState", 187),
+    ("ActiveState", 1),
+    ("SubState", 1),
+    ("ActiveEnterTimestampMonotonic", 1),
+    ("NRestarts", 235),
+    ("InvocationID", 232),
+    ("MainPID", 1),
+    ("NeedDaemonReload", 189),
+    ("DropInPaths", 205),
+    ("FragmentPath", 1),
+    // systemctl.
+    ("systemctl show -p", 1),
+    ("systemctl --version", 1),
+    ("systemctl daemon-reload", 1),
+    ("systemctl enable --quiet", 1),
+    ("systemctl start", 1),
+    ("systemctl stop", 1),
+    ("systemctl restart", 1),
+    ("systemctl cat", 209),
+    ("systemctl disable --now", 220),
+    ("systemctl status --no-pager -n", 186),
+    // journalctl.
+    ("journalctl -u", 185),
+    ("journalctl -o short-iso", 206),
+    ("journalctl --since @EPOCH", 209),
+    ("journalctl -n", 185),
+    ("journalctl -q", 195),
+    ("journalctl --no-pager", 185),
+];
 
 /// What bootstrap asks of systemd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,11 +230,6 @@ pub fn diagnose(unit: &str) -> String {
     )
 }
 
-/// `NRestarts` of each of `units`, in order.
-pub fn restarts(units: &[&str]) -> String {
-    format!("for u in {}; do systemctl show -p NRestarts --value \"$u\"; done", units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,14 +238,68 @@ mod tests {
     fn properties_parse_into_a_status() {
         let mut s = UnitStatus::default();
         for l in
-            ["ActiveState=active", "UnitFileState=enabled", "NRestarts=2", "NeedDaemonReload=yes", "DropInPaths=/a.conf /b.conf", "ActiveEnterTimestamp=@1796050104", "Unknown=x"]
+            ["ActiveState=active", "UnitFileState=enabled", "NRestarts=2", "NeedDaemonReload=yes", "DropInPaths=/a.conf /b.conf", "ActiveEnterTimestampMonotonic=5000", "Unknown=x"]
         {
             let (k, v) = l.split_once('=').unwrap();
-            s.set(k, v);
+            s.set(k, v).unwrap();
         }
         assert_eq!(s.active, ActiveState::Active);
         assert!(s.is_enabled() && s.need_daemon_reload);
-        assert_eq!((s.restarts, s.drop_ins.len(), s.active_enter_unix), (2, 2, 1796050104));
+        assert_eq!((s.restarts, s.drop_ins.len(), s.active_enter_monotonic), (2, 2, 5000));
+        assert!(s.set("MainPID", "").is_err() && s.set("NRestarts", "-1").is_err());
+    }
+
+    #[test]
+    fn operations_are_quoted_shell_lines() {
+        assert_eq!(Op::Restart("kube-apiserver.service".into()).command(), "systemctl restart 'kube-apiserver.service'");
+        assert_eq!(Op::Stop(vec!["a.service".into(), "b.service".into()]).command(), "systemctl stop 'a.service' 'b.service'");
+        assert!(show_all(&["x.service"]).contains("-p NeedDaemonReload -p DropInPaths -p FragmentPath 'x.service'"));
+    }
+
+    /// Every systemctl and journalctl option and property the plugins use
+    /// is in [`SINCE`], none younger than the floor.
+    #[test]
+    fn every_systemd_option_and_property_used_exists_from_the_floor_on() {
+        let floor = crate::remote::probe::host::SYSTEMD_FLOOR;
+        for (what, v) in SINCE {
+            assert!(*v <= floor, "{what} needs systemd {v}, above the floor {floor}");
+        }
+        for p in PROPERTIES {
+            assert!(SINCE.iter().any(|(w, _)| w == p), "property {p} is used but not in SINCE");
+        }
+        // Every option the remote scripts pass to systemctl or journalctl.
+        let mut scripts = vec![
+            show_all(&["u"]),
+            generations(&["u"]),
+            diagnose("u"),
+            crate::remote::journal::crash_script_for("u", Some(1.0), "t"),
+            crate::remote::probe::script(&crate::remote::probe::Request::bootstrap()),
+            crate::remote::probe::script(&crate::remote::probe::Request::cpcheck()),
+            crate::bootstrap::reset::script(),
+        ];
+        scripts.extend(
+            [Op::DaemonReload, Op::Enable(vec!["u".into()]), Op::Stop(vec!["u".into()]), Op::Start("u".into()), Op::Restart("u".into()), Op::DisableNow(vec!["u".into()])]
+                .map(|o| o.command()),
+        );
+        for s in &scripts {
+            for tool in ["systemctl", "journalctl"] {
+                for (i, _) in s.match_indices(&format!("{tool} ")) {
+                    let rest = &s[i + tool.len()..];
+                    for opt in
+                        rest.split_whitespace().take_while(|w| !w.contains('|') && !w.contains(';') && !w.starts_with("2>") && !w.starts_with('&')).filter(|w| w.starts_with('-'))
+                    {
+                        let opt = opt.split('=').next().unwrap_or(opt).trim_end_matches(')');
+                        // A short option with its value attached (`-n0`).
+                        let opt = if !opt.starts_with("--") && opt.len() > 2 { &opt[..2] } else { opt };
+                        assert!(
+                            SINCE.iter().any(|(w, _)| w.starts_with(tool) && w.split_whitespace().any(|x| x == opt)),
+                            "`{tool} {opt}` is used but not in SINCE (in: {})",
+                            &rest[..rest.len().min(80)]
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -225,12 +313,5 @@ mod tests {
         assert!(parse_generations("NRestarts=x\nInvocationID=a\nMainPID=1\n", 1).is_err());
         assert!(parse_generations("NRestarts=0\nInvocationID=a\n", 1).unwrap_err().contains("no MainPID"));
         assert_eq!(generations(&["a.service", "b.service"]), "systemctl show -p NRestarts -p InvocationID -p MainPID 'a.service' 'b.service'");
-    }
-
-    #[test]
-    fn operations_are_quoted_shell_lines() {
-        assert_eq!(Op::Restart("kube-apiserver.service".into()).command(), "systemctl restart 'kube-apiserver.service'");
-        assert_eq!(Op::Stop(vec!["a.service".into(), "b.service".into()]).command(), "systemctl stop 'a.service' 'b.service'");
-        assert!(show("x.service", "prop").contains("-p NeedDaemonReload -p DropInPaths -p FragmentPath 'x.service'"));
     }
 }

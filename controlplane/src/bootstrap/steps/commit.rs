@@ -29,16 +29,23 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
     let temps: Vec<String> = files.iter().map(|f| q(f.tmp)).collect();
     // Each step's own words are kept and reported on the one line that says
     // which file and which step failed.
-    let mut script = format!("set -e\nfail() {{ echo \"$1${{o:+: $o}}\" | tr '\\n' ' ' >&2; exit 1; }}\nrun() {{ o=$(\"$@\" 2>&1); }}\ntrap 'rm -f {}' EXIT\n", temps.join(" "));
+    let mut script =
+        format!("set -e\nfail() {{ echo \"$1${{o:+: $o}}\" | tr '\\n' ' ' >&2; exit 1; }}\nrun() {{ o=$(\"$@\" 2>&1); }}\nmt=\ntrap 'rm -f {} $mt' EXIT\n", temps.join(" "));
     if let Some(f) = fence {
         script.push_str(&f);
     }
     if !marker.is_empty() {
+        // A fresh mktemp file beside it, renamed over it: never written
+        // through anything at its path or at a predictable temp name; the
+        // old marker read only if it is a regular file, not a link.
         let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
+        let (dir, name) = marker_path.rsplit_once('/').unwrap_or((".", marker_path));
         script.push_str(&format!(
-            "o=; {{ [ -f {mq} ] && cat {mq}; printf '%s\\n' {lines}; }} | awk '!seen[$0]++' > {t} || fail 'cannot write {m}'\nrun sync {t} || fail 'cannot write {m}'\nrun mv -fT {t} {mq} || fail 'cannot write {m}'\n",
+            "o=; mt=$(mktemp {tmpl}) || fail 'cannot write {m}'\n\
+             {{ if [ -f {mq} ] && [ ! -L {mq} ]; then cat {mq}; fi; printf '%s\\n' {lines}; }} | awk '!seen[$0]++' > \"$mt\" || fail 'cannot write {m}'\n\
+             run sync \"$mt\" || fail 'cannot write {m}'\nrun mv -fT \"$mt\" {mq} || fail 'cannot write {m}'\nmt=\n",
             lines = lines.join(" "),
-            t = q(&format!("{marker_path}.tmp")),
+            tmpl = q(&format!("{dir}/.{name}.XXXXXXXXXX")),
             m = marker_path,
             mq = q(marker_path),
         ));
@@ -51,7 +58,7 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
     for f in files {
         let (t, d) = (q(f.tmp), q(f.dest));
         script.push_str(&format!(
-            "run chown {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
+            "run chown -h {o}:{g} {t} || fail 'chown {o}:{g} {dest} failed'\n\
              run chmod {m} {t} || fail 'chmod {m} {dest} failed'\n\
              if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then o=; fail '{dest} is not a regular file'; fi\n\
              run mv -fT {t} {d} || fail 'rename into {dest} failed'\n\
@@ -72,17 +79,14 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
 /// Best effort: a cache that cannot be written only costs a hash.
 /// A binary's `--version` line known here goes with it (`version SHA LINE`).
 pub fn cache_entries(files: &[Placement<'_>], versions: &std::collections::BTreeMap<String, String>) -> String {
-    let mut lines: Vec<String> =
-        files.iter().filter_map(|f| f.sha256.map(|sha| format!("echo \"file $(stat -c '{}' {d}) {sha} \"{d}", crate::remote::probe::STAMP_FMT, d = q(f.dest)))).collect();
+    use crate::remote::probe::files;
+    let mut lines: Vec<String> = files.iter().filter_map(|f| f.sha256.map(|sha| files::cache_entry(f.dest, sha))).collect();
     for sha in files.iter().filter_map(|f| f.sha256) {
-        if let Some(v) = versions.get(sha).filter(|v| unitfile::control_char(v).is_none()) {
-            lines.push(format!("echo {}", q(&format!("version {sha} {v}"))));
+        if let Some(v) = versions.get(sha).and_then(|v| files::cache_version(sha, v)) {
+            lines.push(v);
         }
     }
-    if lines.is_empty() {
-        return String::new();
-    }
-    format!("if [ -d {dir} ]; then (umask 077; {{ {} ; }} >> {c}) || true; fi\n", lines.join("; "), dir = q(crate::model::STATE_DIR), c = q(&crate::remote::probe::hash_cache()))
+    files::cache_append(&lines)
 }
 
 /// A shell line removing `lines` from the pending marker at `marker_path`
@@ -90,7 +94,7 @@ pub fn cache_entries(files: &[Placement<'_>], versions: &std::collections::BTree
 pub fn clear_marker(lines: &[String], marker_path: &str) -> String {
     let m = q(marker_path);
     let exprs: Vec<String> = lines.iter().map(|l| format!("-e {}", q(&format!("/^{}$/d", l.replace('.', "\\."))))).collect();
-    format!("if [ -f {m} ]; then sed -i {} {m} && {{ [ -s {m} ] || rm -f {m}; }}; fi", exprs.join(" "))
+    format!("if [ -f {m} ] && [ ! -L {m} ]; then sed -i {} {m} && {{ [ -s {m} ] || rm -f {m}; }}; fi", exprs.join(" "))
 }
 
 pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[String]) -> Result<(), Error> {

@@ -186,3 +186,115 @@ pub async fn run_actions(actions: &[Action], x: &mut Exec<'_>) -> Result<(), Err
     }
     Ok(())
 }
+
+/// Every remote script `a` runs, as (its command line, its stdin when that
+/// carries more than file bytes), built by the same builders the steps run:
+/// what the server's process list and sudo's log can see. Temp names are
+/// placeholders.
+pub fn scripts(a: &Action, desired: &Desired, fence: Option<String>) -> Vec<(String, Option<String>)> {
+    use crate::bootstrap::plan::Action as A;
+    match a {
+        A::RemoveStale { paths } => files::remove_stale_script(paths).into_iter().map(|s| (s, None)).collect(),
+        A::Directories { create, fix } => vec![(files::directories_script(create, fix), None)],
+        A::SetModes { files: f } => vec![(files::set_modes_script(f), None)],
+        A::Stage { files: changes, transfer } => {
+            let all: Vec<(usize, &crate::bootstrap::desired::DesiredFile)> = changes.iter().map(|c| (c.index, &desired.files[c.index])).collect();
+            let (large, small) = stage::sessions(all);
+            let temp = |f: &crate::bootstrap::desired::DesiredFile| format!("{}.kcp-tmp-0", f.spec.dest);
+            let mut out: Vec<(String, Option<String>)> = large
+                .iter()
+                .map(|(_, f)| {
+                    let t = temp(f);
+                    (stage::stage_script(&[(*f, t.as_str())], transfer.codec), None)
+                })
+                .collect();
+            if !small.is_empty() {
+                let temps: Vec<String> = small.iter().map(|(_, f)| temp(f)).collect();
+                let pairs: Vec<(&crate::bootstrap::desired::DesiredFile, &str)> = small.iter().zip(&temps).map(|((_, f), t)| (*f, t.as_str())).collect();
+                out.push((stage::stage_script(&pairs, crate::local::compress::Codec::None), stage::secret_sums(&small.iter().map(|(_, f)| *f).collect::<Vec<_>>())));
+            }
+            out
+        }
+        A::Commit { files: dests, marker } => {
+            let temps: Vec<String> = dests.iter().map(|d| format!("{d}.kcp-tmp-0")).collect();
+            let placements: Vec<commit::Placement<'_>> = dests
+                .iter()
+                .zip(&temps)
+                .filter_map(|(d, t)| desired.file(d).map(|f| (f, t)))
+                .map(|(f, t)| commit::Placement {
+                    tmp: t,
+                    dest: f.spec.dest,
+                    owner: f.spec.owner,
+                    group: f.spec.group,
+                    mode: crate::model::FileMode(f.spec.mode),
+                    sha256: (!f.spec.kind.is_secret()).then_some(f.sha256.as_str()),
+                })
+                .collect();
+            let mut s = commit_script(&placements, marker, &crate::remote::probe::pending_marker(), fence);
+            s.push_str(&commit::cache_entries(&placements, &desired.versions));
+            vec![(s, None)]
+        }
+        A::DaemonReload { .. } | A::Enable { .. } | A::Stop { .. } | A::Start { .. } | A::Restart { .. } => vec![(units::script(a), None)],
+        A::WaitHealthy { .. } => {
+            let units: Vec<&str> = crate::model::UNITS.iter().map(|u| u.file_name).collect();
+            let mut v = vec![(crate::remote::systemd::generations(&units), None)];
+            v.extend(units.iter().map(|u| (crate::remote::journal::crash_script_for(u, Some(0.0), "t"), None)));
+            v.push((crate::remote::probe::script(&crate::remote::probe::Request::units()), None));
+            v
+        }
+        A::WaitEndpoints { .. } | A::ApplyRbac { .. } => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::desired::{Content, DesiredFile};
+    use crate::model::overrides::{desired_units, Overrides};
+    use crate::model::FILES;
+
+    /// A first deploy: every remote script's command line (which every user
+    /// of the server sees in /proc, and sudo writes to the journal) holds
+    /// no sha256 of a secret file; those travel on stdin.
+    #[test]
+    fn no_command_line_of_a_first_deploy_holds_a_secrets_hash() {
+        let files = FILES
+            .iter()
+            .map(|spec| {
+                let size = if spec.kind == crate::model::FileKind::Binary {
+                    100 << 20
+                } else if spec.kind.is_secret() {
+                    2 << 20
+                } else {
+                    100
+                };
+                DesiredFile { spec, content: Content::Text(spec.dest.into()), size, sha256: crate::local::files::sha256_hex(spec.dest.as_bytes()) }
+            })
+            .collect();
+        let desired = Desired { files, units: desired_units(&Overrides::default()), scheduler_version: None, versions: Default::default() };
+        let plan = crate::bootstrap::plan::build(&desired, &crate::remote::probe::Probe::default());
+        let secret: Vec<&str> = desired.files.iter().filter(|f| f.spec.kind.is_secret()).map(|f| f.sha256.as_str()).collect();
+        assert!(secret.len() >= 5);
+        let mut lines: Vec<String> = vec![crate::remote::probe::script(&crate::remote::probe::Request::bootstrap())];
+        let mut stdin = String::new();
+        for a in &plan.actions {
+            for (line, input) in scripts(a, &desired, Some("grep -q tok /x\n".into())) {
+                lines.push(line);
+                stdin.extend(input);
+            }
+        }
+        assert!(lines.len() > 10, "{} scripts", lines.len());
+        for l in &lines {
+            for sha in &secret {
+                assert!(!l.contains(sha), "a secret's sha256 on a command line:\n{l}");
+            }
+        }
+        // They do travel: on stdin, where only the script reads them.
+        for sha in &secret {
+            assert!(stdin.contains(sha), "{sha} not on stdin");
+        }
+        // A public file's sum may be on the command line (it is no secret).
+        let public = desired.files.iter().find(|f| f.spec.kind == crate::model::FileKind::Binary).unwrap();
+        assert!(lines.iter().any(|l| l.contains(&public.sha256)));
+    }
+}

@@ -22,7 +22,7 @@ use crate::Error;
 /// Files at least this big stream PARALLEL_LARGE at a time, one per session;
 /// smaller ones share one session. Three sessions at most, well under sshd's
 /// default MaxSessions (10 per connection).
-pub const SMALL_FILE: u64 = 1 << 20;
+pub const SMALL_FILE: u64 = crate::bootstrap::plan::LARGE_FILE;
 pub const PARALLEL_LARGE: usize = 2;
 
 /// A file streamed to its temp path and verified, not yet in place.
@@ -48,35 +48,50 @@ pub struct Staged {
 /// straight into the temp (`zstd -dcq` / `gzip -dc` to the end of stdin);
 /// the size and sha256 checked are the file's own, so a stream corrupted in
 /// transit is refused like any other mismatch.
+///
+/// Each temp is created exclusively (`set -C`: never through anything at its
+/// path; the names are random) before it is written. The sha256 of a
+/// secret file is not on the command line (which every user of the server
+/// can read in /proc, and sudo logs): the script reads those from the first
+/// line of its stdin ([`secret_sums`]), in order, before the files' bytes.
 pub fn stage_script(files: &[(&DesiredFile, &str)], codec: Codec) -> String {
     let temps: Vec<String> = files.iter().map(|(_, t)| q(t)).collect();
     let mut s = format!(
         "set -e\n{hash_cmd}\numask 077\ntrap 'rm -f {all}' EXIT\n\
+         new() {{ set -C; : > \"$1\"; set +C; }}\n\
          recv() {{\n\
-           if [ \"$2\" -lt {SMALL_FILE} ] || [ \"${{H%% *}}\" = openssl ]; then head -c \"$2\" > \"$1\"; h=$($H < \"$1\" | cut -d' ' -f1)\n\
+           new \"$1\"\n\
+           if [ \"$2\" -lt {SMALL_FILE} ] || [ \"${{H%% *}}\" = openssl ]; then head -c \"$2\" >| \"$1\"; h=$($H < \"$1\" | cut -d' ' -f1)\n\
            else h=$(head -c \"$2\" | tee \"$1\" | $H | cut -d' ' -f1); fi\n\
            [ \"$(stat -c %s \"$1\")\" = \"$2\" ] && [ \"$h\" = \"$3\" ] || {{ echo \"$4: checksum mismatch after upload\" >&2; exit 1; }}\n\
          }}\n",
         hash_cmd = crate::remote::probe::HASH_CMD,
         all = temps.join(" "),
     );
+    if files.iter().any(|(f, _)| f.spec.kind.is_secret()) {
+        s.push_str("IFS= read -r sums\nset -- $sums\n");
+    }
+    // A secret's sum is the next word from stdin; a public one is written here.
+    let sum = |f: &DesiredFile| if f.spec.kind.is_secret() { "\"$1\"".to_string() } else { f.sha256.clone() };
+    let then = |f: &DesiredFile| if f.spec.kind.is_secret() { "; shift" } else { "" };
     match codec.decompress() {
         Some(d) => {
             s.push_str(&format!(
                 "recvz() {{\n\
-                   {d} > \"$1\" || {{ echo \"$4: the {name} stream did not decompress (corrupted in transit?)\" >&2; exit 1; }}\n\
+                   new \"$1\"\n\
+                   {d} >| \"$1\" || {{ echo \"$4: the {name} stream did not decompress (corrupted in transit?)\" >&2; exit 1; }}\n\
                    h=$($H < \"$1\" | cut -d' ' -f1)\n\
                    [ \"$(stat -c %s \"$1\")\" = \"$2\" ] && [ \"$h\" = \"$3\" ] || {{ echo \"$4: checksum mismatch after upload\" >&2; exit 1; }}\n\
                  }}\n",
                 name = codec.name()
             ));
             for (f, t) in files {
-                s.push_str(&format!("recvz {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+                s.push_str(&format!("recvz {} {} {} {}{}\n", q(t), f.size, sum(f), q(f.spec.dest), then(f)));
             }
         }
         None => {
             for (f, t) in files {
-                s.push_str(&format!("recv {} {} {} {}\n", q(t), f.size, f.sha256, q(f.spec.dest)));
+                s.push_str(&format!("recv {} {} {} {}{}\n", q(t), f.size, sum(f), q(f.spec.dest), then(f)));
             }
         }
     }
@@ -84,6 +99,13 @@ pub fn stage_script(files: &[(&DesiredFile, &str)], codec: Codec) -> String {
     // this one is written back, and commit's fsync waits for what is left.
     s.push_str(&format!("trap - EXIT\n(sync {} </dev/null >/dev/null 2>&1 &)\n", temps.join(" ")));
     s
+}
+
+/// The first line of a session's stdin when it stages secret files: their
+/// sha256 sums, in order (None when there is none).
+pub fn secret_sums(files: &[&DesiredFile]) -> Option<String> {
+    let sums: Vec<&str> = files.iter().filter(|f| f.spec.kind.is_secret()).map(|f| f.sha256.as_str()).collect();
+    (!sums.is_empty()).then(|| format!("{}\n", sums.join(" ")))
 }
 
 /// Streams `files` to the server in one session, back to back (see
@@ -108,7 +130,7 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
         .map(|(_, f)| {
             let dest = f.spec.dest;
             let (dir, name) = dest.rsplit_once('/').unwrap_or(("", dest));
-            format!("{dir}/.{name}{TEMP_MARKER}{:08x}", rand::random::<u32>())
+            format!("{dir}/.{name}{TEMP_MARKER}{:016x}", rand::random::<u64>())
         })
         .collect();
     let pairs: Vec<(&DesiredFile, &str)> = files.iter().zip(&temps).map(|((_, f), t)| (*f, t.as_str())).collect();
@@ -117,7 +139,8 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
     let mut cmd = host.command(&stage_script(&pairs, codec));
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut sent: Option<u64> = None;
-    let out = if let ([(_, f @ DesiredFile { content: Content::Path(p), .. })], true) = (files, codec != Codec::None) {
+    let out = if let ([(_, f @ DesiredFile { content: Content::File(a), .. })], true) = (files, codec != Codec::None) {
+        let p = &a.path;
         // Compressed on every core into a pipe that is the session's stdin.
         let (reader, writer) = std::io::pipe().map_err(|e| Error::Input(format!("cannot make a pipe: {e}")))?;
         let progress = std::sync::Arc::new(compress::Progress::default());
@@ -128,8 +151,8 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
         // instead of seeing a broken pipe.
         drop(cmd);
         let compressor = tokio::task::spawn_blocking({
-            let (p, size, progress) = (p.clone(), f.size, progress.clone());
-            move || compress::stream(codec, &p, size, writer, &progress)
+            let (a, size, progress) = (a.clone(), f.size, progress.clone());
+            move || compress::stream(codec, a.reopen()?, size, writer, &progress)
         });
         let wait = child.wait_with_output();
         tokio::pin!(wait);
@@ -161,8 +184,9 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
         }
         sent = Some(progress.written.load(std::sync::atomic::Ordering::Relaxed));
         out
-    } else if let [(_, DesiredFile { content: Content::Path(p), .. })] = files {
-        let file = std::fs::File::open(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+    } else if let [(_, DesiredFile { content: Content::File(a), .. })] = files {
+        let p = &a.path;
+        let file = a.reopen().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
         let offset = file.try_clone().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
         let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| host.lost(e))?;
         let wait = child.wait_with_output();
@@ -188,14 +212,18 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
     } else {
         let mut child = cmd.stdin(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
         let mut stdin = child.stdin().take().expect("piped stdin");
+        let header = secret_sums(&files.iter().map(|(_, f)| *f).collect::<Vec<_>>());
         let write = async {
+            if let Some(h) = &header {
+                stdin.write_all(h.as_bytes()).await?;
+            }
             for (_, f) in files {
                 match &f.content {
                     Content::Text(t) => stdin.write_all(t.as_bytes()).await?,
                     // Exactly the size that was hashed: a file that changed
                     // since fails the server's check instead of shifting the
                     // files after it.
-                    Content::Path(p) => drop(tokio::io::copy(&mut tokio::fs::File::open(p).await?.take(f.size), &mut stdin).await?),
+                    Content::File(a) => drop(tokio::io::copy(&mut tokio::fs::File::from_std(a.reopen()?).take(f.size), &mut stdin).await?),
                 }
             }
             stdin.shutdown().await?;
@@ -228,6 +256,15 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
     Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: sent.unwrap_or(f.size), secs }).collect())
 }
 
+/// How files travel: each large public file in a session of its own, the
+/// rest together in one. Secrets always travel with the small files,
+/// whatever their size: their sums go on that session's stdin, never on a
+/// command line.
+#[allow(clippy::type_complexity)]
+pub fn sessions(files: Vec<(usize, &DesiredFile)>) -> (Vec<(usize, &DesiredFile)>, Vec<(usize, &DesiredFile)>) {
+    files.into_iter().partition(|(_, f)| f.size >= SMALL_FILE && !f.spec.kind.is_secret())
+}
+
 /// Removes staged temps that will not be committed (another upload failed).
 async fn discard(host: &Host, staged: &[Staged]) {
     if staged.is_empty() {
@@ -243,7 +280,7 @@ pub async fn run(x: &mut Exec<'_>, changes: &[FileChange], codec: Codec) -> Resu
     let mut files: Vec<(usize, &DesiredFile)> = changes.iter().map(|c| (c.index, &desired.files[c.index])).collect();
     // Largest first, so the parallel streams end together.
     files.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
-    let (large, small): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, f)| f.size >= SMALL_FILE);
+    let (large, small) = sessions(files);
     let line = |index: usize| changes.iter().find(|c| c.index == index).map(FileChange::line).unwrap_or_default();
     let large = futures::stream::iter(large.into_iter().map(|(index, f)| {
         let bar = multi.as_ref().and_then(|m| ui.bar(f.size, f.spec.dest).map(|b| m.add(b)));

@@ -10,22 +10,16 @@ use crate::remote::probe::pending_marker;
 use crate::remote::systemd::{self, Op};
 use crate::Error;
 
-pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
-    let is_apiserver = |unit: &str| crate::model::unit(APISERVER).is_some_and(|u| u.file_name == unit);
+/// The shell a systemctl step runs: the operation, its line of the marker
+/// cleared, and for a start the generation it began (what the run reads
+/// back to tell its own starts from a crash's).
+pub fn script(a: &Action) -> String {
     let (op, done): (Op, Vec<String>) = match a {
         Action::DaemonReload { .. } => (Op::DaemonReload, vec!["daemon-reload".into()]),
         Action::Enable { units } => (Op::Enable(units.clone()), vec![]),
-        Action::Stop { units, .. } => {
-            x.api_restart.get_or_insert_with(Instant::now);
-            (Op::Stop(units.clone()), vec![])
-        }
+        Action::Stop { units, .. } => (Op::Stop(units.clone()), vec![]),
         Action::Start { unit, .. } => (Op::Start(unit.clone()), vec![format!("restart {unit}")]),
-        Action::Restart { unit, .. } => {
-            if is_apiserver(unit) {
-                x.api_restart.get_or_insert_with(Instant::now);
-            }
-            (Op::Restart(unit.clone()), vec![format!("restart {unit}")])
-        }
+        Action::Restart { unit, .. } => (Op::Restart(unit.clone()), vec![format!("restart {unit}")]),
         _ => unreachable!("not a systemctl step"),
     };
     let mut script = op.command();
@@ -33,15 +27,29 @@ pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
         script.push('\n');
         script.push_str(&super::clear_marker(&done, &pending_marker()));
     }
-    // The generation this start began: any later one is not this run's.
+    if let Action::Start { unit, .. } | Action::Restart { unit, .. } = a {
+        script.push('\n');
+        script.push_str(&systemd::generations(&[unit]));
+    }
+    script
+}
+
+pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
+    let is_apiserver = |unit: &str| crate::model::unit(APISERVER).is_some_and(|u| u.file_name == unit);
+    match a {
+        Action::Stop { .. } => {
+            x.api_restart.get_or_insert_with(Instant::now);
+        }
+        Action::Restart { unit, .. } if is_apiserver(unit) => {
+            x.api_restart.get_or_insert_with(Instant::now);
+        }
+        _ => {}
+    }
+    let script = script(a);
     let started = match a {
         Action::Start { unit, .. } | Action::Restart { unit, .. } => Some(unit.as_str()),
         _ => None,
     };
-    if let Some(u) = started {
-        script.push('\n');
-        script.push_str(&systemd::generations(&[u]));
-    }
     let out = x.host.sh_ok(&script).await?;
     if let Some(u) = started {
         let g = systemd::parse_generations(&out, 1).map_err(|e| Error::Server(format!("{}: after starting {u}: {e}", x.host.destination)))?;

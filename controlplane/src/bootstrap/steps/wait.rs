@@ -99,9 +99,12 @@ async fn healthy(host: &Host, clients: &HealthClients, peers: &[(String, kube::C
     let start = Instant::now();
     let mut api_ready: Option<Instant> = None;
     let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
-    let restarts = |out: &str| -> BTreeMap<String, u32> { units.iter().zip(out.lines()).map(|(u, v)| (u.to_string(), v.trim().parse().unwrap_or(0))).collect() };
-    let show = systemd::restarts(&units);
-    let baseline = restarts(&host.sh_ok(&show).await?);
+    let show = systemd::generations(&units);
+    let restarts = |out: String| -> Result<BTreeMap<String, u32>, Error> {
+        let g = systemd::parse_generations(&out, units.len()).map_err(|e| Error::Server(format!("{}: reading the units' restarts: {e}", host.destination)))?;
+        Ok(units.iter().zip(g).map(|(u, g)| (u.to_string(), g.restarts)).collect())
+    };
+    let baseline = restarts(host.sh_ok(&show).await?)?;
     let mut last_report = Instant::now();
     loop {
         let (bad, peers_bad) = tokio::join!(clients.check(), peers_not_ready(peers));
@@ -124,7 +127,7 @@ async fn healthy(host: &Host, clients: &HealthClients, peers: &[(String, kube::C
             continue;
         }
         // A unit restarting again and again will not get healthy: stop waiting.
-        let now = restarts(&host.sh_ok(&show).await?);
+        let now = restarts(host.sh_ok(&show).await?)?;
         // Components that need the apiserver may restart while it is down:
         // count their restarts only once it answers.
         let api_down = bad.iter().any(|b| b.component == APISERVER);
@@ -178,17 +181,11 @@ async fn leaders(host: &Host, api: &kube::Client, desired: &Desired, timeout: Du
     use k8s_openapi::api::coordination::v1::Lease;
     let start = Instant::now();
     let electing: Vec<&crate::model::overrides::DesiredUnit> = desired.units.iter().filter(|u| u.spec.component != APISERVER).collect();
-    // The server's name and clock, and when each component started there.
-    let script =
-        format!("hostname; date +%s.%N; systemctl show --timestamp=unix -p ActiveEnterTimestamp {}", electing.iter().map(|u| q(u.spec.file_name)).collect::<Vec<_>>().join(" "));
-    let asked = std::time::SystemTime::now();
-    let out = host.sh_ok(&script).await?;
-    let mut lines = out.lines();
-    let hostname = lines.next().unwrap_or("").trim().to_string();
-    let server_now: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0.0);
-    let local_at = asked.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let skew = if server_now > 0.0 { server_now - local_at } else { 0.0 };
-    let started: Vec<u64> = lines.filter_map(|l| l.strip_prefix("ActiveEnterTimestamp=")).map(|v| v.trim_start_matches('@').parse().unwrap_or(0)).collect();
+    // The server's name and clock, and when each component started there
+    // (read as the probe reads them: from systemd's monotonic timestamps).
+    let p = crate::remote::probe::read(host, &crate::remote::probe::Request::units()).await?;
+    let (hostname, skew) = (p.hostname.clone(), p.skew);
+    let started: Vec<u64> = electing.iter().map(|u| p.units.get(u.spec.file_name).map(|s| s.active_enter_unix).unwrap_or(0)).collect();
     let leases: kube::Api<Lease> = kube::Api::namespaced(api.clone(), "kube-system");
     let mut last = Vec::new();
     let mut released: Vec<&str> = Vec::new();

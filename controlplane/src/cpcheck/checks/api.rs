@@ -15,11 +15,14 @@ pub fn checks() -> Vec<Check> {
             let git = v["gitVersion"].as_str().unwrap_or("?").to_string();
             let _ = ctx.probe().await; // what the server read, once it has
             let binary = ctx.host().and_then(|h| h.units.get("kube-apiserver.service")).and_then(|u| u.binary_version.clone());
+            // Exact version tokens: v1.32.10 is not v1.32.1.
             match binary {
-                Some(b) if !b.contains(&git) => {
+                Some(b) if !b.split_whitespace().any(|w| w == git) => {
                     Finding::warn(format!("API says {git}, /usr/local/bin/kube-apiserver says {b}"), "systemctl restart kube-apiserver (the binary changed since it started)")
                 }
-                _ => Finding::pass(format!("gitVersion {git}")),
+                Some(_) => Finding::pass(format!("gitVersion {git}, as the installed binary says")),
+                None if ctx.host().is_some() => Finding::pass(format!("gitVersion {git} (the installed binary's version could not be read)")),
+                None => Finding::pass(format!("gitVersion {git}")),
             }
         }
         .boxed()

@@ -102,6 +102,19 @@ pub fn checks() -> Vec<Check> {
             }
         }));
     }
+    v.push(host_check("host.userland", "host", "systemd, coreutils and the commands the plugins run are there", |_, h| {
+        let problems = crate::remote::probe::host::requirements(h);
+        if problems.is_empty() {
+            Finding::pass(format!(
+                "systemd {}, GNU coreutils {}, {} commands",
+                h.systemd_version.map(|v| v.to_string()).unwrap_or("?".into()),
+                h.coreutils.as_deref().unwrap_or("?"),
+                crate::remote::probe::host::USERLAND.len()
+            ))
+        } else {
+            Finding::fail(problems.iter().map(|p| p.what.clone()).collect::<Vec<_>>().join("; "), problems.iter().map(|p| p.fix.clone()).collect::<Vec<_>>().join("; "))
+        }
+    }));
     v.push(host_check("host.directories", "host", "the layout's directories have their modes and owners", |_, h| {
         let mut bad = Vec::new();
         for d in crate::model::DIRECTORIES {
@@ -109,7 +122,7 @@ pub fn checks() -> Vec<Check> {
                 bad.push(format!("{} is missing", d.path));
                 continue;
             };
-            if p.kind != "directory" {
+            if p.kind != crate::remote::probe::FileType::Directory {
                 bad.push(format!("{} is {}", d.path, p.kind));
             } else if d.owned && (p.mode != FileMode(d.mode) || p.owner != "root" || p.group != "root") {
                 bad.push(format!("{} is {} {}:{}, expected {} root:root", d.path, p.mode, p.owner, p.group, FileMode(d.mode)));

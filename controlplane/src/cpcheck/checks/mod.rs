@@ -109,7 +109,7 @@ mod tests {
     use super::testing::{self, api, findings, healthy, healthz, pki};
     use super::*;
     use crate::cpcheck::Status;
-    use crate::remote::probe::Listener;
+    use crate::remote::probe::{Holder, Listener};
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -154,6 +154,17 @@ mod tests {
                 "host.unit.kube-apiserver",
                 Status::Warn,
                 "active, enabled, 1 restart(s): its process exited and systemd started it again",
+            ),
+            (
+                "a server below the systemd floor, lacking flock",
+                Box::new(|p: &mut Probe| {
+                    p.systemd_version = Some(237);
+                    p.missing = vec!["flock".into()];
+                }),
+                none(),
+                "host.userland",
+                Status::Fail,
+                "the server runs systemd 237; the plugins need 239 or later",
             ),
             (
                 "unit edited",
@@ -267,7 +278,7 @@ mod tests {
                 "someone else on the scheduler's port",
                 Box::new(|p: &mut Probe| {
                     p.listeners.retain(|l| l.port != 10259);
-                    p.listeners.push(Listener { addr: "*".into(), port: 10259, process: Some("nc".into()), pid: Some(7) });
+                    p.listeners.push(Listener { addr: testing::ANY, port: 10259, inode: 7, unit: None, holder: Some(Holder { pid: 7, name: "nc".into() }) });
                 }),
                 none(),
                 "ports.kube-scheduler",
@@ -276,7 +287,7 @@ mod tests {
             ),
             (
                 "etcd on every address",
-                Box::new(|p: &mut Probe| p.listeners.push(Listener { addr: "0.0.0.0".into(), port: 2379, process: Some("etcd".into()), pid: Some(30) })),
+                Box::new(|p: &mut Probe| p.listeners.push(Listener { addr: std::net::Ipv4Addr::UNSPECIFIED.into(), port: 2379, inode: 31, unit: None, holder: None })),
                 none(),
                 "ports.etcd-loopback",
                 Status::Fail,
@@ -284,11 +295,11 @@ mod tests {
             ),
             (
                 "a plain-HTTP port open",
-                Box::new(|p: &mut Probe| p.listeners.push(Listener { addr: "*".into(), port: 10251, process: Some("kube-scheduler".into()), pid: Some(9) })),
+                Box::new(|p: &mut Probe| p.listeners.push(Listener { addr: testing::ANY, port: 10251, inode: 9, unit: Some("kube-scheduler.service".into()), holder: None })),
                 none(),
                 "ports.insecure",
                 Status::Warn,
-                "10251 (kube-scheduler)",
+                "10251 (kube-scheduler.service)",
             ),
             (
                 "readyz failing",
@@ -313,6 +324,14 @@ mod tests {
                 "api.version",
                 Status::Warn,
                 "API says v1.20.2, /usr/local/bin/kube-apiserver says Kubernetes v1.20.4",
+            ),
+            (
+                "a binary one patch release off (a prefix of the API's)",
+                Box::new(|p: &mut Probe| p.units.get_mut("kube-apiserver.service").unwrap().binary_version = Some("Kubernetes v1.20.2".into())),
+                Box::new(|_, p: &str| (p == "/version").then(|| (200, serde_json::json!({"major":"1","minor":"20","gitVersion":"v1.20.21","platform":"linux/amd64"}).to_string()))),
+                "api.version",
+                Status::Warn,
+                "API says v1.20.21, /usr/local/bin/kube-apiserver says Kubernetes v1.20.2",
             ),
             ("the API refuses /version", keep(), Box::new(|_, p: &str| (p == "/version").then(|| (500, "{}".to_string()))), "api.cluster-info", Status::Fail, ""),
             (

@@ -7,19 +7,21 @@ pub fn checks() -> Vec<Check> {
     let mut v = Vec::new();
     for u in UNITS {
         let c = u.component;
+        let f = u.file_name;
         v.push(host_check(&format!("ports.{c}"), "ports", &format!("{c} listens on its secure port"), move |_, h| {
             let port = serving_port(Some(h), c);
-            let comm: String = c.chars().take(15).collect();
             let here: Vec<_> = h.listeners.iter().filter(|l| l.port == port).collect();
             if here.is_empty() {
                 return Finding::fail(format!("nothing listens on {port}"), format!("systemctl start {c}; journalctl -u {c}"));
             }
-            match here.iter().find(|l| l.process.as_deref() != Some(comm.as_str())) {
-                Some(l) => Finding::fail(
-                    format!("{port} is held by {} (pid {}), not {c}", l.process.as_deref().unwrap_or("?"), l.pid.map(|p| p.to_string()).unwrap_or("?".into())),
-                    format!("stop that process, then systemctl restart {c}"),
-                ),
-                None => Finding::pass(format!("{}:{port} held by {comm}", here[0].addr)),
+            // Whose socket it is, by inode against the unit's main process:
+            // never by a process name, which anyone can choose.
+            match here.iter().find(|l| !l.held_by(f)) {
+                Some(l) => Finding::fail(format!("{port} is held by {}, not {c}", l.who()), format!("stop that process, then systemctl restart {c}")),
+                None => {
+                    let pid = h.units.get(f).map(|u| u.main_pid).unwrap_or(0);
+                    Finding::pass(format!("{} held by {f} (pid {pid})", here.iter().map(|l| endpoint(l.addr, port)).collect::<Vec<_>>().join(", ")))
+                }
             }
         }));
     }
@@ -29,7 +31,7 @@ pub fn checks() -> Vec<Check> {
         if l.is_empty() {
             return Finding::fail(format!("nothing listens on {}", etcd.port), "systemctl start etcd");
         }
-        let exposed: Vec<String> = l.iter().filter(|x| !x.addr.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())).map(|x| x.addr.clone()).collect();
+        let exposed: Vec<String> = l.iter().filter(|x| !x.addr.is_loopback()).map(|x| x.addr.to_string()).collect();
         if exposed.is_empty() {
             Finding::pass(format!("{} on loopback only", etcd.port))
         } else {
@@ -41,8 +43,7 @@ pub fn checks() -> Vec<Check> {
         // --port, else its default), and whether it is open.
         let ports: Vec<(u16, &str)> = UNITS.iter().filter_map(|u| u.insecure_port.map(|p| (p, u.component))).collect();
         // Once per port (a port open on IPv4 and IPv6 is one finding).
-        let mut open: Vec<String> =
-            h.listeners.iter().filter(|l| ports.iter().any(|(p, _)| *p == l.port)).map(|l| format!("{} ({})", l.port, l.process.as_deref().unwrap_or("?"))).collect();
+        let mut open: Vec<String> = h.listeners.iter().filter(|l| ports.iter().any(|(p, _)| *p == l.port)).map(|l| format!("{} ({})", l.port, l.who())).collect();
         open.sort();
         open.dedup();
         let shown: Vec<String> = ports.iter().map(|(p, _)| p.to_string()).collect();
@@ -55,4 +56,9 @@ pub fn checks() -> Vec<Check> {
     }));
 
     v
+}
+
+/// `ADDR:PORT`, IPv6 in brackets.
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
 }

@@ -12,7 +12,10 @@ use super::*;
 use crate::cpcheck::{run, Ctx, Status};
 use crate::model::overrides::{desired_units, Overrides};
 use crate::model::{FileKind, DIRECTORIES, SERVICE_IP};
-use crate::remote::probe::{Listener, RemoteDir, RemoteFile};
+use crate::remote::probe::{Holder, Listener, RemoteDir, RemoteFile};
+
+/// The unspecified address a dual-stack listener binds.
+pub const ANY: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 use crate::remote::systemd::UnitStatus;
 
 /// PEMs of a CA, a serving certificate (the guide's names), a client certificate.
@@ -45,12 +48,16 @@ pub fn healthy() -> Probe {
         hostname: "server".into(),
         arch: "x86_64".into(),
         systemd: true,
+        systemd_version: Some(252),
+        coreutils: Some("9.1".into()),
+        uptime: 1000.0,
         etcd_health: "{\"health\":\"true\"}".into(),
         addresses: vec!["10.240.1.2".into()],
         ..Default::default()
     };
     p.now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let file = |mode: u32| RemoteFile { mode: FileMode(mode), owner: "root".into(), group: "root".into(), size: 1, kind: "regular file".into(), sha256: String::new() };
+    let file =
+        |mode: u32| RemoteFile { mode: FileMode(mode), owner: "root".into(), group: "root".into(), size: 1, kind: crate::remote::probe::FileType::Regular, sha256: String::new() };
     for f in FILES {
         p.files.insert(f.dest.into(), file(f.mode));
         match f.kind {
@@ -65,7 +72,7 @@ pub fn healthy() -> Probe {
         }
     }
     for d in DIRECTORIES {
-        p.dirs.insert(d.path.into(), RemoteDir { mode: FileMode(d.mode), owner: "root".into(), group: "root".into(), kind: "directory".into() });
+        p.dirs.insert(d.path.into(), RemoteDir { mode: FileMode(d.mode), owner: "root".into(), group: "root".into(), kind: crate::remote::probe::FileType::Directory });
     }
     for u in desired_units(&Overrides::default()) {
         let dest = crate::model::placed(u.spec.manifest).unwrap().dest;
@@ -81,12 +88,19 @@ pub fn healthy() -> Probe {
             ..Default::default()
         };
         p.units.insert(u.spec.file_name.into(), st);
-        let comm: String = u.spec.component.chars().take(15).collect();
-        p.listeners.push(Listener { addr: "*".into(), port: u.serving_port(), process: Some(comm), pid: Some(100) });
+        let inode = 1000 + p.listeners.len() as u64;
+        p.units.get_mut(u.spec.file_name).unwrap().sockets = vec![inode];
+        p.listeners.push(Listener { addr: ANY, port: u.serving_port(), inode, unit: Some(u.spec.file_name.into()), holder: None });
     }
     let sc = crate::model::placed(SCHEDULER_CONFIG.manifest).unwrap().dest;
     p.texts.insert(sc.into(), crate::model::version::render_scheduler_config(crate::model::Version { major: 1, minor: 20 }).unwrap());
-    p.listeners.push(Listener { addr: "127.0.0.1".into(), port: crate::model::etcd_endpoint().port, process: Some("etcd".into()), pid: Some(30) });
+    p.listeners.push(Listener {
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: crate::model::etcd_endpoint().port,
+        inode: 30,
+        unit: None,
+        holder: Some(Holder { pid: 30, name: "etcd".into() }),
+    });
     p.encryption_providers = vec!["aescbc".into(), "identity".into()];
     p
 }

@@ -1,0 +1,72 @@
+//! What the server's certificates and kubeconfigs say, never what its keys
+//! do: of a `.crt`, its CERTIFICATE blocks only (a cert+key bundle's key
+//! lines never leave the server); of a kubeconfig, its `server:` and its
+//! client certificate; of the encryption config, its providers' names.
+
+use super::{b64_text, list, malformed, Probe, ProbeError, Request, Tag};
+
+pub(crate) const TAGS: &[Tag] = &[Tag::Cert, Tag::KubeconfigServer, Tag::KubeconfigCert, Tag::Provider];
+
+/// The providers the apiserver knows.
+pub const PROVIDERS: &[&str] = &["aescbc", "aesgcm", "secretbox", "kms", "identity"];
+
+pub(crate) fn script(req: &Request) -> String {
+    let mut s = String::new();
+    if !req.certs.is_empty() {
+        s.push_str(&format!(
+            "for p in {}; do [ -f \"$p\" ] && [ ! -L \"$p\" ] && echo \"cert${{T}}$p${{T}}$(awk '/^-----BEGIN CERTIFICATE-----/ {{ c = 1 }} c {{ print }} /^-----END CERTIFICATE-----/ {{ c = 0 }}' \"$p\" | base64 -w0)\"; done\n",
+            list(&req.certs)
+        ));
+    }
+    if !req.kubeconfigs.is_empty() {
+        s.push_str(&format!(
+            "for p in {}; do [ -f \"$p\" ] && [ ! -L \"$p\" ] || continue\n\
+               awk -v T=\"$T\" '/^ *client-certificate-data:/ {{ v = $0; sub(/^ *client-certificate-data: */, \"\", v); print \"kccert\" T FILENAME T v; exit }}' \"$p\"\n\
+               echo \"kcserver${{T}}$p${{T}}$(awk '/^ *server:/ {{ v = $0; sub(/^ *server: */, \"\", v); print v; exit }}' \"$p\" | base64 -w0)\"\n\
+             done\n",
+            list(&req.kubeconfigs)
+        ));
+    }
+    if let Some(e) = &req.encryption {
+        s.push_str(&format!(
+            "[ -f {e} ] && [ ! -L {e} ] && awk -v T=\"$T\" 'match($0, /^ *- *({providers})/) {{ v = substr($0, RSTART, RLENGTH); gsub(/[ -]/, \"\", v); print \"provider\" T v }}' {e}\n",
+            e = crate::remote::shell_quote(e),
+            providers = PROVIDERS.join("|"),
+        ));
+    }
+    s
+}
+
+fn path(tag: Tag, s: &str) -> Result<String, ProbeError> {
+    if !s.starts_with('/') || unitfile::control_char(s).is_some() {
+        return Err(malformed(tag, "not an absolute path"));
+    }
+    Ok(s.to_string())
+}
+
+pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe) -> Result<(), ProbeError> {
+    match (tag, f) {
+        (Tag::Cert, [file, b]) => {
+            p.certs.insert(path(tag, file)?, b64_text(tag, b)?);
+        }
+        (Tag::KubeconfigServer, [file, b]) => {
+            let server = b64_text(tag, b)?.trim().trim_matches(['"', '\'']).to_string();
+            p.kubeconfigs.entry(path(tag, file)?).or_default().0 = server;
+        }
+        (Tag::KubeconfigCert, [file, data]) => {
+            // base64 of a PEM: decoded here, never shown raw.
+            let data = data.trim().trim_matches(['"', '\'']);
+            let pem = b64_text(tag, data).ok().filter(|p| p.contains("-----BEGIN CERTIFICATE-----"));
+            p.kubeconfigs.entry(path(tag, file)?).or_default().1 = pem;
+        }
+        (Tag::Provider, [name]) => {
+            let n = name.trim();
+            if !PROVIDERS.contains(&n) {
+                return Err(malformed(tag, "not a provider"));
+            }
+            p.encryption_providers.push(n.to_string());
+        }
+        (t, f) => return Err(malformed(t, format!("{} fields", f.len()))),
+    }
+    Ok(())
+}
