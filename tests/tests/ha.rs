@@ -86,6 +86,7 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "the run in server order: {:?}", text(&a));
     assert!(b.status.success(), "the run in the opposite order: {:?}", text(&b));
+    eprintln!("attack: two runs over the 3 servers, named user@IP and ssh://user@IP:22, in opposite orders, started together: both exit 0 (locks all or nothing)");
 
     // A rolling flag change while every server's /readyz is polled every 100 ms.
     let poller = ReadyPoller::start(c.servers.iter().map(|s| s.address).collect());

@@ -67,6 +67,7 @@ fn a_debian_11_server_with_systemd_247() {
     let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3"]));
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     assert!(text(&out).1.contains("kube-scheduler.service has drop-in(s) that change it: /etc/systemd/system/kube-scheduler.service.d/by-hand.conf"), "{:?}", text(&out));
+    eprintln!("attack: Debian 11 (systemd 247, etcd 3.3): first deploy, no-op, a flag change restarting only the apiserver on request, cpcheck exit 0; a drop-in added by hand FAILs host.dropins and is refused by preflight (exit 2)");
 }
 
 #[test]
@@ -109,6 +110,7 @@ fn a_server_and_a_jumpbox_that_speak_german() {
     let v = json(&out);
     assert_eq!((out.status.code(), clean(&v)), (Some(0), vec![]), "cpcheck under a German locale");
     assert!(checks(&v)["host.directories"].1.contains("directories as the layout says"));
+    eprintln!("attack: a server whose system locale is German (stat says `Verzeichnis`) and a jumpbox under LANG=de_DE.UTF-8: first deploy, no-op and cpcheck exit 0, as on an English server");
 }
 
 /// sha256 of every secret asset of the bed, as hex.
@@ -171,12 +173,17 @@ fn an_unprivileged_user_cannot_block_mislead_or_redirect_a_run() {
         left.contains(".ca.crt.kcp-tmp-1") && left.contains(".kube-api-server.key.kcp-tmp-2") && left.contains("rm -rf"),
         "what is not a temp file of the shape is left alone: {left}"
     );
+    eprintln!(
+        "attack: links to a root file and FIFOs planted by an unprivileged user at the marker's, cache's and temps' paths in bootstrap's directories made world-writable: preflight refused the FIFO at a destination (exit 2, server unchanged); moved as told, the run converged; the linked file unchanged; the cache link replaced by a 0600 root file; the temp-shaped link removed; a FIFO, a directory and a name with a newline left alone"
+    );
     // sudo logs every command line to the journal: none holds a secret's sha256.
     let journal = bed.ssh("journalctl _COMM=sudo --no-pager -o cat").unwrap();
     assert!(journal.contains("COMMAND=/usr/bin/env LC_ALL=C"), "sudo's log of the run is there: {}", &journal[..journal.len().min(2000)]);
-    for (dest, sha) in secret_sums(&bed) {
-        assert!(!journal.contains(&sha), "{dest}'s sha256 is in sudo's log");
+    let sums = secret_sums(&bed);
+    for (dest, sha) in &sums {
+        assert!(!journal.contains(sha), "{dest}'s sha256 is in sudo's log");
     }
+    eprintln!("attack: sudo logged {} command lines of two runs as `deploy`; none holds the sha256 of any of the {} secret files", journal.matches("COMMAND=").count(), sums.len());
 
     // Now, while the plane runs: `nosudo` holds a lock on every file it can
     // open under /run and in bootstrap's directories, and runs listeners
@@ -211,4 +218,7 @@ fn an_unprivileged_user_cannot_block_mislead_or_redirect_a_run() {
         assert_eq!(bed.ssh(&format!("test -e {} && echo present || echo gone", f.dest)).unwrap().trim(), "gone", "{}", f.dest);
     }
     assert_eq!(canary(), planted);
+    eprintln!(
+        "attack: an unprivileged user holding flock on every file it can open under /run and in bootstrap's directories, with listeners named \\xff\\xfe, x\\nend\\t and one that would read as *:6443: a change (exit 0), cpcheck (exit 0, every port attributed to its unit by socket inode) and reset (exit 0) went through"
+    );
 }
