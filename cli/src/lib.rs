@@ -78,6 +78,11 @@ impl From<&OverrideArgs> for controlplane::model::overrides::OverrideSources {
     }
 }
 
+/// Parses `--endpoint`: `https://HOST[:PORT]`, nothing else (both plugins).
+pub fn parse_endpoint(s: &str) -> Result<controlplane::model::Endpoint, controlplane::error::Unusable> {
+    controlplane::model::Endpoint::parse_https(s)
+}
+
 /// Parses a duration like `3m`, `90s`, `1m30s`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 3m ({e})"))

@@ -25,6 +25,12 @@ fn pairs(m: &std::collections::BTreeMap<String, String>) -> TokenStream {
     quote!(&[#((#k, #v)),*])
 }
 
+/// `kube-apiserver` → `KubeApiserver`.
+pub fn variant_ident(component: &str) -> Ident {
+    let s: String = component.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+    Ident::new(&s, Span::call_site())
+}
+
 /// `kube-apiserver` → `KUBE_APISERVER`.
 pub fn const_ident(component: &str) -> Ident {
     let s: String = component.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
@@ -38,6 +44,12 @@ pub fn tokens(m: &Manifests) -> TokenStream {
     items.push(quote! {
         /// The Kubernetes release the manifests were written for (layout.yaml `kubernetesVersion`).
         pub const KUBERNETES_VERSION: &str = #kv;
+    });
+    let admin = &m.layout.admin_kubeconfig;
+    items.push(quote! {
+        /// The admin kubeconfig in the assets directory, the RBAC step's
+        /// default credential (layout.yaml `adminKubeconfig`; it stays on the jumpbox).
+        pub const ADMIN_KUBECONFIG: &str = #admin;
     });
 
     // The kinds of placed file, defined here from codegen's own: which are
@@ -64,11 +76,31 @@ pub fn tokens(m: &Manifests) -> TokenStream {
     });
 
     let mut unit_idents = Vec::new();
+    let variants: Vec<Ident> = m.components.iter().map(|c| variant_ident(&c.unit.component)).collect();
+    let apiserver = m.components.iter().find(|c| c.unit.component == crate::model::APISERVER).map(|c| variant_ident(&c.unit.component)).expect("checked by load");
+    let consts: Vec<Ident> = m.components.iter().map(|c| const_ident(&c.unit.component)).collect();
+    items.push(quote! {
+        /// A control-plane component: one per unit in `manifests/units`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Component { #(#variants),* }
+        impl Component {
+            /// Every component, in unit file-name order.
+            pub const ALL: &'static [Component] = &[#(Component::#variants),*];
+            /// Its unit, with every fact the manifests give.
+            pub fn spec(self) -> &'static UnitSpec {
+                match self { #(Component::#variants => &#consts),* }
+            }
+        }
+        /// The component that serves the API; the others are its clients.
+        pub const APISERVER: Component = Component::#apiserver;
+    });
     for c in &m.components {
         let u = &c.unit;
         let ident = const_ident(&u.component);
+        let variant = variant_ident(&u.component);
         unit_idents.push(ident.clone());
-        let (component, file_name, manifest, description, exec, text) = (&u.component, &u.file_name, &c.manifest, &u.description, &u.exec, &u.text);
+        let description = u.description.as_deref().unwrap_or_default();
+        let (component, file_name, manifest, exec, text) = (&u.component, &u.file_name, &c.manifest, &u.exec, &u.text);
         let documentation = opt(&u.documentation);
         let restart = opt(&u.restart);
         let restart_sec = opt(&u.restart_sec);
@@ -90,7 +122,8 @@ pub fn tokens(m: &Manifests) -> TokenStream {
         items.push(quote! {
             #[doc = #doc]
             pub const #ident: UnitSpec = UnitSpec {
-                component: #component,
+                component: Component::#variant,
+                name: #component,
                 file_name: #file_name,
                 manifest: #manifest,
                 description: #description,
@@ -152,7 +185,8 @@ pub fn tokens(m: &Manifests) -> TokenStream {
                 quote!(Source::Manifest { path: #p, text: #text })
             }
         };
-        let restarts = strs(restarts);
+        let restarts: Vec<Ident> = restarts.iter().map(|c| variant_ident(c)).collect();
+        let restarts = quote!(&[#(Component::#restarts),*]);
         quote!(FileSpec { dest: #dest, mode: #mode, owner: #owner, group: #group, kind: FileKind::#kind, source: #source, restarts: #restarts })
     });
     items.push(quote! {

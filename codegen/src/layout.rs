@@ -12,6 +12,7 @@ use crate::ManifestError;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawLayout {
     kubernetes_version: String,
+    admin_kubeconfig: String,
     directories: Vec<RawDir>,
     files: Vec<RawFile>,
 }
@@ -118,6 +119,9 @@ pub struct File {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub kubernetes_version: String,
+    /// The admin kubeconfig in the assets directory (the RBAC step's
+    /// default credential; it stays on the jumpbox).
+    pub admin_kubeconfig: String,
     pub directories: Vec<Dir>,
     pub files: Vec<File>,
     /// The directory marked `state: true`.
@@ -191,5 +195,9 @@ pub fn parse_layout(path: &Path, text: &str) -> Result<Layout, ManifestError> {
     if !raw.kubernetes_version.starts_with('v') {
         return Err(err(1, format!("kubernetesVersion `{}` must look like v1.32.3", raw.kubernetes_version)));
     }
-    Ok(Layout { kubernetes_version: raw.kubernetes_version, directories, files, state_dir })
+    let a = &raw.admin_kubeconfig;
+    if a.is_empty() || a.starts_with('/') || a.split('/').any(|s| s == "..") {
+        return Err(err(1, format!("adminKubeconfig `{a}`: a path relative to the assets directory that does not leave it")));
+    }
+    Ok(Layout { kubernetes_version: raw.kubernetes_version, admin_kubeconfig: raw.admin_kubeconfig, directories, files, state_dir })
 }

@@ -11,6 +11,9 @@ use crate::rbac::{check_refs, parse_rbac, Rbac};
 use crate::ManifestError;
 use unitfile::{parse_unit, ParsedUnit};
 
+/// The component that serves the API (its clients are the others).
+pub const APISERVER: &str = "kube-apiserver";
+
 /// Flags whose path the component writes rather than reads: they need not
 /// exist before start, and nothing uploads them.
 pub const OUTPUT_FLAGS: &[&str] = &["audit-log-path", "log-file", "log-dir", "cert-dir"];
@@ -122,7 +125,10 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
     let mut units = Vec::new();
     for p in list(&dir.join("units"), "service")? {
         let text = read(&p)?;
-        units.push((rel(&p), parse_unit(&p, &text)?, p.clone()));
+        let unit = parse_unit(&p, &text)?;
+        // systemd's grammar, then this project's rules for units it ships.
+        unitfile::validate(&unit)?;
+        units.push((rel(&p), unit, p.clone()));
         sources.push((rel(&p), text));
         inputs.push(p);
     }
@@ -229,7 +235,10 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
         .collect();
 
     // Service CIDR: the apiserver's, and the controller-manager must agree.
-    let api = components.iter().find(|c| c.unit.component == "kube-apiserver");
+    let api = components.iter().find(|c| c.unit.component == APISERVER);
+    if api.is_none() {
+        return Err(ManifestError::new(dir.join("units"), 1, format!("no {APISERVER}.service: the plane has no API server")));
+    }
     let api_cidr = api.and_then(|c| c.unit.flag("service-cluster-ip-range"));
     let service_cidr = api_cidr.and_then(|f| f.value.clone()).unwrap_or_else(|| APISERVER_DEFAULT_SERVICE_CIDR.into());
     let service_ip = first_address(&service_cidr)
@@ -239,7 +248,7 @@ pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
         })?
         .to_string();
     for c in &components {
-        if c.unit.component == "kube-apiserver" {
+        if c.unit.component == APISERVER {
             continue;
         }
         if let Some(f) = c.unit.flag("service-cluster-ip-range") {

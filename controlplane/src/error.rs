@@ -4,7 +4,8 @@
 pub mod exit {
     /// Everything done / nothing failed.
     pub const OK: u8 = 0;
-    /// Something failed on the server (bootstrap) or a check failed (cpcheck).
+    /// Something failed: on the server, a check (cpcheck), or this
+    /// machine's own I/O mid-run.
     pub const FAILED: u8 = 1;
     /// Bad input or failed preflight: nothing on the server was changed.
     pub const INPUT: u8 = 2;
@@ -12,6 +13,10 @@ pub mod exit {
     pub const CONNECT: u8 = 3;
 }
 
+/// What went wrong, by class: the class decides the exit code. A variant
+/// with a cause keeps it typed ([`std::error::Error::source`]) for callers
+/// that tell causes apart; its message is the whole line a user reads
+/// (what was being done, then the cause's own words).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad command line, config file or local asset. One line: what, where, what to do.
@@ -23,15 +28,98 @@ pub enum Error {
     /// Something failed on the server.
     #[error("{0}")]
     Server(String),
+    /// The SSH connection failed under a command (lost, or a tunnel refused).
+    #[error("{what}: {source}")]
+    Ssh {
+        what: String,
+        #[source]
+        source: openssh::Error,
+    },
+    /// A Kubernetes API request failed.
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// This machine's own I/O failed mid-run (a pipe, a temp directory, a
+    /// file that could be read a moment ago): not bad input.
+    #[error("{what}: {source}")]
+    Local {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of this run stopped before it finished (a bug: report it).
+    #[error("{what}: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Input(_) => exit::INPUT,
-            Error::Connect(_) => exit::CONNECT,
-            Error::Server(_) => exit::FAILED,
+            Error::Connect(_) | Error::Ssh { .. } => exit::CONNECT,
+            Error::Server(_) | Error::Api { .. } | Error::Local { .. } | Error::Task { .. } => exit::FAILED,
         }
+    }
+
+    /// This machine's I/O failed while doing `what`.
+    pub fn local(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Local { what: what.into(), source }
+    }
+
+    /// The SSH connection failed while doing `what`.
+    pub fn ssh(what: impl Into<String>, source: openssh::Error) -> Error {
+        Error::Ssh { what: what.into(), source }
+    }
+
+    /// The API failed `what`.
+    pub fn api(what: impl Into<String>, source: kube::Error) -> Error {
+        Error::Api { what: what.into(), source: Box::new(source) }
+    }
+
+    /// A task doing `what` stopped.
+    pub fn task(what: impl Into<String>, source: tokio::task::JoinError) -> Error {
+        Error::Task { what: what.into(), source }
+    }
+
+    /// The same error, its message led by `context` (`SERVER: …`); the
+    /// class and the cause stay.
+    pub fn context(self, context: &str) -> Error {
+        let c = |m: String| format!("{context}: {m}");
+        match self {
+            Error::Input(m) => Error::Input(c(m)),
+            Error::Connect(m) => Error::Connect(c(m)),
+            Error::Server(m) => Error::Server(c(m)),
+            Error::Ssh { what, source } => Error::Ssh { what: c(what), source },
+            Error::Api { what, source } => Error::Api { what: c(what), source },
+            Error::Local { what, source } => Error::Local { what: c(what), source },
+            Error::Task { what, source } => Error::Task { what: c(what), source },
+        }
+    }
+}
+
+/// Why a local input (a certificate, a key, a kubeconfig, a binary) is not
+/// usable, as the rest of a sentence that names it: what is wrong with it,
+/// never what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
+impl From<String> for Unusable {
+    fn from(s: String) -> Self {
+        Unusable(s)
+    }
+}
+
+impl From<&str> for Unusable {
+    fn from(s: &str) -> Self {
+        Unusable(s.to_string())
     }
 }
 
@@ -90,6 +178,17 @@ impl std::fmt::Display for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_stays_typed_and_decides_nothing_but_its_class() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::local("cannot make a pipe", io).context("server-1");
+        assert_eq!(e.to_string(), "server-1: cannot make a pipe: denied");
+        assert_eq!(e.exit_code(), exit::FAILED, "local I/O is not bad input");
+        let src = std::error::Error::source(&e).expect("the cause is kept");
+        assert_eq!(src.downcast_ref::<std::io::Error>().map(|e| e.kind()), Some(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(Error::Input("x".into()).context("s").exit_code(), exit::INPUT);
+    }
 
     #[test]
     fn a_problem_prints_on_its_lines_whatever_it_holds() {

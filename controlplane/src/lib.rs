@@ -17,7 +17,7 @@
 
 pub mod bootstrap;
 pub mod cpcheck;
-mod error;
+pub mod error;
 pub mod kube;
 pub mod local;
 pub mod model;

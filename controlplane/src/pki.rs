@@ -16,10 +16,10 @@ pub struct Cert {
 impl Cert {
     /// Errors never quote the input: a key passed where a certificate
     /// belongs must not be printed.
-    pub fn from_pem(text: &[u8]) -> Result<Cert, String> {
+    pub fn from_pem(text: &[u8]) -> Result<Cert, crate::error::Unusable> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(text).map_err(|_| "not a PEM certificate".to_string())?;
         if pem.label != "CERTIFICATE" {
-            return Err(format!("its PEM block is {}, expected CERTIFICATE", pem_label(&pem.label)));
+            return Err(format!("its PEM block is {}, expected CERTIFICATE", pem_label(&pem.label)).into());
         }
         X509Certificate::from_der(&pem.contents).map_err(|_| "its PEM block is not an X.509 certificate".to_string())?;
         Ok(Cert { der: pem.contents })
@@ -123,7 +123,7 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
 }
 
 /// The raw public key of a PEM private key (PKCS#8, or PKCS#1 RSA).
-pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, String> {
+pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, crate::error::Unusable> {
     let s = std::str::from_utf8(text).map_err(|_| "not a PEM private key (not text)".to_string())?;
     let begin = s.lines().find(|l| l.starts_with("-----BEGIN ")).ok_or("not a PEM private key")?;
     let label = begin.trim_start_matches("-----BEGIN ").trim_end_matches("-----");
@@ -135,14 +135,14 @@ pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, String> {
     let pkcs8 = match label {
         "PRIVATE KEY" => der,
         "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
-        other => return Err(format!("unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`", pem_label(other))),
+        other => return Err(format!("unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`", pem_label(other)).into()),
     };
     let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|_| "not a usable private key (PKCS#8: RSA, ECDSA P-256/P-384 or Ed25519)".to_string())?;
     Ok(kp.public_key_raw().to_vec())
 }
 
 /// Does `key` (PEM) hold the private half of `cert`'s public key?
-pub fn key_matches(cert: &Cert, key: &[u8]) -> Result<bool, String> {
+pub fn key_matches(cert: &Cert, key: &[u8]) -> Result<bool, crate::error::Unusable> {
     Ok(private_key_public_raw(key)? == cert.public_key_raw())
 }
 
@@ -183,9 +183,9 @@ pub fn host_of(server: &str) -> Option<String> {
 
 /// Parses a kubeconfig's text. The file holds credentials (or is a key
 /// picked by mistake): errors give positions, never content.
-pub fn parse_kubeconfig(text: &[u8]) -> Result<kube::config::Kubeconfig, String> {
+pub fn parse_kubeconfig(text: &[u8]) -> Result<kube::config::Kubeconfig, crate::error::Unusable> {
     let s = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))?;
-    serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {}", crate::output::redact::yaml_error(&e)))
+    serde_yaml::from_str(s).map_err(|e| format!("not a kubeconfig: {}", crate::output::redact::yaml_error(&e)).into())
 }
 
 /// A name from a kubeconfig (context, cluster), safe to print.
@@ -193,12 +193,12 @@ fn name(s: &str) -> String {
     crate::output::redact::line(&s.chars().take(80).collect::<String>())
 }
 
-pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, String> {
+pub fn kubeconfig(text: &[u8]) -> Result<KubeconfigInfo, crate::error::Unusable> {
     kubeconfig_context(&parse_kubeconfig(text)?, None)
 }
 
 /// The credentials of `context` (default: current-context) of a parsed kubeconfig.
-pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) -> Result<KubeconfigInfo, String> {
+pub fn kubeconfig_context(kc: &kube::config::Kubeconfig, context: Option<&str>) -> Result<KubeconfigInfo, crate::error::Unusable> {
     let ctx_name = match context {
         Some(c) => c.to_string(),
         None => kc.current_context.clone().ok_or("no current-context")?,
@@ -272,7 +272,7 @@ fn elf_machine_name(m: u16) -> String {
 }
 
 /// Checks that `head` (the first bytes of a file) is an ELF executable for `arch`.
-pub fn check_elf(head: &[u8], arch: &str) -> Result<(), String> {
+pub fn check_elf(head: &[u8], arch: &str) -> Result<(), crate::error::Unusable> {
     if head.len() < 20 || &head[..4] != b"\x7fELF" {
         return Err("is not an ELF executable".into());
     }
@@ -284,8 +284,8 @@ pub fn check_elf(head: &[u8], arch: &str) -> Result<(), String> {
     }
     match elf_machine_for(arch) {
         Some(want) if want == machine => Ok(()),
-        Some(_) => Err(format!("is built for {}, the server is {arch}", elf_machine_name(machine))),
-        None => Err(format!("the server's architecture `{arch}` is not one this tool knows")),
+        Some(_) => Err(format!("is built for {}, the server is {arch}", elf_machine_name(machine)).into()),
+        None => Err(format!("the server's architecture `{arch}` is not one this tool knows").into()),
     }
 }
 
@@ -321,21 +321,21 @@ mod tests {
 
     #[test]
     fn bad_pem_is_refused_with_a_reason() {
-        assert!(Cert::from_pem(b"hello").unwrap_err().contains("not a PEM certificate"));
-        assert!(private_key_public_raw(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").unwrap_err().contains("openssl pkcs8"));
-        assert!(private_key_public_raw(b"junk").unwrap_err().contains("not a PEM private key"));
+        assert!(Cert::from_pem(b"hello").unwrap_err().to_string().contains("not a PEM certificate"));
+        assert!(private_key_public_raw(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").unwrap_err().to_string().contains("openssl pkcs8"));
+        assert!(private_key_public_raw(b"junk").unwrap_err().to_string().contains("not a PEM private key"));
     }
 
     #[test]
     fn elf_checks_magic_type_and_machine() {
         let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 62, 0];
         assert!(check_elf(&h, "x86_64").is_ok());
-        assert_eq!(check_elf(&h, "aarch64").unwrap_err(), "is built for x86_64, the server is aarch64");
+        assert_eq!(check_elf(&h, "aarch64").unwrap_err().to_string(), "is built for x86_64, the server is aarch64");
         h[18] = 183;
         assert!(check_elf(&h, "aarch64").is_ok());
         h[16] = 1;
-        assert!(check_elf(&h, "aarch64").unwrap_err().contains("not an executable"));
-        assert!(check_elf(b"#!/bin/sh\n", "x86_64").unwrap_err().contains("not an ELF"));
+        assert!(check_elf(&h, "aarch64").unwrap_err().to_string().contains("not an executable"));
+        assert!(check_elf(b"#!/bin/sh\n", "x86_64").unwrap_err().to_string().contains("not an ELF"));
     }
 
     #[test]
@@ -346,18 +346,18 @@ mod tests {
         let k = kubeconfig(text.as_bytes()).unwrap();
         assert_eq!(k.host().as_deref(), Some("server.kubernetes.local"));
         assert!(k.ca.is_some() && k.client_cert.is_none());
-        assert!(kubeconfig(b"current-context: [").unwrap_err().contains("not a kubeconfig"));
-        assert!(kubeconfig(text.replace("current-context: x", "current-context: y").as_bytes()).unwrap_err().contains("`y` is not defined"));
+        assert!(kubeconfig(b"current-context: [").unwrap_err().to_string().contains("not a kubeconfig"));
+        assert!(kubeconfig(text.replace("current-context: x", "current-context: y").as_bytes()).unwrap_err().to_string().contains("`y` is not defined"));
         // A private key given as a kubeconfig: the position, not the key.
         let key = KeyPair::generate().unwrap().serialize_pem();
-        let e = kubeconfig(key.as_bytes()).unwrap_err();
+        let e = kubeconfig(key.as_bytes()).unwrap_err().0;
         assert!(e.starts_with("not a kubeconfig: line 1, column 1:"), "{e}");
         let body = key.lines().nth(1).unwrap();
         assert!(!e.contains(&body[..16]) && !e.contains("BEGIN"), "{e}");
         // A key where a certificate belongs, and a bad base64 body.
-        let e = Cert::from_pem(key.as_bytes()).unwrap_err();
+        let e = Cert::from_pem(key.as_bytes()).unwrap_err().0;
         assert!(!e.contains(&body[..16]), "{e}");
-        let e = private_key_public_raw(b"-----BEGIN PRIVATE KEY-----\nMIIB!!!!\n-----END PRIVATE KEY-----\n").unwrap_err();
+        let e = private_key_public_raw(b"-----BEGIN PRIVATE KEY-----\nMIIB!!!!\n-----END PRIVATE KEY-----\n").unwrap_err().0;
         assert_eq!(e, "its PEM body is not valid base64 at offset 4");
     }
 }

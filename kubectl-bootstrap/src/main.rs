@@ -60,14 +60,14 @@ enum Command {
     /// With several servers: nothing changes anywhere unless every server passes preflight; files are staged on
     /// all at once; a first deploy starts all at once; a change to a running plane rolls one server at a time,
     /// each healthy again (and every other server ready) before the next, apiservers before their clients.
-    #[command(mut_arg("kubeconfig", |a| a.help("Admin kubeconfig for the RBAC step (default: $KUBECONFIG, else ASSETS/admin.kubeconfig)")))]
+    #[command(mut_arg("kubeconfig", |a| a.help(format!("Admin kubeconfig for the RBAC step (default: $KUBECONFIG, else ASSETS/{})", controlplane::model::ADMIN_KUBECONFIG))))]
     Server {
         /// user@host, ssh://user@host:port, or a Host alias from ~/.ssh/config; several for an HA plane.
         #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
         destinations: Vec<String>,
         /// The address clients use for the plane (load balancer or virtual IP), https://HOST[:PORT]: must be a name of the serving certificate.
-        #[arg(long, value_name = "URL")]
-        endpoint: Option<String>,
+        #[arg(long, value_name = "URL", value_parser = cli::parse_endpoint)]
+        endpoint: Option<controlplane::model::Endpoint>,
         /// How many servers to connect to, read and stage at once (default: all).
         #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         concurrency: usize,
@@ -150,7 +150,7 @@ fn confirm(destination: &str) -> Result<(), Error> {
     }
     controlplane::err!("This stops the control plane on {destination} and removes what bootstrap placed (etcd stays). Continue? [y/N] ");
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| Error::Input(e.to_string()))?;
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::local("cannot read the answer from standard input", e))?;
     if !matches!(answer.trim(), "y" | "Y" | "yes") {
         return Err(Error::Input("reset cancelled".into()));
     }
@@ -230,7 +230,7 @@ fn main() -> ExitCode {
             let ui = Ui::new(verbose);
             let ran = rt.block_on(interrupt::guard(bootstrap::server(&o, &ui)));
             if verbose {
-                errln!("{}", controlplane::local::process::stats_line());
+                errln!("{}", controlplane::local::process::stats_line(controlplane::remote::sessions()));
             }
             match ran {
                 Ok(Ok(report)) => {

@@ -29,8 +29,8 @@ struct Cli {
     #[arg(long = "ssh", value_name = "DESTINATION", value_delimiter = ',')]
     ssh_destinations: Vec<String>,
     /// The plane's load-balanced address (https://HOST[:PORT]): checked to reach a ready apiserver.
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = cli::parse_endpoint)]
+    endpoint: Option<controlplane::model::Endpoint>,
     #[command(flatten)]
     ssh: SshArgs,
     #[command(flatten)]
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let ran = rt.block_on(interrupt::guard(cpcheck::check(&o)));
     if cli.verbose {
-        errln!("{}", controlplane::local::process::stats_line());
+        errln!("{}", controlplane::local::process::stats_line(controlplane::remote::sessions()));
     }
     match ran {
         Ok(Ok(mut report)) => {

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 pub use testbed::{Bed, BedOptions, Cluster, Os};
 
 pub mod faults;
+pub mod probe_bed;
+pub mod report;
 
 /// The last lines of a plugin's stderr, for a failure message.
 pub fn redact_tail(stderr: &str) -> String {
@@ -24,6 +26,9 @@ pub fn bed(label: &str) -> Bed {
 
 /// [`bed`] with a shaped link or zstd on the server.
 pub fn bed_with(label: &str, options: &BedOptions) -> Bed {
+    // The plugins are built before any bed exists: a test's bounded waits
+    // (for an upload to start, a lock to be taken) never include a build.
+    plugin("kubectl-bootstrap");
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     match Bed::up_with(&name, options) {
@@ -35,6 +40,7 @@ pub fn bed_with(label: &str, options: &BedOptions) -> Bed {
 /// Brings up a fresh bed of `n` servers (one bridge, stacked etcd) or
 /// fails the test saying why (never skips).
 pub fn cluster(label: &str, n: u8) -> Cluster {
+    plugin("kubectl-bootstrap");
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     match Cluster::up(&name, n) {
@@ -238,4 +244,28 @@ impl ReadyPoller {
 /// How many answered ready in each sample.
 pub fn ready_counts(samples: &[Vec<Ready>]) -> Vec<usize> {
     samples.iter().map(|s| s.iter().filter(|r| **r == Ready::Yes).count()).collect()
+}
+
+/// Every temp a run may leave (the layout's directories, the state
+/// directory included), one `DIR/NAME` per line: empty when none is left.
+pub fn leftover_temps(bed: &Bed) -> String {
+    let marker = controlplane::remote::probe::upload::TEMP_MARKER;
+    let dirs: Vec<&str> = controlplane::model::DIRECTORIES.iter().map(|d| d.path).collect();
+    bed.ssh(&format!("find {} -maxdepth 1 -name '*{marker}*' 2>/dev/null; true", dirs.join(" "))).unwrap()
+}
+
+/// `server_args` with another assets directory.
+pub fn with_assets(bed: &Bed, user: &str, assets: &Path) -> Vec<String> {
+    let mut a = server_args(bed, user);
+    let i = a.iter().position(|x| x == "--assets").unwrap();
+    a[i + 1] = assets.display().to_string();
+    a
+}
+
+/// A copy of the bed's assets at `root/name`, damaged by `damage`.
+pub fn damaged(bed: &Bed, root: &Path, name: &str, damage: impl FnOnce(&Path)) -> PathBuf {
+    let dir = root.join(name);
+    testbed::pki::copy_assets(&bed.assets, &dir).unwrap();
+    damage(&dir);
+    dir
 }

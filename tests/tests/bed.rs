@@ -34,7 +34,7 @@ fn bed_runs_the_real_apiserver_and_leaves_nothing_behind() {
     // Install what the apiserver needs by hand (plain scp), where the layout says.
     let api = model::unit("kube-apiserver").unwrap();
     bed.ssh("mkdir -p /var/lib/kubernetes /etc/kubernetes/config").unwrap();
-    for f in FILES.iter().filter(|f| f.restarts.contains(&"kube-apiserver")) {
+    for f in FILES.iter().filter(|f| f.restarts.contains(&api.component)) {
         match f.source {
             Source::Asset(candidates) => {
                 let local = candidates.iter().map(|c| bed.assets.join(c)).find(|p| p.exists()).expect("asset present");

@@ -4,6 +4,7 @@ use std::process::Command;
 use std::str::FromStr;
 
 use controlplane::model::{Source, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, UNITS};
+use e2e::report::{self, Cpcheck, Plan, Run};
 use e2e::{active_since, run_bootstrap, server_args, snapshot, text};
 use serde_json::Value;
 
@@ -58,15 +59,8 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     let out = run_bootstrap(&dry);
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(snapshot(&bed), before, "--dry-run must change nothing");
-    let planned: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let planned_uploads: Vec<String> = planned["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["action"] == "stage")
-        .flat_map(|a| a["files"].as_array().unwrap().iter())
-        .map(|f| f["dest"].as_str().unwrap().to_string())
-        .collect();
+    let planned: Plan = report::parse(&out.stdout);
+    let planned_uploads: Vec<String> = planned.actions.iter().filter(|a| a.action == "stage").flat_map(|a| a.staged()).map(|f| f.dest).collect();
     assert_eq!(planned_uploads.len(), FILES.len());
 
     let mut json = args.clone();
@@ -74,10 +68,9 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     let out = run_bootstrap(&json);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "first run failed:\n{stderr}");
-    let first: Value = serde_json::from_str(&stdout).unwrap();
-    let uploaded: Vec<String> = first["uploaded"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert_eq!(uploaded, planned_uploads, "the dry run listed exactly what the run did");
-    let rbac: Vec<&str> = first["rbac"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
+    let first: Run = report::parse(stdout.as_bytes());
+    assert_eq!(first.uploaded, planned_uploads, "the dry run listed exactly what the run did");
+    let rbac: Vec<&str> = first.rbac.iter().map(|r| r.result.as_str()).collect();
     assert_eq!(rbac, ["created", "created"]);
     assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"), "no secret in any output");
     assert_converged(&bed);
@@ -89,9 +82,8 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("nothing changed"), "{stdout}");
     let out = run_bootstrap(&json);
-    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(again["bytesSent"], 0);
-    assert_eq!(again["changed"], false);
+    let again: Run = report::parse(&out.stdout);
+    assert_eq!((again.bytes_sent, again.changed), (0, false));
     let now: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
     assert_eq!(since, now, "a no-op run restarts nothing\n{}", e2e::plane_journals(&bed));
 
@@ -101,9 +93,9 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     let out = run_bootstrap(&set);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let r: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(r["uploaded"], serde_json::json!(["/etc/systemd/system/kube-apiserver.service"]));
-    assert_eq!(r["restarted"], serde_json::json!(["kube-apiserver.service"]));
+    let r: Run = report::parse(stdout.as_bytes());
+    assert_eq!(r.uploaded, ["/etc/systemd/system/kube-apiserver.service"]);
+    assert_eq!(r.restarted, ["kube-apiserver.service"]);
     assert!(stderr.contains("systemctl daemon-reload"), "{stderr}");
     let after: Vec<(u64, u64)> = UNITS.iter().map(|u| active_since(&bed, u.file_name)).collect();
     assert!(e2e::restarted_on_request(since[0], after[0]), "the apiserver was restarted: {since:?} → {after:?}\n{}", e2e::plane_journals(&bed));
@@ -122,7 +114,7 @@ fn from_nothing_then_noop_then_one_flag_changed() {
         assert!(!stderr.contains(&format!("systemctl restart {}", UNITS[i].file_name)), "{stderr}");
     }
     assert!(bed.ssh("systemctl show -p ExecStart kube-apiserver").unwrap().contains("--v=3"));
-    assert_eq!(r["warnings"], serde_json::json!([]), "nothing exited on its own during the run:\n{}", e2e::plane_journals(&bed));
+    assert!(r.warnings.is_empty(), "nothing exited on its own during the run: {:#?}\n{}", r.warnings, e2e::plane_journals(&bed));
 
     // A component whose process exits while the run waits (here the
     // controller-manager, killed; the change is the scheduler's): the run
@@ -150,25 +142,26 @@ fn from_nothing_then_noop_then_one_flag_changed() {
     assert!(killer.join().unwrap(), "the scheduler was never restarted");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let r: Value = serde_json::from_str(&stdout).unwrap();
-    let w = r["warnings"].as_array().unwrap();
+    let r: Run = report::parse(stdout.as_bytes());
+    let w = &r.warnings;
     assert_eq!(w.len(), 1, "{w:#?}");
-    assert!(w[0]["what"].as_str().unwrap().starts_with("kube-controller-manager.service"), "{w:#?}");
-    let journal: Vec<&str> = w[0]["journal"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-    assert!(journal.iter().any(|l| l.contains("kube-controller-manager.service: Main process exited, code=killed, status=9/KILL")), "{journal:#?}");
+    assert!(w[0].what.starts_with("kube-controller-manager.service"), "{w:#?}");
+    assert!(w[0].journal.iter().any(|l| l.contains("kube-controller-manager.service: Main process exited, code=killed, status=9/KILL")), "{w:#?}");
     assert!(stderr.contains("  warning: kube-controller-manager.service"), "{stderr}");
     bed.ssh("for i in $(seq 100); do systemctl is-active -q kube-controller-manager && exit 0; sleep 0.2; done; exit 1").expect("the controller-manager is started again");
     let out = run_bootstrap(&now_desired);
     let (stdout, _) = text(&out);
     assert!(out.status.success() && stdout.contains("nothing changed") && !stdout.contains("warning:"), "a no-op run after it warns of nothing new: {stdout}");
     let mut check = e2e::cpcheck_args(&bed);
-    check.extend(["--only".into(), "host".into(), "-o".into(), "json".into()]);
+    // The same overrides as the run: the units are as desired, no drift.
+    check.extend(["--set", "kube-apiserver.v=3", "--set", "kube-scheduler.v=3", "--only", "host", "-o", "json"].map(String::from));
     let out = e2e::cpcheck(&check);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let unit = v["checks"].as_array().unwrap().iter().find(|c| c["id"] == "host.unit.kube-controller-manager").unwrap();
-    assert_eq!(unit["status"], "WARN", "{unit:#}");
-    assert!(unit["journal"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("Main process exited, code=killed, status=9/KILL")), "{unit:#}");
-    assert_eq!(out.status.code(), Some(0), "a warning does not fail cpcheck");
+    let v: Cpcheck = report::parse(&out.stdout);
+    let unit = v.row("host.unit.kube-controller-manager", None);
+    assert_eq!(unit.status, "WARN", "{unit:#?}");
+    assert!(unit.journal.iter().any(|l| l.contains("Main process exited, code=killed, status=9/KILL")), "{unit:#?}");
+    let failed: Vec<&e2e::report::Check> = v.checks.iter().filter(|c| c.status == "FAIL").collect();
+    assert_eq!(out.status.code(), Some(0), "a warning does not fail cpcheck; failed: {failed:#?}\n{}", e2e::plane_journals(&bed));
 }
 
 #[test]
@@ -189,6 +182,8 @@ fn a_sudo_user_bootstraps_too() {
 fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
     let bed = e2e::bed("cut");
     let args = server_args(&bed, "root");
+    // The plugin is built first: the watch below is bounded, a build is not part of it.
+    let plugin = e2e::plugin("kubectl-bootstrap");
     // Watch on the server for the apiserver binary's temp file to appear.
     let watch = std::thread::spawn({
         let opts = bed.ssh_options();
@@ -203,8 +198,11 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
                 .success()
         }
     });
-    let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    assert!(watch.join().unwrap(), "the upload never started");
+    let child = Command::new(plugin).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    if !watch.join().unwrap() {
+        let out = child.wait_with_output().unwrap();
+        panic!("the upload never started: {:?}", text(&out));
+    }
     // Kill the session's ssh master (its control socket lives in /tmp/kcp-PID-RANDOM).
     let killed = Command::new("pkill").args(["-KILL", "-f", &format!("/tmp/kcp-{}-", child.id())]).status().unwrap();
     assert!(killed.success(), "no ssh master found to kill");
@@ -217,8 +215,7 @@ fn a_cut_connection_leaves_no_partial_file_and_the_next_run_completes() {
     let out = run_bootstrap(&args);
     assert!(out.status.success(), "the next run completes: {:?}", text(&out));
     assert_converged(&bed);
-    let temps = bed.ssh("ls -a /usr/local/bin /var/lib/kubernetes /etc/kubernetes/config /etc/systemd/system | grep -c kcp-tmp || true").unwrap();
-    assert_eq!(temps.trim(), "0", "no temp file is left");
+    assert_eq!(e2e::leftover_temps(&bed).trim(), "", "no temp file is left");
 }
 
 #[test]

@@ -3,24 +3,24 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use e2e::report::Cpcheck;
 use e2e::{cpcheck, cpcheck_args, run_bootstrap, server_args, text};
 use serde_json::Value;
 
-/// id → (status, detail) from `-o json`, and the exit code.
-fn run_json(bed: &e2e::Bed, extra: &[&str]) -> (BTreeMap<String, (String, String)>, i32, Value) {
+/// id → (status, detail).
+type Statuses = BTreeMap<String, (String, String)>;
+
+/// id → (status, detail) from `-o json`, the exit code, and the report
+/// (typed, and as JSON for the schema).
+fn run_json(bed: &e2e::Bed, extra: &[&str]) -> (Statuses, i32, (Cpcheck, Value)) {
     let mut args = cpcheck_args(bed);
     args.extend(["-o".into(), "json".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let out = cpcheck(&args);
-    let (stdout, stderr) = text(&out);
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    let map = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["id"].as_str().unwrap().to_string(), (c["status"].as_str().unwrap().to_string(), c["detail"].as_str().unwrap().to_string())))
-        .collect();
-    (map, out.status.code().unwrap_or(-1), v)
+    let report: Cpcheck = e2e::report::parse(&out.stdout);
+    let map = report.checks.iter().map(|c| (c.id.clone(), (c.status.clone(), c.detail.clone()))).collect();
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    (map, out.status.code().unwrap_or(-1), (report, json))
 }
 
 /// Runs cpcheck until `id` has `status` (the cluster settles), or fails.
@@ -56,13 +56,13 @@ fn healthy_then_one_breakage_at_a_time() {
     assert_eq!(code, 0);
     assert!(m.iter().filter(|(id, _)| id.starts_with("cis-1.20/")).any(|(_, (s, _))| s == "WARN"), "the v1.20 bed is checked against cis-1.20");
     assert!(!m.keys().any(|id| id.starts_with("cis-1.12/")), "and only against it");
-    assert_eq!(report["cis"]["benchmark"], "cis-1.20");
+    assert_eq!(report.0.cis.benchmark.as_deref(), Some("cis-1.20"));
     assert!(m.len() >= 40, "{} checks", m.len());
 
     // The JSON validates against the documented schema.
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(e2e::workspace().join("docs/cpcheck.schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator.iter_errors(&report.1).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // --strict turns CIS warnings into failures.
     let (m, code, _) = run_json(&bed, &["--strict", "--only", "cis"]);
@@ -76,7 +76,7 @@ fn healthy_then_one_breakage_at_a_time() {
     let xml = String::from_utf8(out.stdout).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("JUnit is XML");
     let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
-    assert_eq!(cases.len(), report["checks"].as_array().unwrap().len());
+    assert_eq!(cases.len(), report.0.checks.len());
     assert!(cases.iter().all(|c| c.attribute("name").is_some() && c.attribute("classname").is_some_and(|s| s.starts_with("cpcheck."))));
     assert_eq!(doc.root_element().attribute("failures"), Some("0"));
 
@@ -234,12 +234,12 @@ fn bad_input_is_one_line_with_its_exit_code() {
     // Without --ssh the host checks are skipped, with the reason; without
     // credentials the API checks are.
     let out = cpcheck(&["--kubeconfig".into(), bed.kubeconfig.display().to_string(), "--only".into(), "host".into(), "-o".into(), "json".into()]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "SKIP" && c["detail"].as_str().unwrap().contains("--ssh")));
+    let v: Cpcheck = e2e::report::parse(&out.stdout);
+    assert!(!v.checks.is_empty() && v.checks.iter().all(|c| c.status == "SKIP" && c.detail.contains("--ssh")), "{v:#?}");
     let mut args = cpcheck_args(&bed);
     args.truncate(6);
     args.extend(["--only".into(), "rbac".into(), "-o".into(), "json".into()]);
     let out = std::process::Command::new(e2e::plugin("kubectl-cpcheck")).args(&args).env("HOME", &bed.dir).env_remove("KUBECONFIG").output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "SKIP" && c["detail"].as_str().unwrap().contains("no API credentials")), "{v}");
+    let v: Cpcheck = e2e::report::parse(&out.stdout);
+    assert!(!v.checks.is_empty() && v.checks.iter().all(|c| c.status == "SKIP" && c.detail.contains("no API credentials")), "{v:#?}");
 }

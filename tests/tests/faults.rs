@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use e2e::faults::{self, Cut};
 use e2e::{run_bootstrap, server_args, text};
 
-fn temps(bed: &e2e::Bed) -> String {
-    bed.ssh("ls -a /usr/local/bin /var/lib/kubernetes /etc/kubernetes/config /etc/systemd/system /var/lib/kubectl-bootstrap 2>/dev/null | grep kcp-tmp; true").unwrap()
-}
-
 fn with_set(bed: &e2e::Bed, set: &str) -> Vec<String> {
     let mut a = server_args(bed, "root");
     a.extend(["--set".into(), set.into()]);
@@ -43,7 +39,7 @@ fn a_disk_that_fills_during_the_upload_is_exit_1_no_space_and_leaves_no_temp() {
     assert_eq!(out.status.code(), Some(1), "a full disk is a failure on the server, not a lost connection:\n{stderr}");
     let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
     assert!(line.contains("upload of /usr/local/bin/") && line.contains("No space left on device"), "{stderr}");
-    assert_eq!(temps(&bed).trim(), "", "no temp left behind");
+    assert_eq!(e2e::leftover_temps(&bed).trim(), "", "no temp left behind");
     bed.ssh("umount /usr/local/bin").unwrap();
     let out = run_bootstrap(&server_args(&bed, "root"));
     assert!(out.status.success(), "{:?}", text(&out));
@@ -67,11 +63,11 @@ fn a_failing_commit_step_fails_the_run_naming_the_file_and_reports_it_not_upload
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{tool}: {stderr}");
         assert!(stderr.lines().any(|l| l.starts_with("error: ") && l.contains(&step)), "{tool}: names the file and step:\n{stderr}");
-        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(v["kind"], "Error");
+        let v: e2e::report::Failure = e2e::report::parse(stdout.as_bytes());
+        assert_eq!((v.kind.as_str(), v.exit_code), ("Error", 1));
         assert!(!stdout.contains("\"uploaded\""), "{stdout}");
         assert_eq!(bed.ssh(&format!("sha256sum {unit}")).unwrap(), before, "{tool}: the unit in place is untouched");
-        assert_eq!(temps(&bed).trim(), "", "{tool}: the temp is removed");
+        assert_eq!(e2e::leftover_temps(&bed).trim(), "", "{tool}: the temp is removed");
     }
     let out = run_bootstrap(&with_set(&bed, "kube-apiserver.v=3"));
     assert!(out.status.success(), "{:?}", text(&out));
@@ -82,7 +78,8 @@ fn a_failing_commit_step_fails_the_run_naming_the_file_and_reports_it_not_upload
 fn holding(bed: &e2e::Bed, args: &[String]) -> std::process::Child {
     let child = Command::new(e2e::plugin("kubectl-bootstrap")).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while bed.ssh("cat /run/kubectl-bootstrap.holder 2>/dev/null; true").unwrap().trim().is_empty() {
+    let holder = format!("cat {} 2>/dev/null; true", controlplane::remote::lock::HOLDER_FILE);
+    while bed.ssh(&holder).unwrap().trim().is_empty() {
         assert!(Instant::now() < deadline, "the first run never took the lock");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -7,11 +7,8 @@
 
 use std::process::Command;
 
+use e2e::report::{self, ClusterPlan, ClusterRun, Cpcheck};
 use e2e::*;
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
-}
 
 /// How many of the servers' apiservers answer /readyz `ok` now (anonymous
 /// /readyz, as a load balancer's health check asks).
@@ -38,9 +35,9 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     // From nothing: every server at once.
     let out = run_bootstrap(&with(&args, &["-o", "json"]));
     assert!(out.status.success(), "first deploy: {:?}", text(&out));
-    let v = json(&out);
-    assert_eq!((v["kind"].as_str(), v["rollout"].as_str()), (Some("ClusterResult"), Some("first-deploy")));
-    assert_eq!(v["summary"]["changedServers"].as_array().unwrap().len(), 3);
+    let v: ClusterRun = report::parse(&out.stdout);
+    assert_eq!((v.kind.as_str(), v.rollout.as_str()), ("ClusterResult", "first-deploy"));
+    assert_eq!(v.summary.changed_servers.len(), 3);
     for s in &c.servers {
         let st = s.ssh("systemctl is-active kube-apiserver kube-controller-manager kube-scheduler").unwrap();
         assert_eq!(st.split_whitespace().collect::<Vec<_>>(), ["active", "active", "active"], "{}\n{}", s.dest(), plane_journals(s));
@@ -69,8 +66,8 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     let snaps: Vec<String> = c.servers.iter().map(snapshot).collect();
     let out = run_bootstrap(&with(&args, &["-o", "json"]));
     assert!(out.status.success(), "re-run: {:?}", text(&out));
-    let v = json(&out);
-    assert_eq!(v["changed"], false, "{v:#}");
+    let v: ClusterRun = report::parse(&out.stdout);
+    assert!(!v.changed, "{v:#?}");
     assert_eq!(apiserver_starts(&c), before, "{}", c.servers.iter().map(plane_journals).collect::<Vec<_>>().join("\n"));
     assert_eq!(c.servers.iter().map(snapshot).collect::<Vec<_>>(), snaps, "the re-run changed a server");
 
@@ -94,12 +91,11 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     let answers = poller.stop();
     let samples = ready_counts(&answers);
     assert!(out.status.success(), "rolling change: {:?}", text(&out));
-    let v = json(&out);
-    assert_eq!(v["rollout"], "rolling");
+    let v: ClusterRun = report::parse(&out.stdout);
+    assert_eq!(v.rollout, "rolling");
     // One wave per server, in order, each alone.
-    let alone: Vec<u64> =
-        v["waves"].as_array().unwrap().iter().filter(|w| w["part"] == "pass" && w["servers"].as_array().unwrap().len() == 1).map(|w| w["servers"][0].as_u64().unwrap()).collect();
-    assert_eq!(alone, [0, 1, 2], "{:#}", v["waves"]);
+    let alone: Vec<usize> = v.waves.iter().filter(|w| w.part == "pass" && w.servers.len() == 1).map(|w| w.servers[0]).collect();
+    assert_eq!(alone, [0, 1, 2], "{:#?}", v.waves);
     let min = *samples.iter().min().unwrap();
     let dips = samples.windows(2).filter(|w| w[0] == 3 && w[1] < 3).count();
     eprintln!("rolling change: {} /readyz samples every 100 ms, minimum ready {min} of 3, {dips} dips", samples.len());
@@ -126,8 +122,8 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     // Fixed input: the re-run finishes the rollout (server 1 back on the good unit).
     let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
     assert!(out.status.success(), "the fixed re-run: {:?}", text(&out));
-    let v = json(&out);
-    assert_eq!(v["summary"]["changedServers"], serde_json::json!([first]), "{v:#}");
+    let v: ClusterRun = report::parse(&out.stdout);
+    assert_eq!(v.summary.changed_servers, std::slice::from_ref(&first), "{v:#?}");
     assert_eq!(ready_count(&c), 3);
     let units: Vec<String> = c.servers.iter().map(|s| s.ssh("sha256sum /etc/systemd/system/kube-apiserver.service").unwrap()).collect();
     assert!(units.windows(2).all(|w| w[0] == w[1]), "{units:?}");
@@ -164,8 +160,8 @@ fn nothing_changes_anywhere_unless_every_server_passes_and_cpcheck_names_the_bro
     assert!(err.contains("--endpoint https://lb.example.invalid:6443: lb.example.invalid is not a name of the serving certificate"), "{err}");
     let out = run_bootstrap(&with(&args, &["--dry-run", "-o", "json"]));
     assert!(out.status.success(), "{:?}", text(&out));
-    let v = json(&out);
-    assert_eq!((v["kind"].as_str(), v["servers"].as_array().map(Vec::len)), (Some("ClusterPlan"), Some(3)));
+    let v: ClusterPlan = report::parse(&out.stdout);
+    assert_eq!((v.kind.as_str(), v.servers.len()), ("ClusterPlan", 3));
     assert_eq!(snaps(&c), clean, "a dry run changed a server");
 
     let out = run_bootstrap(&args);
@@ -179,15 +175,13 @@ fn nothing_changes_anywhere_unless_every_server_passes_and_cpcheck_names_the_bro
     let out = check(&["--endpoint", &endpoint]);
     assert_eq!(out.status.code(), Some(0), "a healthy HA plane: {}", redact_tail(&text(&out).0));
     let out = check(&["-o", "json", "--endpoint", &endpoint]);
-    let v = json(&out);
-    let rows = v["checks"].as_array().unwrap();
-    let status = |id: &str| rows.iter().find(|r| r["id"] == id).map(|r| r["status"].as_str().unwrap().to_string()).unwrap();
+    let v: Cpcheck = report::parse(&out.stdout);
     for id in ["cluster.apiservers-ready", "cluster.endpoints", "cluster.leases", "cluster.same-files", "cluster.etcd-members", "cluster.endpoint"] {
-        assert_eq!(status(id), "PASS", "{id}");
+        assert_eq!(v.row(id, None).status, "PASS", "{id}");
     }
     // Host checks ran on each server, the server a field of its own.
     for s in &c.servers {
-        assert!(rows.iter().any(|r| r["id"] == "host.unit.kube-apiserver" && r["server"] == s.dest().as_str()), "{}", s.dest());
+        assert_eq!(v.row("host.unit.kube-apiserver", Some(&s.dest())).server.as_deref(), Some(s.dest().as_str()));
     }
 
     // Broken three ways: an apiserver stopped, a unit edited, an etcd member stopped.
@@ -196,12 +190,11 @@ fn nothing_changes_anywhere_unless_every_server_passes_and_cpcheck_names_the_bro
     c.servers[2].ssh("systemctl stop etcd").unwrap();
     let out = check(&["-o", "json"]);
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
-    let v = json(&out);
-    let rows = v["checks"].as_array().unwrap();
+    let v: Cpcheck = report::parse(&out.stdout);
     let failed = |id: &str, server: Option<&str>| -> String {
-        let r = rows.iter().find(|r| r["id"] == id && r["server"].as_str() == server).unwrap_or_else(|| panic!("{id} {server:?}"));
-        assert_eq!(r["status"], "FAIL", "{id} on {server:?}: {r:#}");
-        r["detail"].as_str().unwrap().to_string()
+        let r = v.checks.iter().find(|r| r.id == id && r.server.as_deref() == server).unwrap_or_else(|| panic!("{id} {server:?}"));
+        assert_eq!(r.status, "FAIL", "{id} on {server:?}: {r:#?}");
+        r.detail.clone()
     };
     let (s1, s2, s3) = (c.servers[0].dest(), c.servers[1].dest(), c.servers[2].dest());
     assert!(failed("cluster.apiservers-ready", None).contains(&format!("{s1}: /readyz")));

@@ -4,11 +4,11 @@
 //! (files, modes, owners, unit states); and no part of any private key body
 //! from the assets ever reaches stdout or stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e::{leak, server_args, snapshot, text};
+use e2e::{damaged, leak, server_args, snapshot, text, with_assets};
 
 /// One row of the table.
 struct Case {
@@ -44,23 +44,9 @@ fn cpcheck_with(args: Vec<String>) -> Box<dyn Fn() -> Output> {
     Box::new(move || Command::new(e2e::plugin("kubectl-cpcheck")).args(&args).env_remove("KUBECONFIG").output().expect("run kubectl-cpcheck"))
 }
 
-fn with_assets(bed: &e2e::Bed, assets: &Path) -> Vec<String> {
-    let mut a = server_args(bed, "root");
-    let i = a.iter().position(|x| x == "--assets").unwrap();
-    a[i + 1] = assets.display().to_string();
-    a
-}
-
 fn plus(mut a: Vec<String>, more: &[&str]) -> Vec<String> {
     a.extend(more.iter().map(|s| s.to_string()));
     a
-}
-
-fn damaged(bed: &e2e::Bed, root: &Path, name: &str, damage: impl FnOnce(&Path)) -> PathBuf {
-    let dir = root.join(name);
-    testbed::pki::copy_assets(&bed.assets, &dir).unwrap();
-    damage(&dir);
-    dir
 }
 
 fn mkfifo(p: &Path) {
@@ -122,7 +108,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     cases.push(Case::new(
         "a key where a kubeconfig belongs",
         None,
-        bootstrap_with(with_assets(&bed, &d), vec![]),
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         2,
         format!("error: {}/kube-scheduler.kubeconfig: not a kubeconfig: line 1, column 1:", d.display()),
     ));
@@ -132,7 +118,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     cases.push(Case::new(
         "a key where a certificate belongs",
         None,
-        bootstrap_with(with_assets(&bed, &d), vec![]),
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         2,
         format!("error: {}/ca.crt: its PEM block is `PRIVATE KEY`, expected CERTIFICATE", d.display()),
     ));
@@ -143,14 +129,26 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
         assert!(st.success());
         std::fs::rename(d.join("enc.key"), &k).unwrap();
     });
-    cases.push(Case::new("an encrypted key", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2, format!("error: {}/service-accounts.key: the key is encrypted", d.display())));
+    cases.push(Case::new(
+        "an encrypted key",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
+        2,
+        format!("error: {}/service-accounts.key: the key is encrypted", d.display()),
+    ));
     let d = damaged(&bed, &tmp, "expired", |d| testbed::pki::reissue_apiserver_expired(d, bed.address.into()).unwrap());
-    cases.push(Case::new("an expired serving certificate", None, bootstrap_with(with_assets(&bed, &d), vec![]), 2, "error: kube-api-server.crt has expired: reissue it".into()));
+    cases.push(Case::new(
+        "an expired serving certificate",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
+        2,
+        "error: kube-api-server.crt has expired: reissue it".into(),
+    ));
     let d = damaged(&bed, &tmp, "bad-encryption", |d| std::fs::write(d.join("encryption-config.yaml"), "kind: Secret\nsecret: c2VjcmV0c2VjcmV0c2VjcmV0\n").unwrap());
     cases.push(Case::new(
         "an encryption config of the wrong kind",
         None,
-        bootstrap_with(with_assets(&bed, &d), vec![]),
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         2,
         format!("error: {}/encryption-config.yaml: its kind is not EncryptionConfiguration", d.display()),
     ));
@@ -160,7 +158,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     cases.push(Case::new(
         "an encryption config that is not YAML",
         None,
-        bootstrap_with(with_assets(&bed, &d), vec![]),
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         2,
         format!("error: {}/encryption-config.yaml: not YAML: line", d.display()),
     ));
@@ -209,7 +207,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     cases.push(Case {
         name: "a FIFO asset",
         setup: None,
-        run: bootstrap_with(with_assets(&bed, &d), vec![]),
+        run: bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         code: 2,
         line: format!("error: asset {}/ca.crt is a FIFO, not a regular file", d.display()),
         within: fast,
@@ -222,7 +220,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     cases.push(Case {
         name: "an asset linked to /dev/zero",
         setup: None,
-        run: bootstrap_with(with_assets(&bed, &d), vec![]),
+        run: bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         code: 2,
         line: format!("error: asset {}/downloads/client/kubectl is a character device, not a regular file", d.display()),
         within: fast,
@@ -292,7 +290,7 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
         Some(("mount -t tmpfs -o size=64m,mode=0755 tmpfs /usr/local/bin", "umount /usr/local/bin")),
         bootstrap_with(base(), vec![]),
         2,
-        "error: not enough free space on /usr/local/bin".into(),
+        "error: not enough free space on the file system of /usr/local/bin".into(),
     ));
 
     let mut failures = Vec::new();

@@ -5,12 +5,8 @@
 //! path, and hash caches on both ends that never let a change through.
 
 use controlplane::model::{Source, FILES};
+use e2e::report::{self, Plan, Run};
 use e2e::{bed_with, run_bootstrap, server_args, snapshot, text, BedOptions};
-use serde_json::Value;
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
-}
 
 fn with(args: &[String], more: &[&str]) -> Vec<String> {
     let mut v = args.to_vec();
@@ -53,9 +49,9 @@ fn every_codec_lands_byte_identical_and_a_corrupted_stream_never_reaches_a_final
     for codec in ["zstd", "gzip", "none"] {
         let out = run_bootstrap(&with(&args, &["--compress", codec, "-o", "json"]));
         assert!(out.status.success(), "--compress {codec}: {:?}", text(&out));
-        let v = json(&out);
-        assert_eq!(v["compression"], codec, "{v:#}");
-        let (sent, size) = (v["bytesSent"].as_u64().unwrap(), v["bytesUploaded"].as_u64().unwrap());
+        let v: Run = report::parse(&out.stdout);
+        assert_eq!(v.compression, codec, "{v:#?}");
+        let (sent, size) = (v.bytes_sent, v.bytes_uploaded);
         if codec == "none" {
             assert_eq!(sent, size);
         } else {
@@ -96,16 +92,16 @@ fn a_slow_link_to_a_server_without_zstd_gets_gzip_and_zstd_is_refused_there() {
     // auto: the link is measured, gzip pays on 100 Mbit/s, the plan says so.
     let out = run_bootstrap(&with(&args, &["--dry-run", "-o", "json"]));
     assert!(out.status.success(), "{:?}", text(&out));
-    let v = json(&out);
-    let stage = v["actions"].as_array().unwrap().iter().find(|a| a["action"] == "stage").unwrap();
-    assert_eq!(stage["transfer"]["codec"], "gzip", "{:#}", stage["transfer"]);
-    let mbps = stage["transfer"]["linkBytesPerSecond"].as_f64().unwrap() * 8.0 / 1e6;
+    let v: Plan = report::parse(&out.stdout);
+    let transfer = v.stage().and_then(|s| s.transfer.clone()).expect("a stage with its transfer");
+    assert_eq!(transfer.codec, "gzip", "{transfer:#?}");
+    let mbps = transfer.link_bytes_per_second.expect("the link was measured") * 8.0 / 1e6;
     assert!((75.0..115.0).contains(&mbps), "measured {mbps} Mbit/s on a 100 Mbit/s link");
     let out = run_bootstrap(&with(&args, &["-o", "json"]));
     assert!(out.status.success(), "{:?}", text(&out));
-    let v = json(&out);
-    assert_eq!(v["compression"], "gzip");
-    assert!(v["bytesSent"].as_u64().unwrap() < v["bytesUploaded"].as_u64().unwrap() / 2);
+    let v: Run = report::parse(&out.stdout);
+    assert_eq!(v.compression, "gzip");
+    assert!(v.bytes_sent < v.bytes_uploaded / 2, "{v:#?}");
     assert_identical(&bed);
 }
 
@@ -116,9 +112,8 @@ fn neither_hash_cache_lets_a_changed_file_through() {
     let out = run_bootstrap(&args);
     assert!(out.status.success(), "{:?}", text(&out));
     let changed = |out: &std::process::Output| -> Vec<String> {
-        let v = json(out);
-        let stage = v["actions"].as_array().unwrap().iter().find(|a| a["action"] == "stage").cloned();
-        stage.map(|s| s["files"].as_array().unwrap().iter().map(|f| f["dest"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        let v: Plan = report::parse(&out.stdout);
+        v.stage().map(|s| s.staged().into_iter().map(|f| f.dest).collect()).unwrap_or_default()
     };
     let dry = with(&args, &["--dry-run", "-o", "json"]);
     assert!(changed(&run_bootstrap(&dry)).is_empty());

@@ -4,6 +4,12 @@
 //! space), and `ExecStart=` split into words the way systemd unquotes them
 //! (`--runtime-config='api/all=true'` is the word `--runtime-config=api/all=true`).
 //!
+//! Two steps: [`parse_unit`] reads any unit systemd reads (prefixes,
+//! positional arguments, `--flag value`, repeated flags, no Description=);
+//! [`validate`] is this project's rules for the units it ships (what codegen
+//! requires of `manifests/`). A hand-edited unit on a server parses, so
+//! cpcheck can say how it differs instead of calling it unreadable.
+//!
 //! It is pure text in, data out, with no dependencies: codegen uses it at
 //! build time on `manifests/`, and the plugins at run time on the units they
 //! find installed on a server (and to render units with overrides).
@@ -34,7 +40,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// One `--name[=value]` word of `ExecStart=`.
+/// One `--name[=value]` (or `--name value`) of `ExecStart=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitFlag {
     /// Without the leading `--`.
@@ -43,9 +49,19 @@ pub struct UnitFlag {
     pub value: Option<String>,
     /// 1-based line in the unit file.
     pub line: usize,
-    /// The word exactly as written (quotes and all), so an unchanged flag is
-    /// rendered back byte for byte.
+    /// The word(s) exactly as written (quotes and all), so an unchanged
+    /// flag is rendered back byte for byte.
     pub raw: String,
+    /// Written as two words, `--name value` (the way pflag also reads a
+    /// flag; this project's units write `--name=value`).
+    pub separate: bool,
+}
+
+/// A word of `ExecStart=` that is not a `--flag` (nor a flag's value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positional {
+    pub word: String,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,25 +74,44 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedUnit {
+    /// As given to [`parse_unit`], for errors.
+    pub path: PathBuf,
     /// The file name without `.service`: `kube-apiserver`.
     pub component: String,
     pub file_name: String,
     pub text: String,
-    pub description: String,
+    pub description: Option<String>,
     pub documentation: Option<String>,
+    /// ExecStart='s prefix characters (`-`, `@`, `:`, `+`, `!`), if any.
+    pub prefix: String,
     pub exec: String,
+    /// In order, repeats included (the program reads the last).
     pub flags: Vec<UnitFlag>,
+    pub positional: Vec<Positional>,
+    /// Every word after the program, unquoted, in order: the argv systemd
+    /// gives the program after its name.
+    pub args: Vec<String>,
+    /// `%` specifiers and `$` expansions left as written (systemd expands
+    /// them at run time): the line and the word.
+    pub expansions: Vec<(usize, String)>,
     pub restart: Option<String>,
     pub restart_sec: Option<String>,
     pub wanted_by: Vec<String>,
     pub entries: Vec<Entry>,
+    /// Each section header and its line.
+    pub sections: Vec<(String, usize)>,
     /// 1-based first and last line of the `ExecStart=` logical line.
     pub exec_lines: (usize, usize),
 }
 
 impl ParsedUnit {
+    /// The flag as the program reads it: the last one of that name.
     pub fn flag(&self, name: &str) -> Option<&UnitFlag> {
-        self.flags.iter().find(|f| f.name == name)
+        self.flags.iter().rev().find(|f| f.name == name)
+    }
+
+    fn section_line(&self, s: &str) -> Option<usize> {
+        self.sections.iter().find(|x| x.0 == s).map(|x| x.1)
     }
 }
 
@@ -85,13 +120,15 @@ struct Word {
     text: String,
     raw: String,
     start: usize,
+    /// Holds a `%` specifier or `$` expansion systemd would expand.
+    expands: bool,
 }
 
 /// Splits a value into words as systemd's ExecStart parsing does: whitespace
 /// separates words, single and double quotes group (anywhere in a word),
 /// backslash escapes the next character outside single quotes, `%%` is `%`
-/// and `$$` is `$`. Other `%` specifiers and `$` expansions are refused rather
-/// than silently taken literally.
+/// and `$$` is `$`. Other `%` specifiers and `$` expansions are kept as
+/// written and marked (systemd expands them when it runs the command).
 fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
     let mut words = Vec::new();
     let b: Vec<(usize, char)> = s.char_indices().collect();
@@ -105,6 +142,7 @@ fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
         }
         let start = b[i].0;
         let mut text = String::new();
+        let mut expands = false;
         let mut quote: Option<char> = None;
         while i < b.len() {
             let c = b[i].1;
@@ -134,8 +172,7 @@ fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
                 if b.get(i + 1).map(|x| x.1) == Some(c) {
                     i += 1;
                 } else {
-                    let what = if c == '%' { "specifier" } else { "variable expansion" };
-                    return Err((start, format!("systemd {what} `{c}` in ExecStart is not supported (write `{c}{c}` for a literal `{c}`)")));
+                    expands = true;
                 }
             }
             i += 1;
@@ -144,7 +181,7 @@ fn split_words(s: &str) -> Result<Vec<Word>, (usize, String)> {
             return Err((start, format!("unterminated {q} quote")));
         }
         let end = b.get(i).map(|x| x.0).unwrap_or(s.len());
-        words.push(Word { text, raw: s[start..end].to_string(), start });
+        words.push(Word { text, raw: s[start..end].to_string(), start, expands });
     }
     Ok(words)
 }
@@ -200,7 +237,7 @@ pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ParseError> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut section: Option<(String, usize)> = None;
     let mut sections_seen: Vec<(String, usize)> = Vec::new();
-    let mut exec: Option<(String, Vec<UnitFlag>, (usize, usize))> = None;
+    let mut exec: Option<Exec> = None;
     let mut i = 0;
     while i < lines.len() {
         let lineno = i + 1;
@@ -269,70 +306,132 @@ pub fn parse_unit(path: &Path, text: &str) -> Result<ParsedUnit, ParseError> {
         }
         let last_line = segments.last().map(|s| s.1).unwrap_or(lineno);
         if sect == "Service" && key == "ExecStart" {
-            if let Some((_, _, (l0, _))) = &exec {
-                return Err(err(lineno, format!("ExecStart= given twice (first at line {l0}); a simple service runs one command")));
-            }
             let line_of = |off: usize| starts.iter().rev().find(|(o, _)| *o <= off).map(|x| x.1).unwrap_or(lineno);
             let words = split_words(&value).map_err(|(off, m)| err(line_of(off), m))?;
-            let Some((prog, rest)) = words.split_first() else {
-                return Err(err(lineno, "ExecStart= is empty".into()));
+            // An empty ExecStart= resets the list (as drop-ins do).
+            exec = match exec {
+                _ if words.is_empty() => None,
+                // systemd refuses a second command for any Type= but oneshot.
+                Some(first) => {
+                    return Err(err(lineno, format!("ExecStart= given twice (first at line {}); systemd runs one command for a service that is not Type=oneshot", first.lines.0)))
+                }
+                None => Some(exec_start(&words, &line_of, (lineno, last_line))),
             };
-            if let Some(p) = prog.text.chars().next().filter(|c| "-@:+!".contains(*c)) {
-                return Err(err(lineno, format!("ExecStart prefix `{p}` is not supported; give the absolute path of the binary")));
-            }
-            if !prog.text.starts_with('/') {
-                return Err(err(lineno, format!("ExecStart program `{}` is not an absolute path", prog.text)));
-            }
-            let mut flags: Vec<UnitFlag> = Vec::new();
-            for w in rest {
-                let line = line_of(w.start);
-                let Some(body) = w.text.strip_prefix("--") else {
-                    return Err(err(line, format!("argument `{}` is not a --flag (write one --name=value per line)", w.raw)));
-                };
-                let (name, val) = match body.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                    None => (body.to_string(), None),
-                };
-                if name.is_empty() {
-                    return Err(err(line, format!("`{}` has no flag name", w.raw)));
-                }
-                if let Some(prev) = flags.iter().find(|f| f.name == name) {
-                    return Err(err(line, format!("flag --{name} given twice (first at line {})", prev.line)));
-                }
-                flags.push(UnitFlag { name, value: val, line, raw: w.raw.clone() });
-            }
-            exec = Some((prog.text.clone(), flags, (lineno, last_line)));
         }
         entries.push(Entry { section: sect, key, value, line: lineno });
     }
 
     let get = |s: &str, k: &str| entries.iter().rev().find(|e| e.section == s && e.key == k).map(|e| e.value.clone());
-    let section_line = |s: &str| sections_seen.iter().find(|x| x.0 == s).map(|x| x.1);
-    let description = get("Unit", "Description").ok_or_else(|| err(section_line("Unit").unwrap_or(1), "no Description= in [Unit]".into()))?;
-    let Some((exec, flags, exec_lines)) = exec else {
-        let at = section_line("Service").unwrap_or(lines.len().max(1));
+    let Some(exec) = exec else {
+        let at = sections_seen.iter().find(|x| x.0 == "Service").map(|x| x.1).unwrap_or(lines.len().max(1));
         return Err(err(at, "no ExecStart= in [Service]: the unit would not run anything".into()));
     };
     let wanted_by: Vec<String> =
         entries.iter().filter(|e| e.section == "Install" && e.key == "WantedBy").flat_map(|e| e.value.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
-    if wanted_by.is_empty() {
-        let at = section_line("Install").unwrap_or(lines.len().max(1));
-        return Err(err(at, "no WantedBy= in [Install]: `systemctl enable` would have nothing to hook the unit into".into()));
-    }
     Ok(ParsedUnit {
+        path: path.to_path_buf(),
         component,
         file_name,
         text: text.to_string(),
-        description,
+        description: get("Unit", "Description"),
         documentation: get("Unit", "Documentation"),
-        exec,
-        flags,
+        prefix: exec.prefix,
+        exec: exec.program,
+        flags: exec.flags,
+        positional: exec.positional,
+        args: exec.args,
+        expansions: exec.expansions,
         restart: get("Service", "Restart"),
         restart_sec: get("Service", "RestartSec"),
         wanted_by,
         entries,
-        exec_lines,
+        sections: sections_seen,
+        exec_lines: exec.lines,
     })
+}
+
+/// One `ExecStart=` as read.
+struct Exec {
+    prefix: String,
+    program: String,
+    flags: Vec<UnitFlag>,
+    positional: Vec<Positional>,
+    args: Vec<String>,
+    expansions: Vec<(usize, String)>,
+    lines: (usize, usize),
+}
+
+/// Reads `ExecStart=`'s words: the prefix characters, the program, then
+/// `--name=value`, `--name value` (a next word not starting with `-`),
+/// bare `--name`, and anything else as positional.
+fn exec_start(words: &[Word], line_of: &dyn Fn(usize) -> usize, lines: (usize, usize)) -> Exec {
+    let (prog, rest) = words.split_first().expect("a non-empty ExecStart=");
+    let prefix: String = prog.text.chars().take_while(|c| "-@:+!".contains(*c)).collect();
+    let program = prog.text[prefix.len()..].to_string();
+    let expansions = words.iter().filter(|w| w.expands).map(|w| (line_of(w.start), w.raw.clone())).collect();
+    let mut flags: Vec<UnitFlag> = Vec::new();
+    let mut positional = Vec::new();
+    let mut k = 0;
+    while k < rest.len() {
+        let w = &rest[k];
+        let line = line_of(w.start);
+        k += 1;
+        let Some(body) = w.text.strip_prefix("--").filter(|b| !b.is_empty() && !b.starts_with('=')) else {
+            positional.push(Positional { word: w.text.clone(), line });
+            continue;
+        };
+        let (name, value, raw, separate) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string()), w.raw.clone(), false),
+            None => match rest.get(k).filter(|n| !n.text.starts_with('-')) {
+                Some(next) => {
+                    k += 1;
+                    (body.to_string(), Some(next.text.clone()), format!("{} {}", w.raw, next.raw), true)
+                }
+                None => (body.to_string(), None, w.raw.clone(), false),
+            },
+        };
+        flags.push(UnitFlag { name, value, line, raw, separate });
+    }
+    let args = rest.iter().map(|w| w.text.clone()).collect();
+    Exec { prefix, program, flags, positional, args, expansions, lines }
+}
+
+/// This project's rules for a unit it ships, on top of systemd's: a
+/// Description= and a WantedBy=, an absolute program without prefix
+/// characters, every argument one `--name=value` (or bare `--name`) word,
+/// no flag twice, no `%` specifier or `$` expansion (the value written is
+/// the value used).
+pub fn validate(u: &ParsedUnit) -> Result<(), ParseError> {
+    let err = |line: usize, msg: String| ParseError::new(&u.path, line, msg);
+    let last = systemd_lines(&u.text).len().max(1);
+    if u.description.is_none() {
+        return Err(err(u.section_line("Unit").unwrap_or(1), "no Description= in [Unit]".into()));
+    }
+    let at = u.exec_lines.0;
+    if let Some(p) = u.prefix.chars().next() {
+        return Err(err(at, format!("ExecStart prefix `{p}` is not supported; give the absolute path of the binary")));
+    }
+    if !u.exec.starts_with('/') {
+        return Err(err(at, format!("ExecStart program `{}` is not an absolute path", u.exec)));
+    }
+    if let Some((line, w)) = u.expansions.first() {
+        return Err(err(*line, format!("`{w}`: systemd specifiers and variable expansions in ExecStart are not supported (write `%%` or `$$` for a literal)")));
+    }
+    if let Some(p) = u.positional.first() {
+        return Err(err(p.line, format!("argument `{}` is not a --flag (write one --name=value per line)", p.word)));
+    }
+    for (i, f) in u.flags.iter().enumerate() {
+        if f.separate {
+            return Err(err(f.line, format!("`{}`: write --{}=VALUE (one word), as the other flags are", f.raw, f.name)));
+        }
+        if let Some(prev) = u.flags[..i].iter().find(|p| p.name == f.name) {
+            return Err(err(f.line, format!("flag --{} given twice (first at line {})", f.name, prev.line)));
+        }
+    }
+    if u.wanted_by.is_empty() {
+        return Err(err(u.section_line("Install").unwrap_or(last), "no WantedBy= in [Install]: `systemctl enable` would have nothing to hook the unit into".into()));
+    }
+    Ok(())
 }
 
 /// Quotes a flag value for ExecStart when systemd would otherwise split or
@@ -517,8 +616,31 @@ mod tests {
         assert!(same_directives(&u, &changed, &base).unwrap_err().contains("changes [Service] Restart="));
     }
 
+    /// Refused by systemd's grammar or by this project's rules.
     fn bad(text: &str) -> ParseError {
-        p(text).expect_err("must fail")
+        p(text).and_then(|u| validate(&u).map(|_| u)).expect_err("must fail")
+    }
+
+    /// What systemd reads is read, whatever this project's rules say; only
+    /// `validate` refuses it.
+    #[test]
+    fn parse_reads_what_systemd_reads_and_validate_holds_the_rules() {
+        let hand = "[Service]\nExecStart=-/usr/local/bin/kube-scheduler --v 2 --kubeconfig=/k --v=3 extra\n";
+        let u = p(hand).unwrap();
+        assert_eq!((u.prefix.as_str(), u.exec.as_str()), ("-", "/usr/local/bin/kube-scheduler"));
+        let got: Vec<_> = u.flags.iter().map(|f| (f.name.as_str(), f.value.as_deref(), f.separate)).collect();
+        assert_eq!(got, vec![("v", Some("2"), true), ("kubeconfig", Some("/k"), false), ("v", Some("3"), false)]);
+        assert_eq!(u.flag("v").and_then(|f| f.value.as_deref()), Some("3"), "the last one is the one the program reads");
+        assert_eq!(u.positional, vec![Positional { word: "extra".into(), line: 2 }]);
+        assert_eq!((u.description.as_deref(), u.wanted_by.len()), (None, 0));
+        assert!(validate(&u).is_err());
+        // An empty ExecStart= resets the command, as in a drop-in.
+        let reset = p("[Service]\nExecStart=/a --x=1\nExecStart=\nExecStart=/b --y=2\n").unwrap();
+        assert_eq!((reset.exec.as_str(), reset.flags[0].name.as_str(), reset.exec_lines.0), ("/b", "y", 4));
+        // Specifiers are kept as written (systemd expands them when it runs).
+        let spec = p("[Service]\nExecStart=/x --home=%h\n").unwrap();
+        assert_eq!((spec.flags[0].value.as_deref(), spec.expansions.len()), (Some("%h"), 1));
+        assert!(validate(&p(OK).unwrap()).is_ok());
     }
 
     #[test]

@@ -57,6 +57,9 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Record the probe's replies from a real server prepared so that every
+    /// fact fires (controlplane/src/remote/probe/recorded/): the unit tests' replies.
+    ProbeReply,
     /// The local demo: bed up, build the plugins, bootstrap the bed, check it.
     Demo {
         /// Leave the bed running afterwards.
@@ -171,6 +174,23 @@ fn test(args: &[String]) -> Result<()> {
     timed("cargo build", &mut t, Command::new(&cargo).current_dir(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
     timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
     print_timings(&t);
+    Ok(())
+}
+
+/// `cargo xtask probe-reply`: a bed, bootstrapped and prepared so that
+/// every fact fires, read three ways; the replies written where the probe's
+/// unit tests read them.
+fn probe_reply() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let bed = e2e::bootstrapped("probe-reply");
+    let replies = e2e::probe_bed::replies(&bed);
+    let dir = root.join("controlplane/src/remote/probe/recorded");
+    std::fs::create_dir_all(&dir)?;
+    for (name, reply) in e2e::probe_bed::RECORDED.iter().zip(replies.all()) {
+        let reply = e2e::probe_bed::masked(reply);
+        std::fs::write(dir.join(name), &reply)?;
+        eprintln!("[xtask] {}: {} bytes, tags {:?}", dir.join(name).display(), reply.len(), e2e::probe_bed::tags(&reply));
+    }
     Ok(())
 }
 
@@ -291,6 +311,7 @@ fn main() -> ExitCode {
         Cmd::Install { prefix } => release::install(prefix),
         Cmd::Dist { out } => release::dist(out),
         Cmd::Demo { keep, servers } => demo(keep, servers),
+        Cmd::ProbeReply => probe_reply(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,22 +63,22 @@ pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 /// Learns a binary's version by running it with `--version` here, for at
 /// most `timeout` (then it is killed). Only a regular file is run.
-pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, String> {
+pub fn binary_version(path: &Path, timeout: std::time::Duration) -> Result<Version, crate::error::Unusable> {
     let shown = crate::output::redact::line(&path.display().to_string());
     let line = version_line(path, timeout)?;
-    Version::parse(&line).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&line)))
+    Version::parse(&line).ok_or_else(|| format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&line)).into())
 }
 
 /// The first line a binary's `--version` prints (`Kubernetes v1.20.2`),
 /// bounded like [`binary_version`].
-pub fn version_line(path: &Path, timeout: std::time::Duration) -> Result<String, String> {
+pub fn version_line(path: &Path, timeout: std::time::Duration) -> Result<String, crate::error::Unusable> {
     let shown = crate::output::redact::line(&path.display().to_string());
     crate::local::files::open_regular(path).map_err(|e| format!("{shown} {e}"))?;
     let out = crate::local::process::output_within(std::process::Command::new(path).arg("--version"), timeout).map_err(|e| format!("cannot run `{shown} --version` here ({e})"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first: String = text.trim().lines().next().unwrap_or("").chars().take(80).collect();
     if Version::parse(&first).is_none() {
-        return Err(format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)));
+        return Err(format!("`{shown} --version` printed no version: {}", crate::output::redact::line(&first)).into());
     }
     Ok(crate::output::redact::line(&first))
 }
@@ -97,8 +97,156 @@ impl Desired {
     pub fn file(&self, dest: &str) -> Option<&DesiredFile> {
         self.files.iter().find(|f| f.spec.dest == dest)
     }
-    pub fn unit(&self, component: &str) -> Option<&DesiredUnit> {
+    pub fn unit(&self, component: crate::model::Component) -> Option<&DesiredUnit> {
         self.units.iter().find(|u| u.spec.component == component)
+    }
+}
+
+/// A layout file's asset found in the assets directory: opened once (a
+/// regular file, checked on the handle; every later read goes through
+/// it), then hashed.
+struct Found {
+    spec: &'static FileSpec,
+    path: PathBuf,
+    asset: Result<crate::local::files::Asset, String>,
+    hash: std::sync::OnceLock<Result<(u64, String), String>>,
+}
+
+impl Found {
+    fn hashed(&self) -> Option<&(u64, String)> {
+        self.hash.get().and_then(|r| r.as_ref().ok())
+    }
+}
+
+/// Every asset of the layout that is in `assets`, opened.
+fn find_assets(assets: &Path) -> Vec<Found> {
+    FILES
+        .iter()
+        .filter_map(|spec| match spec.source {
+            Source::Asset(c) => c.iter().map(|c| assets.join(c)).find(|p| p.exists()).map(|path| (spec, path)),
+            _ => None,
+        })
+        .map(|(spec, path)| Found { spec, asset: crate::local::files::Asset::open(&path).map_err(|e| e.to_string()), path, hash: Default::default() })
+        .collect()
+}
+
+/// Hashes every found asset on up to four cores (hundreds of MiB of
+/// binaries), or takes the hash the cache has for a file unchanged since.
+fn hash_all(found: &[Found], cache: &HashCache) {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while let Some(f) = found.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+                    let r = match &f.asset {
+                        Ok(a) => cache.hash(a, f.spec.kind.is_secret()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = f.hash.set(r);
+                }
+            });
+        }
+    });
+}
+
+/// What each unit's binary says it is (`Kubernetes v1.20.2`), all at
+/// once: the cache's line for this content, else the binary's own
+/// `--version` (run by its path, only while the path still holds the file
+/// that was hashed). With each binary and its hash.
+fn version_lines<'f>(found: &'f [Found], cache: &HashCache, timeout: std::time::Duration) -> Vec<(&'f Found, Result<String, crate::error::Unusable>)> {
+    let binaries = found.iter().filter(|f| f.spec.kind == FileKind::Binary && crate::model::UNITS.iter().any(|u| u.exec == f.spec.dest));
+    std::thread::scope(|s| {
+        let hs: Vec<_> = binaries
+            .map(|f| {
+                s.spawn(move || {
+                    let known = f.hashed().and_then(|(_, sha)| cache.version(sha));
+                    let run = || match &f.asset {
+                        Ok(a) if a.still_at_path() => version_line(&f.path, timeout.min(VERSION_PROBE_TIMEOUT)),
+                        _ => Err(format!("{} changed while it was being read", crate::output::redact::line(&f.path.display().to_string())).into()),
+                    };
+                    (f, known.map(Ok).unwrap_or_else(run))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("a version probe does not panic")).collect()
+    })
+}
+
+/// The release the scheduler config is rendered for: `version` when given,
+/// else what its reader's binary says. Every binary's line is remembered
+/// (`versions`, the cache); a reader that says nothing usable is a problem.
+fn scheduler_version(
+    lines: Vec<(&Found, Result<String, crate::error::Unusable>)>,
+    version: Option<Version>,
+    cache: &HashCache,
+    versions: &mut BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Version> {
+    let reader = crate::model::placed(SCHEDULER_CONFIG.manifest).and_then(|f| f.restarts.first().copied());
+    let fix = "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it";
+    let mut chosen = version;
+    for (f, line) in lines {
+        let is_reader = reader.is_some_and(|r| f.spec.dest == r.exec()) && chosen.is_none();
+        match line {
+            Ok(l) => {
+                if let Some((_, sha)) = f.hashed() {
+                    cache.set_version(sha, &l);
+                    versions.insert(sha.clone(), l.clone());
+                }
+                if is_reader {
+                    match Version::parse(&l) {
+                        Some(v) => chosen = Some(v),
+                        None => problems.push(Problem::new(format!("{} version: `--version` printed no version: {}", f.spec.dest, crate::output::redact::line(&l)), fix)),
+                    }
+                }
+            }
+            Err(e) if is_reader => problems.push(Problem::new(format!("{} version: {e}", f.spec.dest), fix)),
+            // Another architecture's binaries say nothing here: cpcheck asks them on the server.
+            Err(_) => {}
+        }
+    }
+    chosen
+}
+
+/// A layout file rendered from the compiled-in manifests: a unit with its
+/// overrides, the scheduler config for `version`.
+fn rendered(path: &str, text: &str, units: &[DesiredUnit], version: Option<Version>) -> Result<String, Problem> {
+    if let Some(u) = units.iter().find(|u| u.spec.manifest == path) {
+        return Ok(u.text.clone());
+    }
+    match version {
+        Some(v) if path == SCHEDULER_CONFIG.manifest => render_scheduler_config(v).ok_or_else(|| {
+            let reader = crate::model::placed(SCHEDULER_CONFIG.manifest).and_then(|f| f.restarts.first().copied());
+            Problem::new(format!("{} {v} is older than v1.19", reader.map(|r| r.name()).unwrap_or_default()), "use control-plane binaries of v1.19 or newer")
+        }),
+        _ => Ok(text.to_string()),
+    }
+}
+
+/// One layout file as desired, or why it cannot be.
+fn desired_file(spec: &'static FileSpec, assets: &Path, found: &[Found], units: &[DesiredUnit], version: Option<Version>) -> Result<DesiredFile, Problem> {
+    match spec.source {
+        Source::Asset(candidates) => {
+            let Some(f) = found.iter().find(|f| std::ptr::eq(f.spec, spec)) else {
+                return Err(Problem::new(
+                    format!("missing asset {} (for {})", crate::output::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
+                    format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
+                ));
+            };
+            let hashed = f.hash.get().cloned().expect("every found asset was hashed");
+            match hashed.and_then(|h| f.asset.clone().map(|a| (h, a))) {
+                Ok(((size, sha256), a)) => Ok(DesiredFile { spec, content: Content::File(a), size, sha256 }),
+                Err(e) => Err(Problem::new(
+                    format!("asset {} {e}", crate::output::redact::line(&f.path.display().to_string())),
+                    format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),
+                )),
+            }
+        }
+        Source::Manifest { path, text } => {
+            let text = rendered(path, text, units, version)?;
+            Ok(DesiredFile { spec, size: text.len() as u64, sha256: sha256_hex(text.as_bytes()), content: Content::Text(text) })
+        }
     }
 }
 
@@ -108,139 +256,22 @@ impl Desired {
 pub fn build(assets: &Path, overrides: &Overrides, version: Option<Version>, probe_timeout: std::time::Duration, cache: &HashCache) -> (Desired, Vec<Problem>) {
     let units = desired_units(overrides);
     let mut problems = Vec::new();
-    let mut files = Vec::new();
-    // Hash the assets on every core (hundreds of MiB of binaries), or take
-    // the hashes the cache has for files unchanged since.
-    let found: Vec<(usize, PathBuf)> = FILES
-        .iter()
-        .enumerate()
-        .filter_map(|(i, spec)| match spec.source {
-            Source::Asset(c) => c.iter().map(|c| assets.join(c)).find(|p| p.exists()).map(|p| (i, p)),
-            _ => None,
-        })
-        .collect();
-    // Each opened once (a regular file, checked on the handle); every later
-    // read goes through that handle.
-    let opened: BTreeMap<usize, Result<crate::local::files::Asset, String>> = found.iter().map(|(i, p)| (*i, crate::local::files::Asset::open(p))).collect();
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    type Hashed = BTreeMap<usize, Result<(u64, String), String>>;
-    let hashed: std::sync::Mutex<Hashed> = Default::default();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((i, _)) = found.get(k) else { break };
-                let r = match &opened[i] {
-                    Ok(a) => cache.hash(a, FILES[*i].kind.is_secret()),
-                    Err(e) => Err(e.clone()),
-                };
-                hashed.lock().expect("hash results").insert(*i, r);
-            });
-        }
-    });
-    // The version decides how the scheduler config renders: the cache's for
-    // this content, else the binary's own `--version`.
-    // What each unit's binary says it is (`Kubernetes v1.20.2`): the cache's
-    // line for this content, else the binary's own `--version`, all at once.
-    // The scheduler's decides how the scheduler config renders.
-    let binaries: Vec<(usize, PathBuf, Option<String>)> = found
-        .iter()
-        .filter(|(i, _)| FILES[*i].kind == FileKind::Binary && crate::model::UNITS.iter().any(|u| u.exec == FILES[*i].dest))
-        .map(|(i, p)| (*i, p.clone(), hashed.lock().expect("hash results").get(i).and_then(|r| r.as_ref().ok()).map(|(_, s)| s.clone())))
-        .collect();
-    let lines: Vec<(usize, Option<String>, Result<String, String>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = binaries
-            .iter()
-            .map(|(i, p, sha)| {
-                let opened = &opened;
-                s.spawn(move || {
-                    let known = sha.as_deref().and_then(|s| cache.version(s));
-                    // Run by its path (a program is run, not read): only while
-                    // the path still holds the file that was hashed.
-                    let run = || match &opened[i] {
-                        Ok(a) if a.still_at_path() => version_line(p, probe_timeout.min(VERSION_PROBE_TIMEOUT)),
-                        _ => Err(format!("{} changed while it was being read", crate::output::redact::line(&p.display().to_string()))),
-                    };
-                    (*i, sha.clone(), known.map(Ok).unwrap_or_else(run))
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("a version probe does not panic")).collect()
-    });
+    let found = find_assets(assets);
+    hash_all(&found, cache);
     let mut versions = BTreeMap::new();
-    let mut scheduler_version = version;
-    for (i, sha, line) in lines {
-        let is_scheduler = FILES[i].dest.ends_with("/kube-scheduler");
-        match line {
-            Ok(l) => {
-                if let Some(s) = &sha {
-                    cache.set_version(s, &l);
-                    versions.insert(s.clone(), l.clone());
-                }
-                if is_scheduler && scheduler_version.is_none() {
-                    match Version::parse(&l) {
-                        Some(v) => scheduler_version = Some(v),
-                        None => problems.push(Problem::new(
-                            format!("kube-scheduler version: `--version` printed no version: {}", crate::output::redact::line(&l)),
-                            "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it",
-                        )),
-                    }
-                }
-            }
-            Err(e) if is_scheduler && scheduler_version.is_none() => {
-                problems.push(Problem::new(format!("kube-scheduler version: {e}"), "pass --kubernetes-version vX.Y (the binaries' release) so the scheduler config renders for it"))
-            }
-            // Another architecture's binaries say nothing here: cpcheck asks them on the server.
-            Err(_) => {}
-        }
-    }
-    let mut hashed = hashed.into_inner().expect("hash results");
-    for (i, spec) in FILES.iter().enumerate() {
-        match spec.source {
-            Source::Asset(candidates) => {
-                let Some((p, asset)) = found.iter().find(|(j, _)| *j == i).map(|x| (x.1.clone(), opened[&i].clone())) else {
-                    problems.push(Problem::new(
-                        format!("missing asset {} (for {})", crate::output::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
-                        format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
-                    ));
-                    continue;
-                };
-                match hashed.remove(&i).expect("every found asset was hashed").and_then(|h| asset.map(|a| (h, a))) {
-                    Ok(((size, sha256), a)) => files.push(DesiredFile { spec, content: Content::File(a), size, sha256 }),
-                    Err(e) => problems.push(Problem::new(
-                        format!("asset {} {e}", crate::output::redact::line(&p.display().to_string())),
-                        format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),
-                    )),
-                }
-            }
-            Source::Manifest { path, text } => {
-                let text = if let Some(u) = units.iter().find(|u| u.spec.manifest == path) {
-                    u.text.clone()
-                } else if path == SCHEDULER_CONFIG.manifest {
-                    match scheduler_version {
-                        Some(v) => match render_scheduler_config(v) {
-                            Some(t) => t,
-                            None => {
-                                problems.push(Problem::new(format!("kube-scheduler {v} is older than v1.19"), "use control-plane binaries of v1.19 or newer"));
-                                continue;
-                            }
-                        },
-                        None => text.to_string(),
-                    }
-                } else {
-                    text.to_string()
-                };
-                let sha256 = sha256_hex(text.as_bytes());
-                files.push(DesiredFile { spec, size: text.len() as u64, sha256, content: Content::Text(text) });
-            }
+    let scheduler_version = scheduler_version(version_lines(&found, cache, probe_timeout), version, cache, &mut versions, &mut problems);
+    let mut files = Vec::new();
+    for spec in FILES {
+        match desired_file(spec, assets, &found, &units, scheduler_version) {
+            Ok(f) => files.push(f),
+            Err(p) => problems.push(p),
         }
     }
     (Desired { files, units, scheduler_version, versions }, problems)
 }
 
 /// The serving port each component listens on, from the desired flags.
-pub fn serving_ports(d: &Desired) -> BTreeMap<&'static str, u16> {
+pub fn serving_ports(d: &Desired) -> BTreeMap<crate::model::Component, u16> {
     d.units.iter().map(|u| (u.spec.component, u.serving_port())).collect()
 }
 

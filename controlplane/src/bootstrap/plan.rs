@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::bootstrap::desired::{Desired, DesiredFile};
 use crate::local::compress::{Codec, Decision};
 use crate::model::overrides::DesiredUnit;
-use crate::model::{FileKind, FileMode, UnitSpec, APISERVER, DIRECTORIES, UNITS};
+use crate::model::{Component, FileKind, FileMode, Owed, APISERVER, DIRECTORIES};
 use crate::output::human_bytes;
+use crate::remote::probe::FileType;
 use crate::remote::probe::Probe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,7 +99,8 @@ pub enum Action {
     /// `marker` (what the commit makes necessary) on the server.
     Commit {
         files: Vec<String>,
-        marker: Vec<String>,
+        #[serde(serialize_with = "owed_lines")]
+        marker: Vec<Owed>,
     },
     SetModes {
         files: Vec<ModeChange>,
@@ -107,23 +109,27 @@ pub enum Action {
         because: Vec<String>,
     },
     Enable {
-        units: Vec<String>,
+        #[serde(serialize_with = "unit_files")]
+        units: Vec<Component>,
     },
     /// Stop units around another's restart (see [`build`]).
     Stop {
-        units: Vec<String>,
+        #[serde(serialize_with = "unit_files")]
+        units: Vec<Component>,
         because: String,
     },
     Start {
-        unit: String,
+        #[serde(serialize_with = "unit_file")]
+        unit: Component,
         because: Vec<String>,
     },
     Restart {
-        unit: String,
+        #[serde(serialize_with = "unit_file")]
+        unit: Component,
         because: Vec<String>,
     },
     WaitHealthy {
-        components: Vec<String>,
+        components: Vec<Component>,
     },
     /// With several servers, once: until the `kubernetes` Endpoints list
     /// every server's advertise address (each apiserver adds itself within
@@ -135,6 +141,23 @@ pub enum Action {
         cluster_roles: Vec<String>,
         cluster_role_bindings: Vec<String>,
     },
+}
+
+fn unit_file<S: serde::Serializer>(c: &Component, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.unit())
+}
+
+fn unit_files<S: serde::Serializer>(v: &[Component], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|c| c.unit()))
+}
+
+fn owed_lines<S: serde::Serializer>(v: &[Owed], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|o| o.to_string()))
+}
+
+/// Unit file names, space-separated.
+fn units(v: &[Component]) -> String {
+    v.iter().map(|c| c.unit()).collect::<Vec<_>>().join(" ")
 }
 
 impl Action {
@@ -182,15 +205,18 @@ impl Action {
             Action::Commit { files, marker } => format!(
                 "commit   {} file(s) in place (chown, chmod, rename, fsync){}",
                 files.len(),
-                if marker.is_empty() { String::new() } else { format!("; owed after it: {}", marker.join(", ")) }
+                if marker.is_empty() { String::new() } else { format!("; owed after it: {}", marker.iter().map(Owed::to_string).collect::<Vec<_>>().join(", ")) }
             ),
             Action::SetModes { files } => format!("chmod    {}", files.iter().map(|f| format!("{} → {} {}:{}", f.dest, f.mode, f.owner, f.group)).collect::<Vec<_>>().join("; ")),
             Action::DaemonReload { because } => format!("systemctl daemon-reload{}", why(because)),
-            Action::Enable { units } => format!("systemctl enable {}", units.join(" ")),
-            Action::Stop { units, because } => format!("systemctl stop {} ({because})", units.join(" ")),
-            Action::Start { unit, because } => format!("systemctl start {unit}{}", why(because)),
-            Action::Restart { unit, because } => format!("systemctl restart {unit}{}", why(because)),
-            Action::WaitHealthy { components } => format!("wait     until healthy: {} (and leaders; a Lease left by a process stopped here is released)", components.join(", ")),
+            Action::Enable { units: u } => format!("systemctl enable {}", units(u)),
+            Action::Stop { units: u, because } => format!("systemctl stop {} ({because})", units(u)),
+            Action::Start { unit, because } => format!("systemctl start {}{}", unit.unit(), why(because)),
+            Action::Restart { unit, because } => format!("systemctl restart {}{}", unit.unit(), why(because)),
+            Action::WaitHealthy { components } => format!(
+                "wait     until healthy: {} (and leaders; a Lease left by a process stopped here is released)",
+                components.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+            ),
             Action::WaitEndpoints { addresses } => format!("wait     until the kubernetes Endpoints list every server: {}", addresses.join(", ")),
             Action::ApplyRbac { cluster_roles, cluster_role_bindings } => {
                 format!("apply    ClusterRole {} / ClusterRoleBinding {} (server-side)", cluster_roles.join(", "), cluster_role_bindings.join(", "))
@@ -248,11 +274,12 @@ impl Plan {
     pub fn upload_bytes(&self) -> u64 {
         self.uploads().iter().map(|f| f.bytes).sum()
     }
-    pub fn restarts(&self) -> Vec<String> {
+    /// The components this plan starts or restarts, in order.
+    pub fn restarts(&self) -> Vec<Component> {
         self.actions
             .iter()
             .filter_map(|a| match a {
-                Action::Restart { unit, .. } | Action::Start { unit, .. } => Some(unit.clone()),
+                Action::Restart { unit, .. } | Action::Start { unit, .. } => Some(*unit),
                 _ => None,
             })
             .collect()
@@ -313,32 +340,6 @@ pub enum Part {
     Finish,
 }
 
-/// How a running process's argv differs from `want`, e.g. `--v=2 (unit: --v=3)`.
-pub fn argv_difference(running: &[String], want: &[String]) -> Option<String> {
-    if running == want {
-        return None;
-    }
-    let name = |w: &str| w.split('=').next().unwrap_or(w).to_string();
-    let mut diffs = Vec::new();
-    for w in want.iter().skip(1) {
-        match running.iter().skip(1).find(|r| name(r) == name(w)) {
-            Some(r) if r != w => diffs.push(format!("{} (unit: {})", crate::output::redact::line(r), w)),
-            None => diffs.push(format!("{} missing", name(w))),
-            _ => {}
-        }
-    }
-    for r in running.iter().skip(1).filter(|r| !want.iter().any(|w| name(w) == name(r))) {
-        diffs.push(format!("{} (not in the unit)", crate::output::redact::line(r)));
-    }
-    if running.first() != want.first() {
-        diffs.insert(0, format!("runs {} (unit: {})", crate::output::redact::line(running.first().map(String::as_str).unwrap_or("?")), want[0]));
-    }
-    if diffs.is_empty() {
-        diffs.push("flag order".into());
-    }
-    Some(diffs.join(", "))
-}
-
 /// The argv a desired unit gives its process.
 pub fn argv(u: &DesiredUnit) -> Vec<String> {
     u.flags.argv(u.spec.exec)
@@ -358,16 +359,16 @@ pub fn argv(u: &DesiredUnit) -> Vec<String> {
 /// So the plan stops those clients first, restarts the apiserver, and
 /// starts them again: seconds instead, and no crash-restart of them.
 pub fn build(desired: &Desired, probe: &Probe) -> Plan {
-    build_for(desired, probe, Rollout::OnePass)
+    build_for(desired, probe, Passes::One)
 }
 
 /// How one server's plan fits a run over several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Rollout {
+pub enum Passes {
     /// One server, or the first deploy of several: everything in one pass.
     #[default]
-    OnePass,
+    One,
     /// A change to a running plane of several servers: when a running
     /// apiserver and its running clients both change, the apiserver's files
     /// go in a first pass and the clients' in a second, so that every
@@ -377,16 +378,49 @@ pub enum Rollout {
 }
 
 /// [`build`] for a server that is one of several.
-pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
+pub fn build_for(desired: &Desired, probe: &Probe, passes: Passes) -> Plan {
     let mut actions = Vec::new();
     if !probe.stale.is_empty() {
         actions.push(Action::RemoveStale { paths: probe.stale.clone() });
     }
+    if let Some(d) = directories(probe) {
+        actions.push(d);
+    }
+    let (uploads, mut modes) = files(desired, probe);
+    let (owed, owed_reload) = owed(desired, probe);
+    let split = split_passes(desired, probe, &uploads, &owed, passes);
+    if !uploads.is_empty() {
+        actions.push(Action::Stage { files: uploads, transfer: Decision::none("not decided yet") });
+    }
+    for (k, files) in split.into_iter().enumerate() {
+        let first = k == 0;
+        let mut because = if first { owed.clone() } else { BTreeMap::new() };
+        let mut reload = if first { owed_reload.clone() } else { Vec::new() };
+        for f in &files {
+            let spec = &desired.files[f.index].spec;
+            for c in spec.restarts {
+                because.entry(*c).or_default().push(spec.dest.to_string());
+            }
+            if spec.kind == FileKind::Unit {
+                reload.push(format!("{} changed", spec.dest));
+            }
+        }
+        pass(&mut actions, probe, files, &because, reload, if first { std::mem::take(&mut modes) } else { Vec::new() }, first);
+    }
+    actions.push(Action::ApplyRbac {
+        cluster_roles: crate::model::CLUSTER_ROLES.iter().map(|r| r.name.to_string()).collect(),
+        cluster_role_bindings: crate::model::CLUSTER_ROLE_BINDINGS.iter().map(|r| r.name.to_string()).collect(),
+    });
+    Plan { actions }
+}
+
+/// Directories to make, and bootstrap's own to give their mode back.
+fn directories(probe: &Probe) -> Option<Action> {
     let (mut create, mut fix) = (Vec::new(), Vec::new());
     for d in DIRECTORIES {
         match probe.dirs.get(d.path) {
             None => create.push(DirChange { path: d.path.into(), mode: FileMode(d.mode), was: None }),
-            Some(r) if d.owned && r.kind == crate::remote::probe::FileType::Directory && (r.mode.0 != d.mode || r.owner != "root" || r.group != "root") => fix.push(DirChange {
+            Some(r) if d.owned && r.kind == FileType::Directory && (r.mode.0 != d.mode || r.owner != "root" || r.group != "root") => fix.push(DirChange {
                 path: d.path.into(),
                 mode: FileMode(d.mode),
                 was: Some(format!("{} {}:{}", r.mode, crate::output::redact::line(&r.owner), crate::output::redact::line(&r.group))),
@@ -394,9 +428,12 @@ pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
             _ => {}
         }
     }
-    if !create.is_empty() || !fix.is_empty() {
-        actions.push(Action::Directories { create, fix });
-    }
+    (!create.is_empty() || !fix.is_empty()).then_some(Action::Directories { create, fix })
+}
+
+/// The files to upload (new or changed content), and those whose content is
+/// right but mode or owner is not.
+fn files(desired: &Desired, probe: &Probe) -> (Vec<FileChange>, Vec<ModeChange>) {
     let (mut uploads, mut modes) = (Vec::new(), Vec::new());
     for (index, f) in desired.files.iter().enumerate() {
         let DesiredFile { spec, size, sha256, .. } = f;
@@ -424,85 +461,68 @@ pub fn build_for(desired: &Desired, probe: &Probe, rollout: Rollout) -> Plan {
             }
         }
     }
-    // What the server's state says is still owed, besides the files.
-    let mut owed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut owed_reload: Vec<String> = Vec::new();
-    for line in &probe.pending {
-        match line.split_once(' ') {
-            None if line == "daemon-reload" => owed_reload.push("pending from an interrupted run".into()),
-            Some(("restart", unit)) => {
-                if let Some(u) = UNITS.iter().find(|u| u.file_name == unit) {
-                    owed.entry(u.component).or_default().push("pending from an interrupted run".into());
-                }
-            }
-            _ => {}
+    (uploads, modes)
+}
+
+/// What the server's state says is still owed besides the files: restarts
+/// by component (with why), and why systemd must reload.
+fn owed(desired: &Desired, probe: &Probe) -> (BTreeMap<Component, Vec<String>>, Vec<String>) {
+    let mut owed: BTreeMap<Component, Vec<String>> = BTreeMap::new();
+    let mut reload: Vec<String> = Vec::new();
+    for o in &probe.pending {
+        match o {
+            Owed::DaemonReload => reload.push("pending from an interrupted run".into()),
+            Owed::Restart(c) => owed.entry(*c).or_default().push("pending from an interrupted run".into()),
         }
     }
     for u in &desired.units {
         let Some(st) = probe.units.get(u.spec.file_name) else { continue };
         if st.need_daemon_reload {
-            owed_reload.push(format!("systemd has not read the current {}", u.spec.file_name));
+            reload.push(format!("systemd has not read the current {}", u.spec.file_name));
         }
         if probe.active(u.spec.file_name) && !st.cmdline.is_empty() {
-            if let Some(d) = argv_difference(&st.cmdline, &argv(u)) {
+            if let Some(d) = crate::model::argv_difference(&st.cmdline, &argv(u)) {
                 owed.entry(u.spec.component).or_default().push(format!("running with other flags than its unit: {d}"));
             }
         }
     }
+    (owed, reload)
+}
+
+/// The uploads by pass: two when a running apiserver and its running
+/// clients both change because of files (the apiserver's files, and those
+/// no unit reads, first; the clients' second), else one.
+fn split_passes(desired: &Desired, probe: &Probe, uploads: &[FileChange], owed: &BTreeMap<Component, Vec<String>>, passes: Passes) -> Vec<Vec<FileChange>> {
     let restarts_of = |f: &FileChange| desired.files[f.index].spec.restarts;
-    let api_unit = crate::model::unit(APISERVER).map(|u| u.file_name).unwrap_or_default();
-    // Two passes when a running apiserver and its running clients both
-    // change because of files: the apiserver's files (and those no unit
-    // reads) first, the clients' second.
-    let apiserver_changes = owed.contains_key(APISERVER) || uploads.iter().any(|f| restarts_of(f).contains(&APISERVER));
-    let clients_change =
-        uploads.iter().any(|f| !restarts_of(f).contains(&APISERVER) && restarts_of(f).iter().any(|c| crate::model::unit(c).is_some_and(|u| probe.active(u.file_name))));
-    let two_passes = rollout == Rollout::ApiserversFirst && probe.active(api_unit) && apiserver_changes && clients_change;
-    let passes: Vec<Vec<FileChange>> = if two_passes {
+    let apiserver_changes = owed.contains_key(&APISERVER) || uploads.iter().any(|f| restarts_of(f).contains(&APISERVER));
+    let clients_change = uploads.iter().any(|f| !restarts_of(f).contains(&APISERVER) && restarts_of(f).iter().any(|c| probe.active(c.unit())));
+    if passes == Passes::ApiserversFirst && probe.active(APISERVER.unit()) && apiserver_changes && clients_change {
         let (first, second): (Vec<FileChange>, Vec<FileChange>) = uploads.iter().cloned().partition(|f| restarts_of(f).is_empty() || restarts_of(f).contains(&APISERVER));
         vec![first, second]
     } else {
-        vec![uploads.clone()]
-    };
-    if !uploads.is_empty() {
-        let transfer = Decision::none("not decided yet");
-        actions.push(Action::Stage { files: uploads, transfer });
+        vec![uploads.to_vec()]
     }
-    for (k, files) in passes.into_iter().enumerate() {
-        let first = k == 0;
-        let mut because = if first { owed.clone() } else { BTreeMap::new() };
-        let mut reload = if first { owed_reload.clone() } else { Vec::new() };
-        for f in &files {
-            let spec = &desired.files[f.index].spec;
-            for c in spec.restarts {
-                because.entry(c).or_default().push(spec.dest.to_string());
-            }
-            if spec.kind == FileKind::Unit {
-                reload.push(format!("{} changed", spec.dest));
-            }
-        }
-        pass(&mut actions, probe, files, because, reload, if first { std::mem::take(&mut modes) } else { Vec::new() }, first);
-    }
-    actions.push(Action::ApplyRbac {
-        cluster_roles: crate::model::CLUSTER_ROLES.iter().map(|r| r.name.to_string()).collect(),
-        cluster_role_bindings: crate::model::CLUSTER_ROLE_BINDINGS.iter().map(|r| r.name.to_string()).collect(),
-    });
-    Plan { actions }
 }
 
 /// One pass: commit `files`, reload, enable, restart or start what needs
 /// it, wait until healthy.
-fn pass(actions: &mut Vec<Action>, probe: &Probe, files: Vec<FileChange>, because: BTreeMap<&str, Vec<String>>, mut reload: Vec<String>, modes: Vec<ModeChange>, first: bool) {
-    let owes_restart = |unit: &str| probe.active(unit);
+fn pass(
+    actions: &mut Vec<Action>,
+    probe: &Probe,
+    files: Vec<FileChange>,
+    because: &BTreeMap<Component, Vec<String>>,
+    mut reload: Vec<String>,
+    modes: Vec<ModeChange>,
+    first: bool,
+) {
+    let up = |c: Component| probe.active(c.unit());
     if !files.is_empty() {
         // The marker: what the commit makes necessary, recorded before it.
         let mut marker = Vec::new();
         if !reload.is_empty() {
-            marker.push("daemon-reload".to_string());
+            marker.push(Owed::DaemonReload);
         }
-        for u in UNITS.iter().filter(|u| because.contains_key(u.component) && owes_restart(u.file_name)) {
-            marker.push(format!("restart {}", u.file_name));
-        }
+        marker.extend(Component::ALL.iter().filter(|c| because.contains_key(c) && up(**c)).map(|c| Owed::Restart(*c)));
         actions.push(Action::Commit { files: files.iter().map(|f| f.dest.clone()).collect(), marker });
     }
     if !modes.is_empty() {
@@ -512,42 +532,45 @@ fn pass(actions: &mut Vec<Action>, probe: &Probe, files: Vec<FileChange>, becaus
     if !reload.is_empty() {
         actions.push(Action::DaemonReload { because: reload });
     }
-    let to_enable: Vec<String> = UNITS.iter().filter(|u| !probe.units.get(u.file_name).is_some_and(|s| s.is_enabled())).map(|u| u.file_name.to_string()).collect();
+    let to_enable: Vec<Component> = Component::ALL.iter().copied().filter(|c| !probe.units.get(c.unit()).is_some_and(|s| s.is_enabled())).collect();
     if first && !to_enable.is_empty() {
         actions.push(Action::Enable { units: to_enable });
     }
-    let why = |c: &str| -> Vec<String> {
-        let mut v: Vec<String> = because.get(c).cloned().unwrap_or_default().into_iter().map(|d| if d.starts_with('/') { format!("changed: {d}") } else { d }).collect();
+    restarts(actions, probe, because, first);
+    actions.push(Action::WaitHealthy { components: Component::ALL.to_vec() });
+}
+
+/// Starts and restarts: an apiserver restart is framed by stopping its
+/// running clients first and starting them after (see [`build`]).
+fn restarts(actions: &mut Vec<Action>, probe: &Probe, because: &BTreeMap<Component, Vec<String>>, first: bool) {
+    let up = |c: Component| probe.active(c.unit());
+    let why = |c: Component| -> Vec<String> {
+        let mut v: Vec<String> = because.get(&c).cloned().unwrap_or_default().into_iter().map(|d| if d.starts_with('/') { format!("changed: {d}") } else { d }).collect();
         v.dedup();
         v
     };
-    let restart = |u: &UnitSpec| probe.active(u.file_name) && because.contains_key(u.component);
-    let apiserver = UNITS.iter().find(|u| u.component == APISERVER);
-    let mut stopped: Vec<&UnitSpec> = Vec::new();
-    if let Some(api) = apiserver.filter(|a| restart(a)) {
-        stopped = UNITS.iter().filter(|u| u.component != api.component && probe.active(u.file_name)).collect();
+    let restart = |c: Component| up(c) && because.contains_key(&c);
+    let mut stopped: Vec<Component> = Vec::new();
+    if restart(APISERVER) {
+        stopped = Component::clients().filter(|c| up(*c)).collect();
         if !stopped.is_empty() {
-            actions.push(Action::Stop {
-                units: stopped.iter().map(|u| u.file_name.to_string()).collect(),
-                because: format!("their watches would hold {}'s shutdown until they lose their leases", api.file_name),
-            });
+            actions.push(Action::Stop { units: stopped.clone(), because: format!("their watches would hold {}'s shutdown until they lose their leases", APISERVER.unit()) });
         }
-        actions.push(Action::Restart { unit: api.file_name.into(), because: why(api.component) });
+        actions.push(Action::Restart { unit: APISERVER, because: why(APISERVER) });
     }
-    for u in UNITS {
-        if stopped.iter().any(|s| s.file_name == u.file_name) {
-            let mut b = why(u.component);
+    for c in Component::ALL.iter().copied() {
+        if stopped.contains(&c) {
+            let mut b = why(c);
             b.insert(0, "stopped around the apiserver's restart".into());
-            actions.push(Action::Start { unit: u.file_name.into(), because: b });
-        } else if !probe.active(u.file_name) {
+            actions.push(Action::Start { unit: c, because: b });
+        } else if !up(c) {
             if first {
-                actions.push(Action::Start { unit: u.file_name.into(), because: Vec::new() });
+                actions.push(Action::Start { unit: c, because: Vec::new() });
             }
-        } else if restart(u) && Some(u.file_name) != apiserver.map(|a| a.file_name) {
-            actions.push(Action::Restart { unit: u.file_name.into(), because: why(u.component) });
+        } else if restart(c) && c != APISERVER {
+            actions.push(Action::Restart { unit: c, because: why(c) });
         }
     }
-    actions.push(Action::WaitHealthy { components: UNITS.iter().map(|u| u.component.to_string()).collect() });
 }
 
 #[cfg(test)]
@@ -594,7 +617,12 @@ mod tests {
     }
 
     fn marker(p: &Plan) -> Vec<String> {
-        p.actions.iter().find_map(|a| if let Action::Commit { marker, .. } = a { Some(marker.clone()) } else { None }).unwrap_or_default()
+        p.actions.iter().find_map(|a| if let Action::Commit { marker, .. } = a { Some(marker.iter().map(Owed::to_string).collect()) } else { None }).unwrap_or_default()
+    }
+
+    /// The unit files a plan starts or restarts, in order.
+    fn restarts(p: &Plan) -> Vec<&'static str> {
+        p.restarts().into_iter().map(|c| c.unit()).collect()
     }
 
     #[test]
@@ -622,7 +650,7 @@ mod tests {
         // One server: one pass, as before.
         let one = build(&d, &f);
         assert_eq!(kinds(&one), ["stage", "commit", "stop", "restart", "start", "start", "wait-healthy", "apply-rbac"]);
-        let p = build_for(&d, &f, Rollout::ApiserversFirst);
+        let p = build_for(&d, &f, Passes::ApiserversFirst);
         assert_eq!(kinds(&p), ["stage", "commit", "stop", "restart", "start", "start", "wait-healthy", "commit", "restart", "restart", "wait-healthy", "apply-rbac"]);
         let commits: Vec<Vec<String>> = p.actions.iter().filter_map(|a| if let Action::Commit { files, .. } = a { Some(files.clone()) } else { None }).collect();
         assert_eq!(commits[0], ["/usr/local/bin/kube-apiserver"]);
@@ -637,9 +665,9 @@ mod tests {
         // Only the apiserver changes: one pass, also on a plane of several.
         let mut g = converged(&d);
         g.files.get_mut("/usr/local/bin/kube-apiserver").unwrap().sha256 = "old".into();
-        assert_eq!(build_for(&d, &g, Rollout::ApiserversFirst).parts().passes.len(), 1);
+        assert_eq!(build_for(&d, &g, Passes::ApiserversFirst).parts().passes.len(), 1);
         // A no-op: one pass that only waits.
-        let n = build_for(&d, &converged(&d), Rollout::ApiserversFirst);
+        let n = build_for(&d, &converged(&d), Passes::ApiserversFirst);
         let parts = n.parts();
         assert_eq!((parts.prepare, parts.passes.len(), parts.passes[0].clone(), parts.finish), (0..0, 1, 0..1, 1..2));
     }
@@ -662,7 +690,7 @@ mod tests {
         let p = build(&d, &f);
         // The apiserver's restart is framed by stopping and starting its clients.
         assert_eq!(kinds(&p), ["stage", "commit", "set-modes", "stop", "restart", "start", "start", "wait-healthy", "apply-rbac"]);
-        assert_eq!(p.restarts(), ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]);
+        assert_eq!(restarts(&p), ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]);
         assert!(p.actions.iter().any(|a| matches!(a, Action::SetModes { files } if files[0].dest == "/var/lib/kubernetes/ca.key" && files[0].mode == FileMode(0o600))));
         assert_eq!(marker(&p), ["restart kube-apiserver.service", "restart kube-controller-manager.service"]);
     }
@@ -674,7 +702,7 @@ mod tests {
         f.files.get_mut("/etc/systemd/system/kube-scheduler.service").unwrap().sha256 = "old".into();
         let p = build(&d, &f);
         assert!(p.actions.iter().any(|a| matches!(a, Action::DaemonReload { .. })));
-        assert_eq!(p.restarts(), ["kube-scheduler.service"]);
+        assert_eq!(restarts(&p), ["kube-scheduler.service"]);
         assert_eq!(marker(&p), ["daemon-reload", "restart kube-scheduler.service"]);
     }
 
@@ -694,9 +722,9 @@ mod tests {
         assert!(line("restart").contains("running with other flags than its unit: --v=4 (unit: --v=2)"), "{}", line("restart"));
         // A cert replaced but never picked up: only the marker knows.
         let mut f = converged(&d);
-        f.pending = vec!["restart kube-scheduler.service".into()];
+        f.pending = vec!["restart kube-scheduler.service".parse().unwrap()];
         let p = build(&d, &f);
-        assert_eq!(p.restarts(), ["kube-scheduler.service"]);
+        assert_eq!(restarts(&p), ["kube-scheduler.service"]);
         assert!(p.actions.iter().any(|a| a.line().contains("pending from an interrupted run")));
     }
 

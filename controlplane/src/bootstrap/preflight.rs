@@ -7,7 +7,7 @@ use crate::bootstrap::desired::Desired;
 use crate::bootstrap::plan::Plan;
 use crate::error::Problem;
 use crate::model::FileKind;
-use crate::model::APISERVER_DEFAULT_SERVICE_CIDR;
+use crate::model::{asset_named_by, APISERVER, APISERVER_DEFAULT_SERVICE_CIDR};
 use crate::output::human_bytes;
 use crate::pki::{self, Cert};
 use crate::remote::probe::Probe;
@@ -16,51 +16,15 @@ use crate::remote::probe::Probe;
 /// serving certificate's names. `extra_kubeconfigs` are local-only
 /// kubeconfigs the run uses (the admin credential for the API step: the one
 /// `--kubeconfig`, `KUBECONFIG` or the default selects), already parsed.
-pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)>) -> Vec<Problem> {
+pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, crate::error::Unusable>)>) -> Vec<Problem> {
     let mut p = Vec::new();
-    let mut certs: BTreeMap<&str, Cert> = BTreeMap::new();
-    // Only what is parsed here is read: binaries are streamed, never held.
-    for f in desired.files.iter().filter(|f| matches!(f.spec.kind, FileKind::Certificate | FileKind::Secret)) {
-        let bytes = match f.bytes() {
-            Ok(b) => b,
-            Err(e) => {
-                p.push(Problem::new(format!("cannot read the asset for {}: {e}", f.spec.dest), "make it readable"));
-                continue;
-            }
-        };
-        match f.spec.kind {
-            FileKind::Certificate => match Cert::from_pem(&bytes) {
-                Ok(c) => {
-                    certs.insert(f.spec.dest, c);
-                }
-                Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM certificate")),
-            },
-            FileKind::Secret if f.spec.dest.ends_with("encryption-config.yaml") => {
-                if let Err(e) = check_encryption_config(&bytes) {
-                    p.push(Problem::new(format!("{}: {e}", asset_name(f)), "write an EncryptionConfiguration (the guide's step 06)"));
-                }
-            }
-            _ => {}
-        }
-    }
-    // Each key matches the certificate beside it (x.key ↔ x.crt).
-    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Key) {
-        let crt = f.spec.dest.trim_end_matches(".key").to_string() + ".crt";
-        let Some(cert) = certs.get(crt.as_str()) else { continue };
-        match f.bytes().map_err(|e| e.to_string()).and_then(|b| pki::key_matches(cert, &b)) {
-            Ok(true) => {}
-            Ok(false) => p.push(Problem::new(
-                format!("{} does not match the certificate {}", asset_name(f), crt.rsplit('/').next().unwrap_or(&crt)),
-                "use the key the certificate was issued for, or reissue the certificate",
-            )),
-            Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM private key")),
-        }
-    }
+    let certs = certificates(desired, &mut p);
+    p.extend(keys(desired, &certs));
     // The serving certificate and the names it must carry.
-    let api = desired.unit("kube-apiserver");
+    let api = desired.unit(APISERVER);
     let serving = api.and_then(|u| u.flag("tls-cert-file")).and_then(|d| certs.get(d));
     let ca = api.and_then(|u| u.flag("client-ca-file")).and_then(|d| certs.get(d));
-    let mut kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, String>)> =
+    let mut kubeconfigs: Vec<(String, Result<pki::KubeconfigInfo, crate::error::Unusable>)> =
         desired.files.iter().filter(|f| f.spec.kind == FileKind::Kubeconfig).filter_map(|f| f.bytes().ok().map(|b| (asset_name(f), pki::kubeconfig(&b)))).collect();
     kubeconfigs.extend(extra_kubeconfigs);
     let mut names: Vec<(String, String)> = Vec::new();
@@ -79,39 +43,103 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
                 if let Some(h) = k.host() {
                     names.push((crate::output::redact::line(&h), format!("the server of {name}")));
                 }
-                match (&k.ca, serving) {
-                    (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
-                    (Some(kca), Some(s)) if !s.signed_by(kca) => {
-                        p.push(Problem::new(format!("{name}: its CA does not verify the apiserver's serving certificate"), "use the CA that issued kube-api-server.crt"))
-                    }
-                    _ => {}
-                }
-                match (&k.client_cert, &k.client_key) {
-                    (Some(c), Some(key)) => {
-                        if !pki::key_matches(c, key).unwrap_or(false) {
-                            p.push(Problem::new(format!("{name}: its client key does not match its client certificate"), "regenerate it"));
-                        }
-                        if let Some(ca) = ca {
-                            if !c.signed_by(ca) {
-                                p.push(Problem::new(format!("{name}: its client certificate is not signed by ca.crt"), "reissue it from the cluster CA"));
-                            }
-                        }
-                    }
-                    _ => p.push(Problem::new(format!("{name}: no client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
-                }
+                p.extend(kubeconfig(name, k, serving, ca));
             }
         }
     }
     if let Some(s) = serving {
-        let mut seen = std::collections::BTreeSet::new();
-        for (n, why) in names {
-            if seen.insert(n.clone()) && !s.covers(&n) {
-                p.push(Problem::new(format!("kube-api-server.crt does not name {n} ({why})"), "reissue it with that name among its subjectAltNames"));
+        p.extend(serving_names(s, names));
+    }
+    p
+}
+
+/// Every certificate parsed (by its destination), and the encryption
+/// config checked; what cannot be read or parsed is a problem.
+fn certificates<'d>(desired: &'d Desired, p: &mut Vec<Problem>) -> BTreeMap<&'d str, Cert> {
+    let mut certs = BTreeMap::new();
+    let encryption = desired.unit(APISERVER).and_then(|u| u.flag("encryption-provider-config"));
+    // Only what is parsed here is read: binaries are streamed, never held.
+    for f in desired.files.iter().filter(|f| matches!(f.spec.kind, FileKind::Certificate | FileKind::Secret)) {
+        let bytes = match f.bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                p.push(Problem::new(format!("cannot read the asset for {}: {e}", f.spec.dest), "make it readable"));
+                continue;
+            }
+        };
+        match f.spec.kind {
+            FileKind::Certificate => match Cert::from_pem(&bytes) {
+                Ok(c) => {
+                    certs.insert(f.spec.dest, c);
+                }
+                Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM certificate")),
+            },
+            FileKind::Secret if encryption == Some(f.spec.dest) => {
+                if let Err(e) = check_encryption_config(&bytes) {
+                    p.push(Problem::new(format!("{}: {e}", asset_name(f)), "write an EncryptionConfiguration (the guide's step 06)"));
+                }
+            }
+            _ => {}
+        }
+    }
+    certs
+}
+
+/// Each key matches the certificate beside it (x.key ↔ x.crt).
+fn keys(desired: &Desired, certs: &BTreeMap<&str, Cert>) -> Vec<Problem> {
+    let mut p = Vec::new();
+    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Key) {
+        let crt = f.spec.dest.trim_end_matches(".key").to_string() + ".crt";
+        let Some(cert) = certs.get(crt.as_str()) else { continue };
+        match f.bytes().map_err(|e| crate::error::Unusable(e.to_string())).and_then(|b| pki::key_matches(cert, &b)) {
+            Ok(true) => {}
+            Ok(false) => p.push(Problem::new(
+                format!("{} does not match the certificate {}", asset_name(f), crt.rsplit('/').next().unwrap_or(&crt)),
+                "use the key the certificate was issued for, or reissue the certificate",
+            )),
+            Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM private key")),
+        }
+    }
+    p
+}
+
+/// A kubeconfig's CA verifies the serving certificate; its client key
+/// matches its certificate, which the cluster CA signed.
+fn kubeconfig(name: &str, k: &pki::KubeconfigInfo, serving: Option<&Cert>, ca: Option<&Cert>) -> Vec<Problem> {
+    let mut p = Vec::new();
+    match (&k.ca, serving) {
+        (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
+        (Some(kca), Some(s)) if !s.signed_by(kca) => {
+            p.push(Problem::new(format!("{name}: its CA does not verify the apiserver's serving certificate"), format!("use the CA that issued {}", serving_name())))
+        }
+        _ => {}
+    }
+    match (&k.client_cert, &k.client_key) {
+        (Some(c), Some(key)) => {
+            if !pki::key_matches(c, key).unwrap_or(false) {
+                p.push(Problem::new(format!("{name}: its client key does not match its client certificate"), "regenerate it"));
+            }
+            if ca.is_some_and(|ca| !c.signed_by(ca)) {
+                p.push(Problem::new(format!("{name}: its client certificate is not signed by {}", asset_named_by(APISERVER, "client-ca-file")), "reissue it from the cluster CA"));
             }
         }
-        if s.seconds_left() <= 0 {
-            p.push(Problem::new("kube-api-server.crt has expired", "reissue it"));
+        _ => p.push(Problem::new(format!("{name}: no client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
+    }
+    p
+}
+
+/// The serving certificate names every address clients use (each with
+/// why), and has not expired.
+fn serving_names(s: &Cert, names: Vec<(String, String)>) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (n, why) in names {
+        if seen.insert(n.clone()) && !s.covers(&n) {
+            p.push(Problem::new(format!("{} does not name {n} ({why})", serving_name()), "reissue it with that name among its subjectAltNames"));
         }
+    }
+    if s.seconds_left() <= 0 {
+        p.push(Problem::new(format!("{} has expired", serving_name()), "reissue it"));
     }
     p
 }
@@ -145,9 +173,29 @@ const OVERRIDING_UNIT_DIRS: &[&str] = &["/etc/systemd/system.control/", "/run/sy
 /// Remote checks on the gathered facts and the plan.
 pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
     let mut p = crate::remote::probe::host::requirements(facts);
-    let show = crate::output::redact::line;
-    // Every destination is a regular file or absent: `mv` would put a file
-    // *into* a directory, and replace a symlink rather than what it points at.
+    p.extend(destinations(desired, facts));
+    p.extend(directories(facts));
+    p.extend(unit_overrides(desired, facts));
+    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
+        if let Err(e) = pki::check_elf(&f.head(64), &facts.arch) {
+            p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
+        }
+    }
+    // A port is the component's when its unit's main process holds the
+    // socket (by inode): never by a process name, which anyone can choose.
+    for (component, port) in crate::bootstrap::desired::serving_ports(desired) {
+        if let Some(l) = facts.listeners.iter().find(|l| l.port == port && !l.held_by(component.unit())) {
+            p.push(Problem::new(format!("port {port} ({component}) is held by {}", l.who()), "stop it or free the port"));
+        }
+    }
+    p.extend(free_space(facts, plan));
+    p
+}
+
+/// Every destination is a regular file or absent: `mv` would put a file
+/// *into* a directory, and replace a symlink rather than what it points at.
+fn destinations(desired: &Desired, facts: &Probe) -> Vec<Problem> {
+    let mut p = Vec::new();
     for f in &desired.files {
         if let Some(r) = facts.files.get(f.spec.dest).filter(|r| !r.is_regular()) {
             p.push(Problem::new(
@@ -156,9 +204,15 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
             ));
         }
     }
-    // Directories, read without following links: bootstrap writes only into
-    // directories it checked. Its own are corrected by the plan; a shared
-    // one anyone else may write to lets them replace what bootstrap places.
+    p
+}
+
+/// Directories, read without following links: bootstrap writes only into
+/// directories it checked. Its own are corrected by the plan; a shared one
+/// anyone else may write to lets them replace what bootstrap places.
+fn directories(facts: &Probe) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let show = crate::output::redact::line;
     for d in crate::model::DIRECTORIES {
         let Some(r) = facts.dirs.get(d.path) else { continue };
         if r.kind != crate::remote::probe::FileType::Directory {
@@ -170,19 +224,22 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
             p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, r.kind), fix));
             continue;
         }
-        if d.owned {
-            continue;
-        }
         let loose = r.mode.0 & 0o002 != 0 || (r.mode.0 & 0o020 != 0 && r.group != "root") || r.owner != "root";
-        if loose {
+        if !d.owned && loose {
             p.push(Problem::new(
                 format!("{}/ is {} {}:{}: writable by other users, who could replace what bootstrap places there", d.path, r.mode, show(&r.owner), show(&r.group)),
                 format!("chown root:root {0} && chmod go-w {0}", d.path),
             ));
         }
     }
-    // Drop-ins and overriding unit files change what runs without showing
-    // in the unit bootstrap installs.
+    p
+}
+
+/// Drop-ins and overriding unit files change what runs without showing in
+/// the unit bootstrap installs.
+fn unit_overrides(desired: &Desired, facts: &Probe) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let show = crate::output::redact::line;
     for u in &desired.units {
         let Some(st) = facts.units.get(u.spec.file_name) else { continue };
         if !st.drop_ins.is_empty() {
@@ -201,21 +258,12 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
             ));
         }
     }
-    for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
-        if let Err(e) = pki::check_elf(&f.head(64), &facts.arch) {
-            p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
-        }
-    }
-    // A port is the component's when its unit's main process holds the
-    // socket (by inode): never by a process name, which anyone can choose.
-    for (component, port) in crate::bootstrap::desired::serving_ports(desired) {
-        let unit = crate::model::unit(component).map(|u| u.file_name).unwrap_or_default();
-        if let Some(l) = facts.listeners.iter().find(|l| l.port == port && !l.held_by(unit)) {
-            p.push(Problem::new(format!("port {port} ({component}) is held by {}", l.who()), "stop it or free the port"));
-        }
-    }
-    // Free space: the new bytes must fit beside the old ones while uploading,
-    // per file system (by its id: no mount point text to parse).
+    p
+}
+
+/// The new bytes must fit beside the old ones while uploading, per file
+/// system (by its id: no mount point text to parse).
+fn free_space(facts: &Probe, plan: &Plan) -> Vec<Problem> {
     let mut need: BTreeMap<String, (u64, u64, Vec<&str>)> = BTreeMap::new();
     for f in plan.uploads() {
         let dir = f.dest.rsplit_once('/').map(|x| x.0).unwrap_or("/");
@@ -227,20 +275,25 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
             }
         }
     }
-    for (bytes, avail, dirs) in need.into_values() {
-        if bytes + (16 << 20) > avail {
-            p.push(Problem::new(
+    need.into_values()
+        .filter(|(bytes, avail, _)| bytes + (16 << 20) > *avail)
+        .map(|(bytes, avail, dirs)| {
+            Problem::new(
                 format!("not enough free space on the file system of {}: the upload needs {}, {} is free", dirs.join(", "), human_bytes(bytes), human_bytes(avail)),
                 "free some space on the server",
-            ));
-        }
-    }
-    p
+            )
+        })
+        .collect()
+}
+
+/// The apiserver's serving certificate as the person who has it names it.
+fn serving_name() -> String {
+    asset_named_by(APISERVER, "tls-cert-file")
 }
 
 /// The serving certificate bootstrap installs (`--tls-cert-file`), parsed.
 fn serving_cert(desired: &Desired) -> Option<Cert> {
-    let dest = desired.unit("kube-apiserver").and_then(|u| u.flag("tls-cert-file"))?;
+    let dest = desired.unit(APISERVER).and_then(|u| u.flag("tls-cert-file"))?;
     let f = desired.file(dest)?;
     Cert::from_pem(&f.bytes().ok()?).ok()
 }
@@ -248,7 +301,7 @@ fn serving_cert(desired: &Desired) -> Option<Cert> {
 /// The address `probe`'s server will advertise: `--advertise-address` when
 /// set, else what the apiserver picks itself (the default route's interface).
 pub fn advertise_address(desired: &Desired, probe: &Probe) -> Option<String> {
-    desired.unit("kube-apiserver").and_then(|u| u.flag("advertise-address")).map(str::to_string).or_else(|| probe.default_address.clone())
+    desired.unit(APISERVER).and_then(|u| u.flag("advertise-address")).map(str::to_string).or_else(|| probe.default_address.clone())
 }
 
 /// Checks across the servers of one run: with several, each server's
@@ -256,17 +309,16 @@ pub fn advertise_address(desired: &Desired, probe: &Probe) -> Option<String> {
 /// (clients and the other servers reach it by them) and unique (Lease
 /// holders are named by hostname, Endpoints list addresses); `--endpoint`'s
 /// host must be a name of the certificate.
-pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&str>) -> Vec<Problem> {
+pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&crate::model::Endpoint>) -> Vec<Problem> {
     let mut p = Vec::new();
     let show = crate::output::redact::line;
     let cert = serving_cert(desired);
-    if let Some(url) = endpoint {
-        match (pki::host_of(url), &cert) {
-            (Some(host), Some(c)) if !c.covers(&host) => p.push(Problem::new(
-                format!("--endpoint {}: {host} is not a name of the serving certificate", show(url)),
-                "reissue kube-api-server.crt with it among its SANs, or pass the address clients really use",
-            )),
-            _ => {}
+    if let (Some(e), Some(c)) = (endpoint, &cert) {
+        if !c.covers(&e.host) {
+            p.push(Problem::new(
+                format!("--endpoint {}: {} is not a name of the serving certificate", e.url(), e.host),
+                format!("reissue {} with it among its SANs, or pass the address clients really use", serving_name()),
+            ));
         }
     }
     if servers.len() < 2 {
@@ -295,7 +347,7 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
                 p.push(
                     Problem::new(
                         format!("{what}, {}, is not a name of the serving certificate", show(v)),
-                        "reissue kube-api-server.crt with every server's address and hostname among its SANs",
+                        format!("reissue {} with every server's address and hostname among its SANs", serving_name()),
                     )
                     .on(name),
                 );
@@ -309,4 +361,143 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
         p.push(Problem::new(format!("{} would all advertise {a}", names.join(", ")), "each server must advertise its own address"));
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::desired::{Content, DesiredFile};
+    use crate::bootstrap::plan::{build_for, Passes};
+    use crate::model::overrides::{desired_units, Overrides};
+    use crate::model::{FileMode, DIRECTORIES, FILES};
+    use crate::remote::probe::{FileType, Holder, Listener, RemoteDir, RemoteFile};
+
+    /// Every layout file as small text; the serving certificate a real one
+    /// naming `sans`.
+    fn desired(sans: &[&str]) -> Desired {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let serving = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap().self_signed(&key).unwrap().pem();
+        let units = desired_units(&Overrides::default());
+        let tls = units.iter().find(|u| u.spec.component == APISERVER).and_then(|u| u.flag("tls-cert-file")).unwrap().to_string();
+        let files = FILES
+            .iter()
+            .map(|spec| {
+                let text = if spec.dest == tls { serving.clone() } else { spec.dest.to_string() };
+                DesiredFile { spec, size: text.len() as u64, sha256: crate::local::files::sha256_hex(text.as_bytes()), content: Content::Text(text) }
+            })
+            .collect();
+        Desired { files, units, scheduler_version: None, versions: Default::default() }
+    }
+
+    /// A server ready for a first deploy: systemd 252, every command,
+    /// directories root's, plenty of space, nothing listening.
+    fn server(name: &str, address: &str) -> Probe {
+        let mut p = Probe {
+            hostname: name.into(),
+            arch: "x86_64".into(),
+            systemd: true,
+            systemd_version: Some(252),
+            coreutils: Some("9.1".into()),
+            default_address: Some(address.into()),
+            ..Default::default()
+        };
+        for d in DIRECTORIES {
+            p.dirs.insert(d.path.into(), RemoteDir { mode: FileMode(d.mode), owner: "root".into(), group: "root".into(), kind: FileType::Directory });
+            p.disk.insert(d.path.into(), ("fs1".into(), 10 << 30));
+        }
+        p
+    }
+
+    fn added(base: &[Problem], now: Vec<Problem>) -> Vec<String> {
+        now.into_iter().filter(|p| !base.contains(p)).map(|p| p.to_string()).collect()
+    }
+
+    /// Each breakage of a server adds exactly the problem that names it.
+    #[test]
+    fn remote_names_each_thing_on_the_server_that_stops_a_deploy() {
+        let d = desired(&["server-1"]);
+        let clean = server("server-1", "10.0.0.1");
+        let plan = build_for(&d, &clean, Passes::One);
+        let base = remote(&d, &clean, &plan);
+        let api = d.unit(APISERVER).unwrap();
+        let (unit, port) = (api.spec.file_name, api.serving_port());
+        type Breakage = (&'static str, Box<dyn Fn(&mut Probe)>, String);
+        let bin_dir = DIRECTORIES.iter().find(|x| !x.owned).unwrap().path;
+        let cases: Vec<Breakage> = vec![
+            (
+                "a directory at a file's place",
+                Box::new(|p| {
+                    drop(p.files.insert(
+                        FILES[0].dest.into(),
+                        RemoteFile { kind: FileType::Directory, mode: FileMode(0o755), owner: "root".into(), group: "root".into(), size: 0, sha256: String::new() },
+                    ))
+                }),
+                format!("{} on the server is a directory, not a regular file", FILES[0].dest),
+            ),
+            (
+                "a shared directory others may write",
+                Box::new(move |p| p.dirs.get_mut(bin_dir).unwrap().mode = FileMode(0o777)),
+                format!("{bin_dir}/ is 0777 root:root: writable by other users"),
+            ),
+            (
+                "a drop-in",
+                Box::new(move |p| p.units.entry(unit.into()).or_default().drop_ins = vec!["/run/systemd/system/x.d/y.conf".into()]),
+                format!("{unit} has drop-in(s) that change it"),
+            ),
+            (
+                "an overriding unit file",
+                Box::new(move |p| p.units.entry(unit.into()).or_default().fragment = "/run/systemd/transient/x.service".into()),
+                format!("systemd loads {unit} from /run/systemd/transient/x.service"),
+            ),
+            (
+                "a port held by another process",
+                Box::new(move |p| {
+                    p.listeners.push(Listener { addr: std::net::Ipv4Addr::UNSPECIFIED.into(), port, inode: 7, unit: None, holder: Some(Holder { pid: 7, name: "nc".into() }) })
+                }),
+                format!("port {port} ({APISERVER}) is held by"),
+            ),
+            ("a full file system", Box::new(|p| p.disk.values_mut().for_each(|v| v.1 = 1 << 20)), "not enough free space on the file system of".into()),
+            ("an old systemd", Box::new(|p| p.systemd_version = Some(237)), "the server runs systemd 237".into()),
+        ];
+        for (what, breaks, says) in cases {
+            let mut p = clean.clone();
+            breaks(&mut p);
+            let plan = build_for(&d, &p, Passes::One);
+            let new = added(&base, remote(&d, &p, &plan));
+            assert_eq!(new.len(), 1, "{what}: {new:#?}");
+            assert!(new[0].contains(&says), "{what}: {new:#?}");
+        }
+    }
+
+    /// Across servers: hostnames and addresses unique, each a name of the
+    /// serving certificate, an address to advertise, `--endpoint` named.
+    #[test]
+    fn cluster_names_what_servers_cannot_share() {
+        let d = desired(&["server-1", "server-2", "10.0.0.1", "10.0.0.2", "lb.example"]);
+        let (s1, s2) = (server("server-1", "10.0.0.1"), server("server-2", "10.0.0.2"));
+        let two = |a: &Probe, b: &Probe| cluster(&d, &[("s1", a), ("s2", b)], None).into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(two(&s1, &s2), Vec::<String>::new());
+        let same_name = server("server-1", "10.0.0.2");
+        assert_eq!(two(&s1, &same_name), vec!["s1, s2 share the hostname server-1: give each server its own hostname (leader Leases name their holder by it)"]);
+        let same_address = server("server-2", "10.0.0.1");
+        assert_eq!(two(&s1, &same_address), vec!["s1, s2 would all advertise 10.0.0.1: each server must advertise its own address"]);
+        let unnamed = server("server-3", "10.0.0.3");
+        let found = two(&s1, &unnamed);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("s2: the address it will advertise, 10.0.0.3, is not a name of the serving certificate") && found[1].starts_with("s2: its hostname, server-3,"),
+            "{found:#?}"
+        );
+        let no_route = Probe { default_address: None, ..server("server-2", "") };
+        assert_eq!(
+            two(&s1, &no_route),
+            vec!["s2: no default route: the apiserver cannot pick an address to advertise: give the server a default route (the apiserver advertises its interface's address)"]
+        );
+        // --endpoint, checked with one server too.
+        let e = |s: &str| crate::model::Endpoint::parse_https(s).unwrap();
+        assert!(cluster(&d, &[("s1", &s1)], Some(&e("https://lb.example:6443"))).is_empty());
+        let found = cluster(&d, &[("s1", &s1)], Some(&e("https://other.example")));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].what.starts_with("--endpoint https://other.example:443: other.example is not a name"), "{found:#?}");
+    }
 }

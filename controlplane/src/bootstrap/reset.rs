@@ -2,7 +2,7 @@
 //! bootstrap places and its own directories once empty. etcd and everything
 //! else stay.
 
-use crate::model::{DIRECTORIES, FILES, UNITS};
+use crate::model::{Component, APISERVER, DIRECTORIES, FILES};
 use crate::remote::probe::{pending_marker, TEMP_MARKER};
 use crate::remote::shell_quote as q;
 use crate::remote::systemd::Op;
@@ -14,8 +14,8 @@ use crate::Error;
 /// minute); every placed file and temp (never through a link: `rm` removes
 /// the link); bootstrap's own state; its own directories once empty.
 pub fn script() -> String {
-    let mut units: Vec<String> = UNITS.iter().filter(|u| u.component != crate::model::APISERVER).map(|u| u.file_name.to_string()).collect();
-    units.extend(UNITS.iter().filter(|u| u.component == crate::model::APISERVER).map(|u| u.file_name.to_string()));
+    let mut units: Vec<Component> = Component::clients().collect();
+    units.push(APISERVER);
     let files: Vec<String> = FILES.iter().map(|f| q(f.dest)).collect();
     let dirs: Vec<String> = DIRECTORIES.iter().filter(|d| d.owned).map(|d| q(d.path)).collect();
     format!(
@@ -27,7 +27,7 @@ pub fn script() -> String {
          for d in {d}; do if [ -d \"$d\" ] && [ ! -L \"$d\" ] && rmdir \"$d\" 2>/dev/null; then echo \"removed $d/\"; fi; done\ntrue\n",
         disable = Op::DisableNow(units.clone()).command(),
         reload = Op::DaemonReload.command(),
-        u = units.join(" "),
+        u = units.iter().map(|c| q(c.unit())).collect::<Vec<_>>().join(" "),
         f = files.join(" "),
         d = dirs.join(" "),
         m = TEMP_MARKER,

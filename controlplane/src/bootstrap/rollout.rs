@@ -6,13 +6,13 @@
 //! - A first deploy (no unit active on any server) then runs every server's
 //!   pass at once: there is nothing to keep up.
 //! - A change to a running plane rolls: pass by pass (the apiservers'
-//!   pass before the clients', see [`Rollout::ApiserversFirst`]), servers
+//!   pass before the clients', see [`Passes::ApiserversFirst`]), servers
 //!   whose pass changes nothing only wait (all at once), then each server
 //!   that changes, one at a time, in the order given, each waiting until it
 //!   and every other server are healthy before the next begins.
 //! - The RBAC is applied once, through the first server.
 //!
-//! [`Rollout::ApiserversFirst`]: super::plan::Rollout::ApiserversFirst
+//! [`Passes::ApiserversFirst`]: super::plan::Passes::ApiserversFirst
 
 use serde::Serialize;
 
@@ -34,7 +34,8 @@ fn changes(actions: &[Action]) -> bool {
 
 /// The waves for `plans` (one per server, in the order given).
 /// `first_deploy`: no control-plane unit is active on any server.
-pub fn waves(plans: &[Plan], first_deploy: bool) -> Vec<Wave> {
+pub fn waves<P: std::borrow::Borrow<Plan>>(plans: &[P], first_deploy: bool) -> Vec<Wave> {
+    let plans: Vec<&Plan> = plans.iter().map(|p| p.borrow()).collect();
     let all: Vec<usize> = (0..plans.len()).collect();
     let mut v = Vec::new();
     let prepare: Vec<usize> = all.iter().copied().filter(|&i| !plans[i].part(Part::Prepare).is_empty()).collect();
@@ -63,16 +64,17 @@ pub fn waves(plans: &[Plan], first_deploy: bool) -> Vec<Wave> {
 }
 
 /// One line for people: `2. server-2: pass 1 (commit, restart, wait)`.
-pub fn line(w: &Wave, names: &[String], plans: &[Plan]) -> String {
-    let who = if w.servers.len() == names.len() && names.len() > 1 {
+/// `servers`: each server's name and plan, as [`waves`] was given them.
+pub fn line(w: &Wave, servers: &[(&str, &Plan)]) -> String {
+    let who = if w.servers.len() == servers.len() && servers.len() > 1 {
         "every server at once".to_string()
     } else if w.servers.len() > 1 {
-        format!("{} at once", w.servers.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", "))
+        format!("{} at once", w.servers.iter().map(|&i| servers[i].0).collect::<Vec<_>>().join(", "))
     } else {
-        names[w.servers[0]].clone()
+        servers[w.servers[0]].0.to_string()
     };
     let kinds = |i: usize| -> String {
-        let mut k: Vec<&str> = plans[i].part(w.part).iter().map(Action::kind).collect();
+        let mut k: Vec<&str> = servers[i].1.part(w.part).iter().map(Action::kind).collect();
         k.dedup();
         k.join(", ")
     };
@@ -88,11 +90,15 @@ pub fn line(w: &Wave, names: &[String], plans: &[Plan]) -> String {
 mod tests {
     use super::*;
     use crate::bootstrap::desired::{Content, Desired, DesiredFile};
-    use crate::bootstrap::plan::{build_for, Rollout};
+    use crate::bootstrap::plan::{build_for, Passes};
     use crate::model::overrides::{desired_units, Overrides};
     use crate::model::{FileMode, FILES};
     use crate::remote::probe::{Probe, RemoteFile};
     use crate::remote::systemd::UnitStatus;
+
+    fn named<'a>(names: &'a [String], plans: &'a [Plan]) -> Vec<(&'a str, &'a Plan)> {
+        names.iter().map(String::as_str).zip(plans).collect()
+    }
 
     fn desired() -> Desired {
         let files = FILES.iter().map(|spec| DesiredFile { spec, content: Content::Text(spec.dest.into()), size: 10, sha256: format!("sha-{}", spec.dest) }).collect();
@@ -134,7 +140,7 @@ mod tests {
     #[test]
     fn a_first_deploy_runs_everywhere_at_once() {
         let d = desired();
-        let plans: Vec<Plan> = (0..3).map(|_| build_for(&d, &Probe::default(), Rollout::OnePass)).collect();
+        let plans: Vec<Plan> = (0..3).map(|_| build_for(&d, &Probe::default(), Passes::One)).collect();
         let w = waves(&plans, true);
         assert_eq!(shape(&w), [(Part::Prepare, vec![0, 1, 2]), (Part::Pass(0), vec![0, 1, 2]), (Part::Finish, vec![0])]);
     }
@@ -147,7 +153,7 @@ mod tests {
             p.files.get_mut(b).unwrap().sha256 = "old".into();
         }
         // Server 2 is already done (a re-run after a stopped rollout).
-        let plans = vec![build_for(&d, &p, Rollout::ApiserversFirst), build_for(&d, &converged(&d), Rollout::ApiserversFirst), build_for(&d, &p, Rollout::ApiserversFirst)];
+        let plans = vec![build_for(&d, &p, Passes::ApiserversFirst), build_for(&d, &converged(&d), Passes::ApiserversFirst), build_for(&d, &p, Passes::ApiserversFirst)];
         let w = waves(&plans, false);
         assert_eq!(
             shape(&w),
@@ -162,12 +168,12 @@ mod tests {
             ]
         );
         let names: Vec<String> = ["server-1", "server-2", "server-3"].map(String::from).to_vec();
-        assert_eq!(line(&w[0], &names, &plans), "server-1, server-3 at once: prepare (nothing at a final path changes)");
-        assert_eq!(line(&w[2], &names, &plans), "server-1: pass 1 (commit, stop, restart, start, wait-healthy)");
-        assert_eq!(line(&w[4], &names, &plans), "server-1: pass 2 (commit, restart, wait-healthy)");
+        assert_eq!(line(&w[0], &named(&names, &plans)), "server-1, server-3 at once: prepare (nothing at a final path changes)");
+        assert_eq!(line(&w[2], &named(&names, &plans)), "server-1: pass 1 (commit, stop, restart, start, wait-healthy)");
+        assert_eq!(line(&w[4], &named(&names, &plans)), "server-1: pass 2 (commit, restart, wait-healthy)");
         // A no-op everywhere: every server waits once, at once; RBAC once.
-        let same: Vec<Plan> = (0..3).map(|_| build_for(&d, &converged(&d), Rollout::ApiserversFirst)).collect();
+        let same: Vec<Plan> = (0..3).map(|_| build_for(&d, &converged(&d), Passes::ApiserversFirst)).collect();
         assert_eq!(shape(&waves(&same, false)), [(Part::Pass(0), vec![0, 1, 2]), (Part::Finish, vec![0])]);
-        assert_eq!(line(&waves(&same, false)[0], &names, &same), "every server at once: pass 1 (wait-healthy)");
+        assert_eq!(line(&waves(&same, false)[0], &named(&names, &same)), "every server at once: pass 1 (wait-healthy)");
     }
 }

@@ -14,9 +14,9 @@
 //! automated control is WARN (FAIL with `--strict`); a manual one, and one
 //! with no test, is WARN, as kube-bench reports them.
 
-use super::checks::{effective, host_check};
-use super::{Check, Ctx, Finding};
-use crate::model::{FileKind, FileMode, Version, APISERVER, FILES};
+use super::checks::effective;
+use super::{Check, Ctx, Finding, Group, Item, Run};
+use crate::model::{Component, FileKind, FileMode, Version, APISERVER, FILES};
 use crate::remote::probe::Probe;
 
 /// What a benchmark is for: its kube-bench name and the releases
@@ -72,9 +72,9 @@ pub enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// A component's systemd unit (its "pod specification file").
-    Unit(&'static str),
-    /// A component's kubeconfig under /var/lib/kubernetes.
-    Kubeconfig(&'static str),
+    Unit(Component),
+    /// A component's kubeconfig (in the PKI directory).
+    Kubeconfig(Component),
     /// The PKI directory and every file in it (ownership).
     PkiAll,
     /// Every certificate there.
@@ -89,9 +89,9 @@ pub enum Target {
 pub enum Test {
     /// `--FLAG` of `component`, by `op`; `unset_passes` for kube-bench's
     /// `bin_op: or` with `set: false` (the default is safe).
-    Flag { component: &'static str, flag: &'static str, op: Op, unset_passes: bool },
+    Flag { component: Component, flag: &'static str, op: Op, unset_passes: bool },
     /// Every one of these flags of `component` is set.
-    AllSet { component: &'static str, flags: &'static [&'static str] },
+    AllSet { component: Component, flags: &'static [&'static str] },
     /// The encryption config's first provider is one of these.
     Providers(&'static [&'static str]),
     /// Permissions no wider than `max` (when set) and this owner (when set).
@@ -108,14 +108,16 @@ pub struct Row {
     pub test: Test,
     /// The benchmark marks it Manual (kube-bench reports a failure as WARN).
     pub manual: bool,
+    /// What to do; `{unit}`, `{kubeconfig}` and `{pki}` stand for the
+    /// layout's paths ([`Row::remediation`]).
     pub remediation: &'static str,
 }
 
-const API: &str = APISERVER;
-const CM: &str = "kube-controller-manager";
-const SCHED: &str = "kube-scheduler";
+const API: Component = APISERVER;
+const CM: Component = Component::KubeControllerManager;
+const SCHED: Component = Component::KubeScheduler;
 
-const fn flag(benchmark: &'static str, id: &'static str, component: &'static str, flag: &'static str, op: Op, remediation: &'static str) -> Row {
+const fn flag(benchmark: &'static str, id: &'static str, component: Component, flag: &'static str, op: Op, remediation: &'static str) -> Row {
     Row { benchmark, id, test: Test::Flag { component, flag, op, unset_passes: false }, manual: false, remediation }
 }
 
@@ -135,7 +137,7 @@ const fn file(benchmark: &'static str, id: &'static str, target: Target, max: Op
     Row { benchmark, id, test: Test::File { target, max, owner }, manual: false, remediation }
 }
 
-const fn all(benchmark: &'static str, id: &'static str, component: &'static str, flags: &'static [&'static str], remediation: &'static str) -> Row {
+const fn all(benchmark: &'static str, id: &'static str, component: Component, flags: &'static [&'static str], remediation: &'static str) -> Row {
     Row { benchmark, id, test: Test::AllSet { component, flags }, manual: false, remediation }
 }
 
@@ -150,27 +152,27 @@ const ADMIN_NOT_HERE: Target = Target::NotHere("the admin kubeconfig stays on th
 macro_rules! files_section {
     ($b:expr, $spec:expr) => {
         [
-            file($b, "1.1.1", Target::Unit(API), Some($spec), None, "chmod the kube-apiserver unit down (kubectl bootstrap places it 0644)"),
-            file($b, "1.1.2", Target::Unit(API), None, Some("root:root"), "chown root:root the kube-apiserver unit"),
-            file($b, "1.1.3", Target::Unit(CM), Some($spec), None, "chmod the kube-controller-manager unit down"),
-            file($b, "1.1.4", Target::Unit(CM), None, Some("root:root"), "chown root:root the kube-controller-manager unit"),
-            file($b, "1.1.5", Target::Unit(SCHED), Some($spec), None, "chmod the kube-scheduler unit down"),
-            file($b, "1.1.6", Target::Unit(SCHED), None, Some("root:root"), "chown root:root the kube-scheduler unit"),
+            file($b, "1.1.1", Target::Unit(API), Some($spec), None, "chmod the unit {unit} down (kubectl bootstrap places it 0644)"),
+            file($b, "1.1.2", Target::Unit(API), None, Some("root:root"), "chown root:root {unit}"),
+            file($b, "1.1.3", Target::Unit(CM), Some($spec), None, "chmod the unit {unit} down"),
+            file($b, "1.1.4", Target::Unit(CM), None, Some("root:root"), "chown root:root {unit}"),
+            file($b, "1.1.5", Target::Unit(SCHED), Some($spec), None, "chmod the unit {unit} down"),
+            file($b, "1.1.6", Target::Unit(SCHED), None, Some("root:root"), "chown root:root {unit}"),
             file($b, "1.1.7", ETCD_NOT_HERE, None, None, "check etcd's unit with your etcd tooling"),
             file($b, "1.1.8", ETCD_NOT_HERE, None, None, "check etcd's unit with your etcd tooling"),
             manual(file($b, "1.1.9", CNI_NOT_HERE, None, None, "check the CNI files on the nodes")),
             manual(file($b, "1.1.10", CNI_NOT_HERE, None, None, "check the CNI files on the nodes")),
             file($b, "1.1.11", ETCD_NOT_HERE, None, None, "chmod 700 etcd's data directory"),
             file($b, "1.1.12", ETCD_NOT_HERE, None, None, "chown etcd:etcd etcd's data directory"),
-            file($b, "1.1.13", ADMIN_NOT_HERE, None, None, "keep admin.kubeconfig 0600 on the jumpbox"),
-            file($b, "1.1.14", ADMIN_NOT_HERE, None, None, "keep admin.kubeconfig root-owned on the jumpbox"),
-            file($b, "1.1.15", Target::Kubeconfig(SCHED), Some($spec), None, "chmod 600 /var/lib/kubernetes/kube-scheduler.kubeconfig"),
-            file($b, "1.1.16", Target::Kubeconfig(SCHED), None, Some("root:root"), "chown root:root /var/lib/kubernetes/kube-scheduler.kubeconfig"),
-            file($b, "1.1.17", Target::Kubeconfig(CM), Some($spec), None, "chmod 600 /var/lib/kubernetes/kube-controller-manager.kubeconfig"),
-            file($b, "1.1.18", Target::Kubeconfig(CM), None, Some("root:root"), "chown root:root /var/lib/kubernetes/kube-controller-manager.kubeconfig"),
-            file($b, "1.1.19", Target::PkiAll, None, Some("root:root"), "chown -R root:root /var/lib/kubernetes"),
-            manual(file($b, "1.1.20", Target::PkiCerts, Some(0o644), None, "chmod 644 /var/lib/kubernetes/*.crt")),
-            manual(file($b, "1.1.21", Target::PkiKeys, Some(0o600), None, "chmod 600 /var/lib/kubernetes/*.key")),
+            file($b, "1.1.13", ADMIN_NOT_HERE, None, None, "keep {admin} 0600 on the jumpbox"),
+            file($b, "1.1.14", ADMIN_NOT_HERE, None, None, "keep {admin} root-owned on the jumpbox"),
+            file($b, "1.1.15", Target::Kubeconfig(SCHED), Some($spec), None, "chmod 600 {kubeconfig}"),
+            file($b, "1.1.16", Target::Kubeconfig(SCHED), None, Some("root:root"), "chown root:root {kubeconfig}"),
+            file($b, "1.1.17", Target::Kubeconfig(CM), Some($spec), None, "chmod 600 {kubeconfig}"),
+            file($b, "1.1.18", Target::Kubeconfig(CM), None, Some("root:root"), "chown root:root {kubeconfig}"),
+            file($b, "1.1.19", Target::PkiAll, None, Some("root:root"), "chown -R root:root {pki}"),
+            manual(file($b, "1.1.20", Target::PkiCerts, Some(0o644), None, "chmod 644 {pki}/*.crt")),
+            manual(file($b, "1.1.21", Target::PkiKeys, Some(0o600), None, "chmod 600 {pki}/*.key")),
         ]
     };
 }
@@ -394,10 +396,9 @@ pub fn holds(op: Op, value: Option<&str>, unset_passes: bool) -> bool {
 
 /// The placed files a section 1.1 target means, with what the probe read.
 fn targets(t: Target) -> Vec<&'static str> {
-    let comp = |c: &str| crate::model::unit(c);
     match t {
-        Target::Unit(c) => comp(c).and_then(|u| crate::model::placed(u.manifest)).map(|f| vec![f.dest]).unwrap_or_default(),
-        Target::Kubeconfig(c) => FILES.iter().filter(|f| f.kind == FileKind::Kubeconfig && f.dest.ends_with(&format!("/{c}.kubeconfig"))).map(|f| f.dest).collect(),
+        Target::Unit(c) => crate::model::placed(c.spec().manifest).map(|f| vec![f.dest]).unwrap_or_default(),
+        Target::Kubeconfig(c) => FILES.iter().filter(|f| f.kind == FileKind::Kubeconfig && f.restarts == [c]).map(|f| f.dest).collect(),
         Target::PkiAll => FILES.iter().filter(|f| f.dest.starts_with(pki_dir())).map(|f| f.dest).collect(),
         Target::PkiCerts => FILES.iter().filter(|f| f.kind == FileKind::Certificate).map(|f| f.dest).collect(),
         Target::PkiKeys => FILES.iter().filter(|f| f.kind == FileKind::Key).map(|f| f.dest).collect(),
@@ -407,29 +408,46 @@ fn targets(t: Target) -> Vec<&'static str> {
 
 /// Where the layout keeps certificates: the "PKI directory".
 fn pki_dir() -> &'static str {
-    FILES.iter().find(|f| f.kind == FileKind::Certificate).and_then(|f| f.dest.rsplit_once('/')).map(|x| x.0).unwrap_or("/var/lib/kubernetes")
+    FILES.iter().find(|f| f.kind == FileKind::Certificate).and_then(|f| f.dest.rsplit_once('/')).map(|x| x.0).unwrap_or_default()
 }
 
-/// What a row finds on a server: `Ok(detail)` when it holds, `Err(detail)`
-/// when not, SKIP for what cannot be judged here.
-pub fn evaluate(row: &Row, h: &Probe) -> Result<Result<String, String>, Finding> {
+/// What a row finds on a server that can be judged: it holds or not, and
+/// what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Holds(String),
+    Fails(String),
+}
+
+impl Verdict {
+    fn of(holds: bool, detail: String) -> Verdict {
+        if holds {
+            Verdict::Holds(detail)
+        } else {
+            Verdict::Fails(detail)
+        }
+    }
+}
+
+/// What a row finds on a server; SKIP for what cannot be judged here.
+pub fn evaluate(row: &Row, h: &Probe) -> Result<Verdict, Finding> {
     match row.test {
         Test::Flag { component, flag, op, unset_passes } => {
             let Some(flags) = effective(h, component) else { return Err(Finding::skip(format!("{component} is neither running nor installed"))) };
             let v = flags.get(flag);
             let shown = v.map(|v| format!("--{flag}={v}")).unwrap_or(format!("--{flag} not set"));
             let d = format!("{component}: {shown}");
-            Ok(if holds(op, v, unset_passes) { Ok(d) } else { Err(d) })
+            Ok(Verdict::of(holds(op, v, unset_passes), d))
         }
         Test::AllSet { component, flags: want } => {
             let Some(flags) = effective(h, component) else { return Err(Finding::skip(format!("{component} is neither running nor installed"))) };
             let missing: Vec<String> = want.iter().filter(|f| !flags.is_set(f)).map(|f| format!("--{f}")).collect();
-            Ok(if missing.is_empty() { Ok(format!("{component}: {} set", want.len())) } else { Err(format!("{component}: {} not set", missing.join(", "))) })
+            Ok(if missing.is_empty() { Verdict::Holds(format!("{component}: {} set", want.len())) } else { Verdict::Fails(format!("{component}: {} not set", missing.join(", "))) })
         }
         Test::Providers(valid) => {
             let first = h.encryption_providers.first();
             let shown = if h.encryption_providers.is_empty() { "no encryption providers".to_string() } else { format!("providers {}", h.encryption_providers.join(", ")) };
-            Ok(if first.is_some_and(|p| valid.contains(&p.as_str())) { Ok(shown) } else { Err(shown) })
+            Ok(Verdict::of(first.is_some_and(|p| valid.contains(&p.as_str())), shown))
         }
         Test::File { target: Target::NotHere(why), .. } => Err(Finding::skip(format!("not applicable: {why}"))),
         Test::File { target, max, owner } => {
@@ -453,20 +471,38 @@ pub fn evaluate(row: &Row, h: &Probe) -> Result<Result<String, String>, Finding>
             if n == 0 {
                 return Err(Finding::fail(format!("none of {} exists", paths.join(", ")), "kubectl bootstrap server DEST"));
             }
-            Ok(if bad.is_empty() { Ok(format!("{n} file(s) as required")) } else { Err(bad.join(", ")) })
+            Ok(if bad.is_empty() { Verdict::Holds(format!("{n} file(s) as required")) } else { Verdict::Fails(bad.join(", ")) })
         }
-        Test::Review(what) => Ok(Err(format!("no automated test: {what}"))),
+        Test::Review(what) => Ok(Verdict::Fails(format!("no automated test: {what}"))),
+    }
+}
+
+impl Row {
+    /// What to do, with the layout's paths in place of `{unit}`,
+    /// `{kubeconfig}` and `{pki}`.
+    pub fn remediation(&self) -> String {
+        let target = match self.test {
+            Test::File { target, .. } => targets(target).join(" "),
+            _ => String::new(),
+        };
+        self.remediation.replace("{unit}", &target).replace("{kubeconfig}", &target).replace("{pki}", pki_dir()).replace("{admin}", crate::model::ADMIN_KUBECONFIG)
+    }
+}
+
+/// A row's finding on a server.
+fn run(ctx: &Ctx, h: &Probe, item: Item) -> Finding {
+    let Item::Cis(row) = item else { unreachable!("a CIS check got {item:?}") };
+    match evaluate(&row, h) {
+        Err(f) => f,
+        Ok(Verdict::Holds(d)) => Finding::pass(d),
+        Ok(Verdict::Fails(d)) if row.manual || matches!(row.test, Test::Review(_)) || !ctx.strict => Finding::warn(d, row.remediation()),
+        Ok(Verdict::Fails(d)) => Finding::fail(d, row.remediation()),
     }
 }
 
 /// A row as a check.
 pub fn check(row: Row) -> Check {
-    host_check(&row.check_id(), "cis", &row.title(), move |ctx: &Ctx, h| match evaluate(&row, h) {
-        Err(f) => f,
-        Ok(Ok(d)) => Finding::pass(d),
-        Ok(Err(d)) if row.manual || matches!(row.test, Test::Review(_)) || !ctx.strict => Finding::warn(d, row.remediation),
-        Ok(Err(d)) => Finding::fail(d, row.remediation),
-    })
+    Check { id: row.check_id(), group: Group::Cis, title: row.title(), item: Item::Cis(row), run: Run::Host(run) }
 }
 
 /// Every benchmark's checks (for --list, --only, --skip).
@@ -504,7 +540,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), n);
         // The same control has different numbers in different benchmarks.
-        let profiling = |b: &str| t.iter().find(|r| r.benchmark == b && matches!(r.test, Test::Flag { component: "kube-apiserver", flag: "profiling", .. })).unwrap().check_id();
+        let profiling = |b: &str| t.iter().find(|r| r.benchmark == b && matches!(r.test, Test::Flag { component: APISERVER, flag: "profiling", .. })).unwrap().check_id();
         assert_eq!(profiling("cis-1.20"), "cis-1.20/1.2.20");
         assert_eq!(profiling("cis-1.12"), "cis-1.12/1.2.15");
         let authz =
@@ -547,7 +583,7 @@ mod tests {
         let c = check(row);
         let ctx = |strict| Ctx::for_tests(strict);
         let run = |p: &Probe, strict| match &c.run {
-            super::super::Runner::Host(f) => f(&ctx(strict), p),
+            super::super::Run::Host(f) => f(&ctx(strict), p, c.item),
             _ => unreachable!(),
         };
         assert_eq!(run(&probe_with(&["/x", "--profiling=false"]), false).status, super::super::Status::Pass);
@@ -557,7 +593,7 @@ mod tests {
         // A manual control never fails, even with --strict.
         let m = check(*table().iter().find(|r| r.check_id() == "cis-1.20/1.2.1").unwrap());
         let f = match &m.run {
-            super::super::Runner::Host(f) => f(&ctx(true), &probe_with(&["/x"])),
+            super::super::Run::Host(f) => f(&ctx(true), &probe_with(&["/x"]), m.item),
             _ => unreachable!(),
         };
         assert_eq!(f.status, super::super::Status::Warn);
@@ -576,12 +612,12 @@ mod tests {
         };
         p.files.insert("/etc/systemd/system/kube-apiserver.service".into(), file(0o644, "root"));
         let row = |id: &str| *table().iter().find(|r| r.check_id() == id).unwrap();
-        assert!(matches!(evaluate(&row("cis-1.20/1.1.1"), &p), Ok(Ok(_))), "644 is fine for cis-1.20");
-        assert_eq!(evaluate(&row("cis-1.12/1.1.1"), &p).unwrap(), Err("/etc/systemd/system/kube-apiserver.service is 0644".into()), "cis-1.12 wants 600");
+        assert!(matches!(evaluate(&row("cis-1.20/1.1.1"), &p), Ok(Verdict::Holds(_))), "644 is fine for cis-1.20");
+        assert_eq!(evaluate(&row("cis-1.12/1.1.1"), &p).unwrap(), Verdict::Fails("/etc/systemd/system/kube-apiserver.service is 0644".into()), "cis-1.12 wants 600");
         p.files.insert("/etc/systemd/system/kube-apiserver.service".into(), file(0o600, "nobody"));
-        assert_eq!(evaluate(&row("cis-1.20/1.1.2"), &p).unwrap(), Err("/etc/systemd/system/kube-apiserver.service is owned by nobody:root".into()));
+        assert_eq!(evaluate(&row("cis-1.20/1.1.2"), &p).unwrap(), Verdict::Fails("/etc/systemd/system/kube-apiserver.service is owned by nobody:root".into()));
         assert!(matches!(evaluate(&row("cis-1.20/1.1.7"), &p), Err(f) if f.status == super::super::Status::Skip));
-        assert_eq!(targets(Target::Kubeconfig("kube-scheduler")), ["/var/lib/kubernetes/kube-scheduler.kubeconfig"]);
+        assert_eq!(targets(Target::Kubeconfig(SCHED)), ["/var/lib/kubernetes/kube-scheduler.kubeconfig"]);
         assert!(targets(Target::PkiKeys).iter().all(|k| k.ends_with(".key")) && !targets(Target::PkiKeys).is_empty());
     }
 }

@@ -1,7 +1,12 @@
-//! `kubectl cpcheck`: small checks with stable ids, one file per group
-//! (`checks/`), the CIS controls as data (`cis`), run concurrently over one
-//! SSH connection and one API client, each bounded; reports as a table,
-//! JSON (docs/cpcheck.schema.json) or JUnit (`report`).
+//! `kubectl cpcheck`: small checks with stable ids, each a named function
+//! listed in its group's static table (`checks/`, one file per group), the
+//! CIS controls as data (`cis`), run concurrently, each bounded; reports as
+//! a table, JSON (docs/cpcheck.schema.json) or JUnit (`report`).
+//!
+//! One path for any number of servers ([`check`]): every `--ssh` server is
+//! connected to and read, and its API client and health tunnels opened, in
+//! one place ([`open`]); the groups that read a server run on each (one
+//! server is N = 1), the others once for the plane.
 
 pub mod checks;
 pub mod cis;
@@ -18,7 +23,7 @@ use serde::Serialize;
 use crate::kube::config::KubeOptions;
 use crate::kube::health;
 use crate::model::overrides::{desired_units, DesiredUnit, OverrideSources, Overrides};
-use crate::model::{FileKind, Flags, Version, FILES, OUTPUT_FLAGS, UNITS};
+use crate::model::{ClusterRoleBindingSpec, ClusterRoleSpec, Component, Endpoint, FileKind, Flags, Version, APISERVER, FILES, OUTPUT_FLAGS, UNITS};
 use crate::remote::probe::{self, Probe, Request};
 use crate::remote::{Host, SshOptions};
 use crate::Error;
@@ -45,6 +50,61 @@ impl Status {
     }
 }
 
+/// A group of checks: its name is the prefix of its checks' ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    Host,
+    Ports,
+    Health,
+    Api,
+    Consistency,
+    Rbac,
+    Leader,
+    Cluster,
+    Cis,
+}
+
+impl Group {
+    /// Every group, in report order.
+    pub const ALL: &'static [Group] = &[Group::Host, Group::Ports, Group::Health, Group::Api, Group::Consistency, Group::Rbac, Group::Leader, Group::Cluster, Group::Cis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Host => "host",
+            Group::Ports => "ports",
+            Group::Health => "health",
+            Group::Api => "api",
+            Group::Consistency => "consistency",
+            Group::Rbac => "rbac",
+            Group::Leader => "leader",
+            Group::Cluster => "cluster",
+            Group::Cis => "cis",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Group> {
+        Group::ALL.iter().copied().find(|g| g.as_str() == s)
+    }
+
+    /// Does it read one server (and so run on each of several)? The others
+    /// are about the plane and run once.
+    pub fn per_server(self) -> bool {
+        matches!(self, Group::Host | Group::Ports | Group::Health | Group::Consistency | Group::Cis)
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Group {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What one check found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -64,11 +124,6 @@ impl Finding {
     fn new(status: Status, d: impl Into<String>, fix: Option<String>) -> Self {
         Finding { status, detail: crate::output::redact::line(&d.into()), remediation: fix.map(|f| crate::output::redact::line(&f)), journal: Vec::new() }
     }
-    /// The same finding, with the journal lines that show it (escaped here too).
-    pub fn with_journal(mut self, lines: &[String]) -> Self {
-        self.journal = lines.iter().map(|l| crate::output::redact::line(l)).collect();
-        self
-    }
     pub fn pass(d: impl Into<String>) -> Self {
         Self::new(Status::Pass, d, None)
     }
@@ -81,39 +136,136 @@ impl Finding {
     pub fn skip(d: impl Into<String>) -> Self {
         Self::new(Status::Skip, d, None)
     }
+    /// The same finding, with the journal lines that show it (escaped here too).
+    pub fn with_journal(mut self, lines: &[String]) -> Self {
+        self.journal = lines.iter().map(|l| crate::output::redact::line(l)).collect();
+        self
+    }
 }
 
 /// A check's result as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub id: String,
-    /// The server a host check ran on, when several were checked.
+    /// The server a per-server check ran on, when several were checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    pub group: &'static str,
+    pub group: Group,
     pub title: String,
     #[serde(flatten)]
     pub finding: Finding,
 }
 
-pub type HostFn = Box<dyn Fn(&Ctx, &Probe) -> Finding + Send + Sync>;
-pub type ApiFn = Box<dyn for<'a> Fn(&'a Ctx, &'a kube::Client) -> BoxFuture<'a, Finding> + Send + Sync>;
-pub type AsyncFn = Box<dyn for<'a> Fn(&'a Ctx) -> BoxFuture<'a, Finding> + Send + Sync>;
-
-pub enum Runner {
-    /// Reaches the server by itself (its own SSH tunnel).
-    Async(AsyncFn),
-    /// Reads the probe.
-    Host(HostFn),
-    /// Talks to the API (and may read the probe when there is one).
-    Api(ApiFn),
+/// What a table row stands for when it is one check per component, role,
+/// binding or path (its id then ends with that name).
+#[derive(Debug, Clone, Copy)]
+pub enum Item {
+    One,
+    Component(Component),
+    Role(&'static ClusterRoleSpec),
+    Binding(&'static ClusterRoleBindingSpec),
+    Path(&'static str),
+    /// The compiled-in scheduler config (its id ends with its reader's
+    /// name and `-config`).
+    Config,
+    Cis(cis::Row),
 }
 
+impl Item {
+    /// The component of a per-component row.
+    pub fn component(self) -> Component {
+        match self {
+            Item::Component(c) => c,
+            other => unreachable!("a per-component check got {other:?}"),
+        }
+    }
+    /// What an id ends with.
+    fn suffix(self) -> Option<String> {
+        match self {
+            Item::One | Item::Cis(_) => None,
+            Item::Component(c) => Some(c.name().to_string()),
+            Item::Role(r) => Some(r.name.to_string()),
+            Item::Binding(b) => Some(b.name.to_string()),
+            Item::Path(p) => Some(p.to_string()),
+            Item::Config => crate::model::placed(crate::model::SCHEDULER_CONFIG.manifest).and_then(|f| f.restarts.first()).map(|c| format!("{c}-config")),
+        }
+    }
+}
+
+/// A check that reads the server.
+pub type HostFn = fn(&Ctx, &Probe, Item) -> Finding;
+/// A check that asks the API (and may read the server when there is one).
+pub type ApiFn = for<'a> fn(&'a Ctx, &'a kube::Client, Item) -> BoxFuture<'a, Finding>;
+/// A check that reaches the server by itself (its own tunnel) or every server.
+pub type AsyncFn = for<'a> fn(&'a Ctx, Item) -> BoxFuture<'a, Finding>;
+
+#[derive(Clone, Copy)]
+pub enum Run {
+    Host(HostFn),
+    Api(ApiFn),
+    Async(AsyncFn),
+}
+
+/// Which items a table row stands for.
+#[derive(Debug, Clone, Copy)]
+pub enum Each {
+    One,
+    /// Every component.
+    Component,
+    /// Every component but the apiserver (those that elect a leader).
+    Client,
+    Role,
+    Binding,
+    Path(&'static [&'static str]),
+    /// The compiled-in scheduler config.
+    Config,
+}
+
+/// A row of a group's table: a named function and what it is for.
+pub struct Def {
+    /// The id, or its prefix (`host.unit` → `host.unit.kube-apiserver`).
+    pub id: &'static str,
+    pub title: fn(Item) -> String,
+    pub each: Each,
+    pub run: Run,
+}
+
+/// One check to run: a row for one item.
+#[derive(Clone)]
 pub struct Check {
     pub id: String,
-    pub group: &'static str,
+    pub group: Group,
     pub title: String,
-    pub run: Runner,
+    pub item: Item,
+    pub run: Run,
+}
+
+impl Def {
+    /// The checks this row stands for.
+    pub fn expand(&self, group: Group) -> Vec<Check> {
+        let items: Vec<Item> = match self.each {
+            Each::One => vec![Item::One],
+            Each::Component => Component::ALL.iter().map(|c| Item::Component(*c)).collect(),
+            Each::Client => Component::clients().map(Item::Component).collect(),
+            Each::Role => crate::model::CLUSTER_ROLES.iter().map(Item::Role).collect(),
+            Each::Binding => crate::model::CLUSTER_ROLE_BINDINGS.iter().map(Item::Binding).collect(),
+            Each::Path(v) => v.iter().map(|p| Item::Path(p)).collect(),
+            Each::Config => vec![Item::Config],
+        };
+        items
+            .into_iter()
+            .map(|item| Check {
+                id: match item.suffix() {
+                    Some(s) => format!("{}.{s}", self.id),
+                    None => self.id.to_string(),
+                },
+                group,
+                title: (self.title)(item),
+                item,
+                run: self.run,
+            })
+            .collect()
+    }
 }
 
 /// What the checks read.
@@ -128,13 +280,13 @@ pub struct Ctx {
     pub api: Result<kube::Client, String>,
     pub api_url: String,
     /// /healthz clients of the controller-manager and scheduler (over SSH).
-    pub health: BTreeMap<&'static str, Result<kube::Client, String>>,
+    pub health: BTreeMap<Component, Result<kube::Client, String>>,
     /// `--timeout`: no check waits longer.
     pub timeout: Duration,
     /// Every server, for the cluster checks (empty unless several).
     pub servers: Vec<ServerView>,
     /// `--endpoint` and a client for it.
-    pub endpoint: Option<(String, Result<kube::Client, String>)>,
+    pub endpoint: Option<(Endpoint, Result<kube::Client, String>)>,
 }
 
 /// One server of several as the cluster checks see it.
@@ -150,7 +302,7 @@ pub struct ServerView {
 pub type ProbeSlot = futures::future::Shared<BoxFuture<'static, Result<Arc<Probe>, String>>>;
 
 /// A slot that already holds `r`.
-pub fn ready(r: Result<Probe, String>) -> ProbeSlot {
+pub(crate) fn ready(r: Result<Probe, String>) -> ProbeSlot {
     futures::FutureExt::shared(futures::FutureExt::boxed(futures::future::ready(r.map(Arc::new))))
 }
 
@@ -161,7 +313,7 @@ impl Ctx {
     }
 
     /// What the probe read, waiting for it.
-    pub async fn probe(&self) -> Result<Arc<Probe>, String> {
+    pub(crate) async fn probe(&self) -> Result<Arc<Probe>, String> {
         self.host.clone().await
     }
 
@@ -181,12 +333,6 @@ impl Ctx {
     }
 }
 
-pub const GROUPS: &[&str] = &["host", "ports", "health", "api", "consistency", "rbac", "leader", "cluster", "cis"];
-
-/// Groups whose checks run on every server (with several): what they read
-/// is the server's own. The others are about the cluster and run once.
-pub const PER_SERVER: &[&str] = &["host", "ports", "health", "consistency", "cis"];
-
 /// How long one check may take at most (less when `--timeout` is shorter):
 /// an apiserver whose etcd is down accepts requests and never answers them.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,16 +342,9 @@ async fn bounded(f: BoxFuture<'_, Finding>, limit: Duration) -> Finding {
         Ok(found) => found,
         Err(_) => Finding::fail(
             format!("no answer within {}s", limit.as_secs()),
-            "the apiserver accepts requests but does not answer: check etcd (systemctl status etcd) and journalctl -u kube-apiserver",
+            format!("the apiserver accepts requests but does not answer: check etcd (systemctl status etcd) and journalctl -u {}", APISERVER.unit()),
         ),
     }
-}
-
-/// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, --timeout)`;
-/// `skip` ids are reported as SKIP.
-pub async fn run(ctx: &Ctx, checks: &[Check], skip: &[String]) -> Vec<CheckResult> {
-    let refs: Vec<&Check> = checks.iter().collect();
-    run_refs(ctx, &refs, skip).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -231,8 +370,7 @@ pub fn summarize(results: &[CheckResult]) -> Summary {
 
 /// Every check of every group and every CIS benchmark here, in report order.
 pub fn catalog() -> Vec<Check> {
-    let mut v = checks::registry();
-    v.extend(checks::cluster_checks());
+    let mut v: Vec<Check> = Group::ALL.iter().filter(|g| **g != Group::Cis).flat_map(|g| checks::table(*g).iter().flat_map(move |d| d.expand(*g))).collect();
     v.extend(cis::every_check());
     v
 }
@@ -240,12 +378,13 @@ pub fn catalog() -> Vec<Check> {
 /// Checks `--only`/`--skip` name: groups or ids. Unknown ones are bad input.
 pub fn select(only: &[String], skip: &[String]) -> Result<Vec<Check>, Error> {
     let all = catalog();
+    let groups = || Group::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ");
     for o in only {
-        if !GROUPS.contains(&o.as_str()) && !all.iter().any(|c| &c.id == o) {
+        if Group::parse(o).is_none() && !all.iter().any(|c| &c.id == o) {
             return Err(Error::Input(format!(
                 "--only {}: unknown group or check id; groups: {} (kubectl cpcheck --list shows every id)",
                 crate::output::redact::line(o),
-                GROUPS.join(", ")
+                groups()
             )));
         }
     }
@@ -254,7 +393,7 @@ pub fn select(only: &[String], skip: &[String]) -> Result<Vec<Check>, Error> {
             return Err(Error::Input(format!("--skip {}: no check has that id (kubectl cpcheck --list shows them)", crate::output::redact::line(s))));
         }
     }
-    Ok(if only.is_empty() { all } else { all.into_iter().filter(|c| only.iter().any(|o| o == c.group || o == &c.id)).collect() })
+    Ok(if only.is_empty() { all } else { all.into_iter().filter(|c| only.iter().any(|o| Group::parse(o) == Some(c.group) || o == &c.id)).collect() })
 }
 
 /// The paths, certificates, kubeconfigs and encryption config the installed
@@ -302,8 +441,8 @@ pub struct CheckOptions {
     pub skip: Vec<String>,
     pub strict: bool,
     pub timeout: Duration,
-    /// The plane's load-balanced address, `https://HOST[:PORT]`.
-    pub endpoint: Option<String>,
+    /// The plane's load-balanced address.
+    pub endpoint: Option<Endpoint>,
 }
 
 fn is_loopback(config: &kube::Config) -> bool {
@@ -314,7 +453,7 @@ fn is_loopback(config: &kube::Config) -> bool {
 /// the API's, else the manifests'.
 async fn server_version(ctx: &Ctx) -> (Version, &'static str) {
     let _ = ctx.probe().await;
-    if let Some(v) = ctx.host().and_then(|h| h.units.get(&checks::unit_file(crate::model::APISERVER))).and_then(|u| u.binary_version.as_deref()).and_then(Version::parse) {
+    if let Some(v) = ctx.host().and_then(|h| h.units.get(APISERVER.unit())).and_then(|u| u.binary_version.as_deref()).and_then(Version::parse) {
         return (v, "the installed kube-apiserver");
     }
     if let Ok(c) = &ctx.api {
@@ -327,58 +466,71 @@ async fn server_version(ctx: &Ctx) -> (Version, &'static str) {
     (Version::parse(crate::model::KUBERNETES_VERSION).unwrap_or(Version { major: 1, minor: 32 }), "the manifests (the server said no version)")
 }
 
-/// What one server gives the checks: what was read there, an API client
-/// (through its SSH connection when `tunnel` or the kubeconfig names a
+/// One server, opened: what was read there (as it arrives), an API client
+/// through its SSH connection (when `tunnel` or the kubeconfig names a
 /// loopback address), the controller-manager's and scheduler's /healthz.
 struct Opened {
+    name: String,
+    host: Option<Arc<Host>>,
     probe: ProbeSlot,
     api: Result<kube::Client, String>,
-    health: BTreeMap<&'static str, Result<kube::Client, String>>,
+    health: BTreeMap<Component, Result<kube::Client, String>>,
 }
 
-async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<&probe::HmacKey>) -> Opened {
-    // The probe runs on its own (checks that need no host start before it
-    // ends); the API client and the health tunnels come up meanwhile.
-    // One round trip: what the units as the manifests (and overrides) say
-    // reference is read with the rest; only what the installed units
-    // reference beyond that (drift) takes a second.
-    let (host_for_probe, desired_for_probe, key_for_probe) = (host.clone(), desired.to_vec(), key.cloned());
-    let read_host = async move {
-        let (host, desired, key) = (&host_for_probe, &desired_for_probe, key_for_probe);
-        let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
-        let first = Request {
-            etcd_members: key.is_some(),
-            fingerprints: key.clone(),
-            paths: guess.paths.clone(),
-            certs: guess.certs.clone(),
-            kubeconfigs: guess.kubeconfigs.clone(),
-            encryption: guess.encryption.clone(),
-            ..Request::cpcheck()
-        };
-        let mut p = probe::read(host, &first).await?;
-        let need = referenced(&p);
-        let more = |have: &[String], want: &[String]| want.iter().filter(|w| !have.contains(w)).cloned().collect::<Vec<_>>();
-        let second = Request {
-            paths: more(&guess.paths, &need.paths),
-            certs: more(&guess.certs, &need.certs),
-            kubeconfigs: more(&guess.kubeconfigs, &need.kubeconfigs),
-            encryption: need.encryption.clone().filter(|e| guess.encryption.as_ref() != Some(e)),
-            ..Default::default()
-        };
-        if !second.paths.is_empty() || !second.certs.is_empty() || !second.kubeconfigs.is_empty() || second.encryption.is_some() {
-            probe::run(host, &second, &mut p).await?;
-        }
-        Ok::<_, Error>(p)
+/// Reads `host`: the first request guesses, from the units the manifests
+/// (and overrides) install, what they reference; only what the installed
+/// units reference beyond that (drift) takes a second round trip.
+async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<probe::HmacKey>) -> Result<Probe, Error> {
+    let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
+    let first = Request {
+        etcd_members: key.is_some(),
+        fingerprints: key,
+        paths: guess.paths.clone(),
+        certs: guess.certs.clone(),
+        kubeconfigs: guess.kubeconfigs.clone(),
+        encryption: guess.encryption.clone(),
+        ..Request::cpcheck()
     };
+    let mut p = probe::read(&host, &first).await?;
+    let need = referenced(&p);
+    let more = |have: &[String], want: &[String]| want.iter().filter(|w| !have.contains(w)).cloned().collect::<Vec<_>>();
+    let second = Request {
+        paths: more(&guess.paths, &need.paths),
+        certs: more(&guess.certs, &need.certs),
+        kubeconfigs: more(&guess.kubeconfigs, &need.kubeconfigs),
+        encryption: need.encryption.clone().filter(|e| guess.encryption.as_ref() != Some(e)),
+        ..Default::default()
+    };
+    if !second.paths.is_empty() || !second.certs.is_empty() || !second.kubeconfigs.is_empty() || second.encryption.is_some() {
+        probe::run(&host, &second, &mut p).await?;
+    }
+    Ok(p)
+}
+
+/// Connects to `dest` and opens what the checks read there, each part
+/// started at once (checks that need no host start before the read ends).
+async fn open(dest: &str, o: &CheckOptions, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<probe::HmacKey>) -> Result<Opened, Error> {
+    let host = Arc::new(Host::connect(dest, &o.ssh, o.timeout).await?);
+    let read = read_server(host.clone(), desired.to_vec(), key);
+    let probe: ProbeSlot = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+        match tokio::spawn(read).await {
+            Ok(r) => r.map(Arc::new).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("reading the server stopped: {e}")),
+        }
+    }));
+    let started = probe.clone();
+    tokio::spawn(async move {
+        let _ = started.await;
+    });
     let connect_api = async {
         match config {
             Ok(c) if tunnel || is_loopback(c) => {
                 let port = if is_loopback(c) {
                     c.cluster_url.port_u16().unwrap_or(443)
                 } else {
-                    desired.iter().find(|u| u.spec.component == crate::model::APISERVER).map(|u| u.serving_port()).unwrap_or(6443)
+                    desired.iter().find(|u| u.spec.component == APISERVER).map(|u| u.serving_port()).unwrap_or(6443)
                 };
-                health::api_client(host, c.clone(), port).await.map_err(|e| e.to_string())
+                health::api_client(&host, c.clone(), port).await.map_err(|e| e.to_string())
             }
             Ok(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
             Err(e) => Err(e.clone()),
@@ -386,27 +538,12 @@ async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: 
     };
     // The controller-manager and scheduler are reached at their compiled-in
     // (plus overrides) port and bind address.
-    let open_health = async {
-        let mut m = BTreeMap::new();
-        for u in desired.iter().filter(|u| u.spec.component != crate::model::APISERVER) {
-            let addr = health::reach_address(u.bind_address());
-            m.insert(u.spec.component, health::anonymous_client(host, addr, u.serving_port()).await.map_err(|e| e.to_string()));
-        }
-        m
-    };
-    let probe: ProbeSlot = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
-        match tokio::spawn(read_host).await {
-            Ok(r) => r.map(Arc::new).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("reading the server stopped: {e}")),
-        }
+    let open_health = futures::future::join_all(desired.iter().filter(|u| u.spec.component != APISERVER).map(|u| {
+        let host = &host;
+        async move { (u.spec.component, health::anonymous_client(host, health::reach_address(u.bind_address()), u.serving_port()).await.map_err(|e| e.to_string())) }
     }));
-    // Started now, not when a check first asks.
-    let started = probe.clone();
-    tokio::spawn(async move {
-        let _ = started.await;
-    });
     let (api, health) = tokio::join!(connect_api, open_health);
-    Opened { probe, api, health }
+    Ok(Opened { name: dest.to_string(), host: Some(host), probe, api, health: health.into_iter().collect() })
 }
 
 /// Runs `checks` on `ctx` with the CIS controls of the benchmark
@@ -415,15 +552,15 @@ async fn open(host: &Arc<Host>, config: &Result<kube::Config, String>, desired: 
 async fn run_with_cis(ctx: &Ctx, checks: &[&Check], o: &CheckOptions) -> (Vec<CheckResult>, report::CisInfo) {
     // Every other check starts at once; the CIS ones once the version
     // (from the server's binary, else the API) says which benchmark.
-    let (rest, cis_checks): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| c.group != "cis");
+    let (rest, cis_checks): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| c.group != Group::Cis);
     let choose_and_run = async {
         let (version, from) = server_version(ctx).await;
         let benchmark = cis::benchmark_for(version);
         let here = |id: &str| benchmark.is_some_and(|b| id.starts_with(&format!("{b}/")));
         let (run_these, other): (Vec<&Check>, Vec<&Check>) = cis_checks.iter().partition(|c| here(&c.id));
-        (run_refs(ctx, &run_these, &o.skip).await, other, version, from, benchmark)
+        (run(ctx, &run_these, &o.skip).await, other, version, from, benchmark)
     };
-    let (mut results, (cis_results, other, version, from, benchmark)) = tokio::join!(run_refs(ctx, &rest, &o.skip), choose_and_run);
+    let (mut results, (cis_results, other, version, from, benchmark)) = tokio::join!(run(ctx, &rest, &o.skip), choose_and_run);
     results.extend(cis_results);
     for c in other.iter().filter(|c| o.only.iter().any(|x| x == &c.id)) {
         let why = match benchmark {
@@ -441,20 +578,22 @@ async fn run_with_cis(ctx: &Ctx, checks: &[&Check], o: &CheckOptions) -> (Vec<Ch
     (results, cis)
 }
 
-async fn run_refs(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckResult> {
+/// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, --timeout)`;
+/// `skip` ids are reported as SKIP.
+pub async fn run(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckResult> {
     let limit = ctx.timeout.min(CHECK_TIMEOUT);
     let futs = checks.iter().map(|c| async move {
         let finding = if skip.iter().any(|s| s == &c.id) {
             Finding::skip("skipped by --skip")
         } else {
-            match &c.run {
-                Runner::Host(f) => match ctx.probe().await {
-                    Ok(h) => f(ctx, &h),
+            match c.run {
+                Run::Host(f) => match ctx.probe().await {
+                    Ok(h) => f(ctx, &h, c.item),
                     Err(why) => Finding::skip(why),
                 },
-                Runner::Async(f) => bounded(f(ctx), limit).await,
-                Runner::Api(f) => match &ctx.api {
-                    Ok(client) => bounded(f(ctx, client), limit).await,
+                Run::Async(f) => bounded(f(ctx, c.item), limit).await,
+                Run::Api(f) => match &ctx.api {
+                    Ok(client) => bounded(f(ctx, client, c.item), limit).await,
                     Err(why) => Finding::skip(why.clone()),
                 },
             }
@@ -465,10 +604,10 @@ async fn run_refs(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckRes
 }
 
 /// A client for `--endpoint`: the kubeconfig's credentials, that address.
-fn endpoint_client(url: &str, config: &Result<kube::Config, String>) -> Result<kube::Client, String> {
+fn endpoint_client(e: &Endpoint, config: &Result<kube::Config, String>) -> Result<kube::Client, String> {
     let mut c = config.clone()?;
     let original = c.cluster_url.host().map(|h| h.trim_matches(['[', ']']).to_string());
-    c.cluster_url = url.parse().map_err(|_| format!("--endpoint {}: not a URL", crate::output::redact::line(url)))?;
+    c.cluster_url = e.url().parse().map_err(|_| format!("--endpoint {e}: not a URL"))?;
     // TLS is verified for the endpoint's own name, which the serving
     // certificate must carry; the kubeconfig's name is not assumed.
     if c.tls_server_name.as_deref() == original.as_deref() {
@@ -477,112 +616,104 @@ fn endpoint_client(url: &str, config: &Result<kube::Config, String>) -> Result<k
     kube::Client::try_from(c).map_err(|e| format!("cannot build an API client: {e}"))
 }
 
-/// Runs the checks `o` asks for and reports them.
+/// The kubeconfig's credentials: an explicit `--kubeconfig`, `--context`
+/// or `KUBECONFIG` that cannot be used is bad input; none at all means the
+/// API checks are skipped.
+async fn credentials(o: &CheckOptions) -> Result<Result<kube::Config, String>, Error> {
+    let explicit = o.kube.kubeconfig.is_some() || o.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
+    match crate::kube::config::config(&o.kube, None, o.timeout).await {
+        Ok(c) => Ok(Ok(c)),
+        Err(e) if explicit => Err(e),
+        Err(e) => Ok(Err(format!("no API credentials ({e})"))),
+    }
+}
+
+/// Runs the checks `o` asks for and reports them: on every `--ssh` server
+/// (none, one or several) the per-server groups, the others once.
 pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let overrides = Overrides::from_sources(&o.overrides)?;
     let registry = select(&o.only, &o.skip)?;
-    if let Some(e) = &o.endpoint {
-        if !e.parse::<http::Uri>().is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some()) || unitfile::control_char(e).is_some() {
-            return Err(Error::Input(format!("--endpoint {}: expected https://HOST[:PORT]", crate::output::redact::line(e))));
-        }
-    }
-    // Credentials: an explicit --kubeconfig or --context that cannot be used is bad input;
-    // no kubeconfig at all means the API checks are skipped.
-    let explicit = o.kube.kubeconfig.is_some() || o.kube.context.is_some() || std::env::var_os("KUBECONFIG").is_some();
-    let config = match crate::kube::config::config(&o.kube, None, o.timeout).await {
-        Ok(c) => Ok(c),
-        Err(e) if explicit => return Err(e),
-        Err(e) => Err(format!("no API credentials ({e})")),
-    };
+    let config = credentials(o).await?;
     let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
     let desired = desired_units(&overrides);
-    let endpoint = o.endpoint.as_ref().map(|u| (u.clone(), endpoint_client(u, &config)));
     let dests = &o.ssh_destinations;
+    let several = dests.len() > 1;
     // The cluster checks need two servers (one with --endpoint: that one),
     // unless --only names them.
-    let named = |c: &Check| o.only.iter().any(|x| x == &c.id || x == c.group);
-    let registry: Vec<Check> =
-        registry.into_iter().filter(|c| c.group != "cluster" || dests.len() > 1 || named(c) || (c.id == "cluster.endpoint" && o.endpoint.is_some())).collect();
-    if dests.len() <= 1 {
-        let host = match dests.first() {
-            Some(d) => Some(Arc::new(Host::connect(d, &o.ssh, o.timeout).await?)),
-            None => None,
-        };
-        let opened = match &host {
-            Some(h) => open(h, &config, &desired, false, None).await,
-            None => Opened {
-                probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())),
-                api: match &config {
-                    Ok(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
-                    Err(e) => Err(e.clone()),
-                },
-                health: BTreeMap::new(),
-            },
-        };
-        let ctx = Ctx { strict: o.strict, desired, host: opened.probe, api: opened.api, api_url, health: opened.health, timeout: o.timeout, servers: Vec::new(), endpoint };
-        let all: Vec<&Check> = registry.iter().collect();
-        let (results, cis) = run_with_cis(&ctx, &all, o).await;
-        drop(ctx);
-        if let Some(h) = host.and_then(|h| Arc::try_unwrap(h).ok()) {
-            h.close().await;
-        }
-        return Ok(Report::new(results, cis));
+    let named = |c: &Check| o.only.iter().any(|x| x == &c.id || Group::parse(x) == Some(c.group));
+    let registry: Vec<Check> = registry.into_iter().filter(|c| c.group != Group::Cluster || several || named(c) || (c.id == "cluster.endpoint" && o.endpoint.is_some())).collect();
+    // Every server, connected and opened at once; with several, secrets are
+    // compared under a key of this run.
+    let key = several.then(probe::HmacKey::random);
+    let opened: Vec<Result<Opened, Error>> = futures::future::join_all(dests.iter().map(|d| open(d, o, &config, &desired, several, key.clone()))).await;
+    if !opened.is_empty() && opened.iter().all(|h| h.is_err()) {
+        let first = opened.into_iter().find_map(|h| h.err()).expect("one at least");
+        return Err(if several { Error::Connect(format!("no server can be reached ({} given); the first: {first}", dests.len())) } else { first });
     }
-    // Several servers: each connected and read at once; one that cannot be
-    // reached fails the checks that need it, by name.
-    let key = probe::HmacKey::random();
-    let hosts: Vec<Result<Arc<Host>, Error>> = futures::future::join_all(dests.iter().map(|d| async { Host::connect(d, &o.ssh, o.timeout).await.map(Arc::new) })).await;
-    if hosts.iter().all(|h| h.is_err()) {
-        let first = hosts.into_iter().find_map(|h| h.err()).expect("several");
-        return Err(Error::Connect(format!("no server can be reached ({} given); the first: {first}", dests.len())));
+    let mut servers: Vec<Opened> = opened
+        .into_iter()
+        .zip(dests)
+        .map(|(r, d)| r.unwrap_or_else(|e| Opened { name: d.clone(), host: None, probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new() }))
+        .collect();
+    if servers.is_empty() {
+        // No --ssh: the API from the kubeconfig, no host.
+        let api = config.as_ref().map_err(Clone::clone).and_then(|c| kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")));
+        servers.push(Opened { name: String::new(), host: None, probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())), api, health: BTreeMap::new() });
     }
-    let opened: Vec<Opened> = futures::future::join_all(hosts.iter().map(|h| async {
-        match h {
-            Ok(h) => open(h, &config, &desired, true, Some(&key)).await,
-            Err(e) => Opened { probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new() },
+    let ctx_of = |s: &Opened| Ctx {
+        strict: o.strict,
+        desired: desired.clone(),
+        host: s.probe.clone(),
+        api: s.api.clone(),
+        api_url: api_url.clone(),
+        health: s.health.clone(),
+        timeout: o.timeout,
+        servers: Vec::new(),
+        endpoint: None,
+    };
+    let (per_server, once): (Vec<&Check>, Vec<&Check>) = registry.iter().partition(|c| c.group.per_server());
+    let per = futures::future::join_all(servers.iter().map(|s| {
+        let (ctx, per_server) = (ctx_of(s), &per_server);
+        async move {
+            let (rows, cis) = run_with_cis(&ctx, per_server, o).await;
+            (ctx.host().is_some(), rows, cis)
         }
     }))
     .await;
-    // The cluster checks compare what every server read: wait for all.
-    let mut read = Vec::new();
-    for op in &opened {
-        read.push(op.probe.clone().await.map(|p| (*p).clone()));
-    }
-    let (per_server, once): (Vec<&Check>, Vec<&Check>) = registry.iter().partition(|c| PER_SERVER.contains(&c.group));
+    // The CIS benchmark as the first server that was read saw it.
+    let cis_info = per.iter().find(|(read, _, _)| *read).or(per.first()).map(|(_, _, cis)| cis.clone()).expect("at least one context ran");
     let mut results = Vec::new();
-    let mut cis_info = None;
-    let mut views = Vec::new();
-    let mut contexts = Vec::new();
-    for ((d, op), probe) in dests.iter().zip(opened).zip(read) {
-        views.push(ServerView { name: d.clone(), probe, api: op.api.clone() });
-        contexts.push((
-            d,
-            Ctx {
-                strict: o.strict,
-                desired: desired.clone(),
-                host: op.probe,
-                api: op.api,
-                api_url: api_url.clone(),
-                health: op.health,
-                timeout: o.timeout,
-                servers: Vec::new(),
-                endpoint: None,
-            },
-        ));
-    }
-    let per_server = &per_server;
-    let per = futures::future::join_all(contexts.iter().map(|(d, ctx)| async move { (*d, run_with_cis(ctx, per_server, o).await) })).await;
-    for (d, (rows, cis)) in per {
-        if cis_info.is_none() && contexts.iter().any(|(n, c)| *n == d && c.host().is_some()) {
-            cis_info = Some(cis);
-        }
+    for (s, (_, rows, _)) in servers.iter().zip(per) {
         results.extend(rows.into_iter().map(|mut r| {
-            r.server = Some(d.to_string());
+            r.server = several.then(|| s.name.clone());
             r
         }));
     }
-    // The cluster's own checks: the API through the kubeconfig's address,
-    // or through the first server that answers when that is a loopback one.
+    let cluster = plane(&servers, &config, ctx_of, several, &config_endpoint(o, &config)).await;
+    results.extend(run(&cluster, &once, &o.skip).await);
+    drop(cluster);
+    futures::future::join_all(servers.into_iter().filter_map(|s| s.host).filter_map(|h| Arc::try_unwrap(h).ok()).map(Host::close)).await;
+    Ok(Report::new(results, cis_info))
+}
+
+fn config_endpoint(o: &CheckOptions, config: &Result<kube::Config, String>) -> Option<(Endpoint, Result<kube::Client, String>)> {
+    o.endpoint.as_ref().map(|e| (e.clone(), endpoint_client(e, config)))
+}
+
+/// The plane's own context: the API through the kubeconfig's address, or
+/// through the first server whose apiserver answers /readyz when that is a
+/// loopback one; with several servers, every server's view.
+async fn plane(
+    servers: &[Opened],
+    config: &Result<kube::Config, String>,
+    ctx_of: impl Fn(&Opened) -> Ctx,
+    several: bool,
+    endpoint: &Option<(Endpoint, Result<kube::Client, String>)>,
+) -> Ctx {
+    let mut views = Vec::new();
+    for s in servers {
+        views.push(ServerView { name: s.name.clone(), probe: s.probe.clone().await.map(|p| (*p).clone()), api: s.api.clone() });
+    }
     // A tunnel opens to a stopped apiserver too: the first that answers /readyz.
     let answering = futures::future::join_all(views.iter().map(|v| async move {
         match &v.api {
@@ -591,21 +722,22 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         }
     }))
     .await;
-    let first_ok = answering.iter().position(|r| *r).or_else(|| views.iter().position(|v| v.api.is_ok() && v.probe.is_ok())).or_else(|| views.iter().position(|v| v.probe.is_ok()));
-    let api = match &config {
-        Ok(c) if !is_loopback(c) => kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")),
-        Ok(_) => first_ok.map(|i| views[i].api.clone()).unwrap_or_else(|| Err("no server's apiserver can be reached".into())),
-        Err(e) => Err(e.clone()),
-    };
-    let host = ready(first_ok.map(|i| views[i].probe.clone()).unwrap_or_else(|| Err("no server could be read".into())));
-    let cluster = Ctx { strict: o.strict, desired, host, api, api_url, health: BTreeMap::new(), timeout: o.timeout, servers: views, endpoint };
-    results.extend(run_refs(&cluster, &once, &o.skip).await);
-    drop(contexts);
-    let cis = match cis_info {
-        Some(c) => c,
-        None => run_with_cis(&cluster, &[], o).await.1,
-    };
-    drop(cluster);
-    futures::future::join_all(hosts.into_iter().flatten().filter_map(|h| Arc::try_unwrap(h).ok()).map(Host::close)).await;
-    Ok(Report::new(results, cis))
+    let first_ok = answering
+        .iter()
+        .position(|r| *r)
+        .or_else(|| views.iter().position(|v| v.api.is_ok() && v.probe.is_ok()))
+        .or_else(|| views.iter().position(|v| v.probe.is_ok()))
+        .unwrap_or(0);
+    let mut ctx = ctx_of(&servers[first_ok]);
+    if let Ok(c) = config {
+        if !is_loopback(c) {
+            ctx.api = kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}"));
+        }
+    }
+    ctx.health = BTreeMap::new();
+    ctx.endpoint = endpoint.clone();
+    if several {
+        ctx.servers = views;
+    }
+    ctx
 }

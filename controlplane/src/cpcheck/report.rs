@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{summarize, CheckResult, Status, Summary, GROUPS};
+use super::{summarize, CheckResult, Group, Status, Summary};
 
 /// The JSON document's schema version; bump on an incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -61,7 +61,7 @@ impl Report {
     pub fn junit(&self) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         out.push_str(&format!("<testsuites name=\"kubectl-cpcheck\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n", self.checks.len(), self.summary.failed, self.summary.skipped));
-        for g in GROUPS {
+        for g in Group::ALL {
             let rows: Vec<&CheckResult> = self.checks.iter().filter(|r| r.group == *g).collect();
             if rows.is_empty() {
                 continue;
@@ -137,13 +137,13 @@ impl fmt::Display for Report {
 impl Report {
     fn table(&self, f: &mut fmt::Formatter<'_>, checks: &[&CheckResult], indent: &str) -> fmt::Result {
         let width = checks.iter().map(|r| r.id.len()).max().unwrap_or(10);
-        for g in GROUPS {
+        for g in Group::ALL {
             let rows: Vec<&CheckResult> = checks.iter().copied().filter(|r| r.group == *g).collect();
-            let cis_without_rows = *g == "cis" && rows.is_empty() && self.cis.benchmark.is_some() && !self.cis.in_table;
+            let cis_without_rows = *g == Group::Cis && rows.is_empty() && self.cis.benchmark.is_some() && !self.cis.in_table;
             if rows.is_empty() && !cis_without_rows {
                 continue;
             }
-            if *g == "cis" {
+            if *g == Group::Cis {
                 let b = self.cis.benchmark.as_deref().unwrap_or("none");
                 let here = if self.cis.in_table {
                     String::new()
@@ -152,7 +152,7 @@ impl Report {
                 };
                 writeln!(f, "{indent}CIS ({b}, for Kubernetes {} from {}{here})", self.cis.kubernetes_version, self.cis.version_from)?;
             } else {
-                writeln!(f, "{indent}{}", g.to_uppercase())?;
+                writeln!(f, "{indent}{}", g.as_str().to_uppercase())?;
             }
             for r in rows {
                 let st = paint(&format!("{:<4}", r.finding.status.as_str()), r.finding.status, self.color);
@@ -200,7 +200,7 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
-        let r = |id: &str, group: &'static str, f: Finding| CheckResult { id: id.into(), server: None, group, title: format!("title of {id}"), finding: f };
+        let r = |id: &str, group: &str, f: Finding| CheckResult { id: id.into(), server: None, group: Group::parse(group).unwrap(), title: format!("title of {id}"), finding: f };
         let mut bad = Finding::fail("x", "fix it");
         // Text from a server, whatever it holds, even if a constructor were bypassed.
         bad.detail = "installed `a\u{1b}[2J<b>&\"c\"\u{0}`".into();
@@ -244,7 +244,7 @@ mod tests {
     fn several_servers_are_grouped_by_server_then_the_cluster() {
         let mut rep = report();
         for (i, c) in rep.checks.iter_mut().enumerate() {
-            if c.group == "host" {
+            if c.group == Group::Host {
                 c.server = Some(format!("root@s{i}"));
             }
         }

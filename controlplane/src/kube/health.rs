@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::model::overrides::DesiredUnit;
+use crate::model::{Component, APISERVER};
 use crate::remote::Host;
 use crate::Error;
 
@@ -33,25 +35,26 @@ pub async fn anonymous_client(host: &Host, addr: IpAddr, port: u16) -> Result<ku
 /// Why a component is not healthy yet.
 #[derive(Debug, Clone)]
 pub struct Unhealthy {
-    pub component: &'static str,
+    pub component: Component,
     pub why: String,
 }
 
 /// The apiserver's, controller-manager's and scheduler's health endpoints.
 pub struct HealthClients {
     pub api: kube::Client,
-    pub others: Vec<(&'static str, kube::Client)>,
+    pub others: Vec<(Component, kube::Client)>,
 }
 
 impl HealthClients {
-    /// Opens every tunnel at once.
-    pub async fn open(host: &Host, desired: &crate::bootstrap::desired::Desired, api_config: kube::Config) -> Result<HealthClients, Error> {
-        let api_unit = desired.units.iter().find(|u| u.spec.component == crate::model::APISERVER).ok_or_else(|| Error::Input("the manifests define no kube-apiserver".into()))?;
-        let others = desired.units.iter().filter(|u| u.spec.component != crate::model::APISERVER).map(|u| async move {
+    /// Opens every tunnel at once, to each unit's serving port and bind
+    /// address as `units` (the manifests plus overrides) give them.
+    pub async fn open(host: &Host, units: &[DesiredUnit], api_config: kube::Config) -> Result<HealthClients, Error> {
+        let port = |c: Component| units.iter().find(|u| u.spec.component == c).map(|u| u.serving_port()).unwrap_or(c.serving_port());
+        let others = units.iter().filter(|u| u.spec.component != APISERVER).map(|u| async move {
             let c = anonymous_client(host, reach_address(u.bind_address()), u.serving_port()).await?;
             Ok::<_, Error>((u.spec.component, c))
         });
-        let (api, others) = tokio::join!(api_client(host, api_config, api_unit.serving_port()), futures::future::join_all(others));
+        let (api, others) = tokio::join!(api_client(host, api_config, port(APISERVER)), futures::future::join_all(others));
         Ok(HealthClients { api: api?, others: others.into_iter().collect::<Result<Vec<_>, Error>>()? })
     }
 
@@ -74,7 +77,7 @@ impl HealthClients {
                 } else {
                     format!("{} failing: {}", path.split('?').next().unwrap_or(path), failing.join(", "))
                 };
-                bad.push(Unhealthy { component: crate::model::APISERVER, why });
+                bad.push(Unhealthy { component: APISERVER, why });
                 break;
             }
         }
@@ -109,27 +112,32 @@ pub fn failing_checks(body: &str) -> Vec<String> {
 }
 
 /// Is a leader Lease held by a live holder? `now` is the server's clock and
+/// Why a Lease shows no live leader: what it shows instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoLiveLeader(pub String);
+
 /// `started` when the component last (re)started there (both seconds since
 /// the epoch; `started` 0 when unknown). Live means renewed after that
 /// start (a Lease naming a holder that died with the previous process does
 /// not count; whole seconds, so one second of margin) and within the
 /// Lease's own `leaseDurationSeconds`. Ok: who holds it and how fresh.
-pub fn lease_verdict(spec: &k8s_openapi::api::coordination::v1::LeaseSpec, now: f64, started: u64) -> Result<String, String> {
+pub fn lease_verdict(spec: &k8s_openapi::api::coordination::v1::LeaseSpec, now: f64, started: u64) -> Result<String, NoLiveLeader> {
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder.is_empty() {
-        return Err("nobody holds its Lease".into());
+        return Err(NoLiveLeader("nobody holds its Lease".into()));
     }
     let holder = crate::output::redact::line(&holder);
     let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0) else {
-        return Err(format!("its Lease (held by {holder}) was never renewed"));
+        return Err(NoLiveLeader(format!("its Lease (held by {holder}) was never renewed")));
     };
     let duration = spec.lease_duration_seconds.unwrap_or(15).max(1) as f64;
     if started > 0 && renewed < started as f64 + 1.0 {
-        return Err(format!("its Lease names {holder}, last renewed before the component (re)started: a holder that is gone"));
+        return Err(NoLiveLeader(format!("its Lease names {holder}, last renewed before the component (re)started: a holder that is gone")));
     }
     let age = (now - renewed).max(0.0);
     if age > duration {
-        return Err(format!("its Lease was renewed {age:.0}s ago by {holder}, longer ago than its leaseDurationSeconds ({duration:.0})"));
+        return Err(NoLiveLeader(format!("its Lease was renewed {age:.0}s ago by {holder}, longer ago than its leaseDurationSeconds ({duration:.0})")));
     }
     Ok(format!("held by {holder}, renewed {age:.0}s ago (lease {duration:.0}s)"))
 }
@@ -179,11 +187,11 @@ mod tests {
         let lease = |renew: i64| LeaseSpec { holder_identity: Some("server_abc".into()), renew_time: at(renew), lease_duration_seconds: Some(15), ..Default::default() };
         assert!(lease_verdict(&lease(1000), 1005.0, 900).unwrap().starts_with("held by server_abc, renewed 5s ago"));
         // Renewed 27 s ago, lease of 15 s: not fresh (the old threshold was 60 s).
-        assert!(lease_verdict(&lease(1000), 1027.0, 900).unwrap_err().contains("longer ago than its leaseDurationSeconds (15)"));
+        assert!(lease_verdict(&lease(1000), 1027.0, 900).unwrap_err().0.contains("longer ago than its leaseDurationSeconds (15)"));
         // The old process renewed it just before the new one started: a dead holder.
-        assert!(lease_verdict(&lease(1000), 1003.0, 1000).unwrap_err().contains("a holder that is gone"));
+        assert!(lease_verdict(&lease(1000), 1003.0, 1000).unwrap_err().0.contains("a holder that is gone"));
         assert!(lease_verdict(&lease(1002), 1003.0, 1000).is_ok());
-        assert!(lease_verdict(&LeaseSpec::default(), 1.0, 0).unwrap_err().contains("nobody holds"));
+        assert!(lease_verdict(&LeaseSpec::default(), 1.0, 0).unwrap_err().0.contains("nobody holds"));
         // Only this server's previous process is released.
         use k8s_openapi::api::coordination::v1::Lease;
         let l = Lease { spec: Some(lease(1000)), ..Default::default() };

@@ -76,7 +76,7 @@ where
     use kube::api::{Api, Patch, PatchParams};
     let name = obj.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::all(client.clone());
-    let err = |e: kube::Error| crate::Error::Server(format!("apply {kind} {name}: {e}"));
+    let err = |e: kube::Error| crate::Error::api(format!("apply {kind} {name}"), e);
     let before = api.get_opt(&name).await.map_err(err)?;
     let after = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await.map_err(err)?;
     let result = match before {

@@ -113,10 +113,11 @@ impl HashCache {
 
     /// Size and sha256 of the regular file `p`: from the cache when its
     /// stamp is unchanged, else hashed (and entered unless `secret`).
-    pub fn hash(&self, asset: &crate::local::files::Asset, secret: bool) -> Result<(u64, String), String> {
+    pub fn hash(&self, asset: &crate::local::files::Asset, secret: bool) -> Result<(u64, String), super::files::FileError> {
+        use super::files::FileError;
         let p = asset.path.as_path();
-        let mut f = asset.reopen().map_err(|e| format!("cannot read: {e}"))?;
-        let before = Stamp::of(&f.metadata().map_err(|e| format!("cannot stat: {e}"))?);
+        let mut f = asset.reopen().map_err(|source| FileError::Io { what: "read", source })?;
+        let before = Stamp::of(&f.metadata().map_err(|source| FileError::Io { what: "stat", source })?);
         let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         if !secret {
             let mut s = self.stored.lock().expect("cache lock");

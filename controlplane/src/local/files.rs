@@ -13,6 +13,33 @@ use std::path::Path;
 /// larger than this is not one of them.
 pub const SMALL_FILE_LIMIT: u64 = 16 << 20;
 
+/// Why a local file cannot be used: what is wrong with it, never what it
+/// holds (it may hold a secret). Reads as the rest of a sentence that
+/// starts with the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("no such file")]
+    Missing,
+    #[error("permission denied (make it readable by this user)")]
+    Denied,
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("is {size} bytes, larger than any file of this kind ({limit} at most)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("grew past {0} bytes while being read")]
+    Grew(u64),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> FileError {
+    move |source| FileError::Io { what, source }
+}
+
 /// What a non-regular file is, in words.
 pub fn kind(ft: std::fs::FileType) -> &'static str {
     if ft.is_dir() {
@@ -35,15 +62,15 @@ pub fn kind(ft: std::fs::FileType) -> &'static str {
 /// Opens `path` (following symlinks) only if it is a regular file. The open
 /// itself does not block on a FIFO (O_NONBLOCK), and the type is checked on
 /// the open handle, so a swap between check and open changes nothing.
-pub fn open_regular(path: &Path) -> Result<(File, u64), String> {
+pub fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
     let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied (make it readable by this user)".to_string(),
-        _ => format!("cannot open: {e}"),
+        std::io::ErrorKind::NotFound => FileError::Missing,
+        std::io::ErrorKind::PermissionDenied => FileError::Denied,
+        _ => FileError::Io { what: "open", source: e },
     })?;
-    let md = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    let md = f.metadata().map_err(io("stat"))?;
     if !md.file_type().is_file() {
-        return Err(format!("is {}, not a regular file", kind(md.file_type())));
+        return Err(FileError::NotRegular(kind(md.file_type())));
     }
     Ok((f, md.len()))
 }
@@ -59,7 +86,7 @@ pub struct Asset {
 }
 
 impl Asset {
-    pub fn open(path: &Path) -> Result<Asset, String> {
+    pub fn open(path: &Path) -> Result<Asset, FileError> {
         let (file, len) = open_regular(path)?;
         Ok(Asset { path: path.to_path_buf(), file: std::sync::Arc::new(file), len })
     }
@@ -80,15 +107,15 @@ impl Asset {
         self.file.metadata()
     }
     /// Reads all of it, at most `limit` bytes.
-    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>, String> {
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>, FileError> {
         if self.len > limit {
-            return Err(format!("is {} bytes, larger than any file of this kind ({limit} at most)", self.len));
+            return Err(FileError::TooLarge { size: self.len, limit });
         }
-        let f = self.reopen().map_err(|e| format!("cannot read: {e}"))?;
+        let f = self.reopen().map_err(io("read"))?;
         let mut buf = Vec::with_capacity(self.len as usize);
-        f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+        f.take(limit + 1).read_to_end(&mut buf).map_err(io("read"))?;
         if buf.len() as u64 > limit {
-            return Err(format!("grew past {limit} bytes while being read"));
+            return Err(FileError::Grew(limit));
         }
         Ok(buf)
     }
@@ -103,15 +130,15 @@ impl Asset {
 }
 
 /// Reads a regular file of at most `limit` bytes.
-pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
     let (f, len) = open_regular(path)?;
     if len > limit {
-        return Err(format!("is {len} bytes, larger than any file of this kind ({limit} at most)"));
+        return Err(FileError::TooLarge { size: len, limit });
     }
     let mut buf = Vec::with_capacity(len as usize);
-    f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    f.take(limit + 1).read_to_end(&mut buf).map_err(io("read"))?;
     if buf.len() as u64 > limit {
-        return Err(format!("grew past {limit} bytes while being read"));
+        return Err(FileError::Grew(limit));
     }
     Ok(buf)
 }
@@ -122,18 +149,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Size and sha256 of a regular file, streamed.
-pub fn hash_file(p: &Path) -> Result<(u64, String), String> {
+pub fn hash_file(p: &Path) -> Result<(u64, String), FileError> {
     let (mut f, _) = open_regular(p)?;
     hash_reader(&mut f)
 }
 
 /// Bytes read and sha256 of everything `r` yields, streamed.
-pub fn hash_reader(f: &mut impl Read) -> Result<(u64, String), String> {
+pub fn hash_reader(f: &mut impl Read) -> Result<(u64, String), FileError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+        let k = f.read(&mut buf).map_err(io("read"))?;
         if k == 0 {
             break;
         }
@@ -153,16 +180,16 @@ mod tests {
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert_eq!(read_regular(&fifo, 100).unwrap_err(), "is a FIFO, not a regular file");
+        assert_eq!(read_regular(&fifo, 100).unwrap_err().to_string(), "is a FIFO, not a regular file");
         let link = dir.path().join("zero");
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-        assert_eq!(read_regular(&link, 100).unwrap_err(), "is a character device, not a regular file");
-        assert_eq!(read_regular(dir.path(), 100).unwrap_err(), "is a directory, not a regular file");
+        assert_eq!(read_regular(&link, 100).unwrap_err().to_string(), "is a character device, not a regular file");
+        assert_eq!(read_regular(dir.path(), 100).unwrap_err().to_string(), "is a directory, not a regular file");
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'x'; 101]).unwrap();
-        assert!(read_regular(&big, 100).unwrap_err().contains("larger than"));
+        assert!(read_regular(&big, 100).unwrap_err().to_string().contains("larger than"));
         std::fs::write(&big, b"ok").unwrap();
         assert_eq!(read_regular(&big, 100).unwrap(), b"ok");
-        assert_eq!(read_regular(&dir.path().join("nope"), 100).unwrap_err(), "no such file");
+        assert_eq!(read_regular(&dir.path().join("nope"), 100).unwrap_err().to_string(), "no such file");
     }
 }

@@ -58,10 +58,11 @@ fn own_peak_kib() -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
-/// One line for `-v`: SSH sessions opened, own CPU, peak memory.
-pub fn stats_line() -> String {
+/// One line for `-v`: SSH sessions opened (the caller counts them), own
+/// CPU, peak memory.
+pub fn stats_line(ssh_sessions: usize) -> String {
     let (cpu, rss) = self_usage();
-    format!("stats: {} SSH session(s), cpu {cpu:.3}s (user+system), peak rss {} KiB", crate::remote::sessions(), rss)
+    format!("stats: {ssh_sessions} SSH session(s), cpu {cpu:.3}s (user+system), peak rss {rss} KiB")
 }
 
 #[cfg(test)]

@@ -29,8 +29,9 @@ pub struct PathRef {
 /// A systemd unit from `manifests/units`, with its derived facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitSpec {
+    pub component: Component,
     /// `kube-apiserver`: the file stem, the systemd unit name without `.service`.
-    pub component: &'static str,
+    pub name: &'static str,
     pub file_name: &'static str,
     /// Path relative to manifests/.
     pub manifest: &'static str,
@@ -98,7 +99,7 @@ pub struct FileSpec {
     pub kind: FileKind,
     pub source: Source,
     /// Components that restart when this file changes (derived by codegen).
-    pub restarts: &'static [&'static str],
+    pub restarts: &'static [Component],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +158,8 @@ pub fn service_ip(cidr: &str) -> Option<String> {
     first_address(cidr).map(|ip| ip.to_string())
 }
 
-/// Where the apiserver reaches etcd (the first of --etcd-servers).
+/// A host and port: where the apiserver reaches etcd (the first of
+/// --etcd-servers), or the plane's load-balanced address (`--endpoint`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
@@ -166,7 +168,33 @@ pub struct Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Endpoint {
+    /// `https://HOST[:PORT]` (port 443 when none), nothing else: no path,
+    /// query, user or control character. One line saying what is wrong.
+    pub fn parse_https(s: &str) -> Result<Endpoint, crate::error::Unusable> {
+        let want = "expected https://HOST[:PORT] (the load balancer or virtual IP clients use)";
+        if crate::output::redact::line(s) != s {
+            return Err(want.into());
+        }
+        let u: http::Uri = s.parse().map_err(|_| crate::error::Unusable::from(want))?;
+        let path_ok = matches!(u.path_and_query().map(|p| p.as_str()), None | Some("") | Some("/"));
+        let host = u.host().filter(|h| !h.is_empty()).map(|h| h.trim_matches(['[', ']']).to_string());
+        match (u.scheme_str(), host, path_ok, u.authority().is_some_and(|a| a.as_str().contains('@'))) {
+            (Some("https"), Some(host), true, false) => Ok(Endpoint { host, port: u.port_u16().unwrap_or(443) }),
+            _ => Err(want.into()),
+        }
+    }
+    /// `https://HOST:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{self}")
     }
 }
 
@@ -267,6 +295,12 @@ impl std::fmt::Display for ActiveState {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Flags(pub Vec<(String, Option<String>)>);
 
+/// A unit that does not parse, as one line (`line N: what`): the message
+/// quotes the server's text, escaped.
+pub fn unit_error(e: &unitfile::ParseError) -> String {
+    format!("line {}: {}", e.line, crate::output::redact::line(&e.message))
+}
+
 impl Flags {
     /// The `--flag` words of an argv (the program itself skipped). A flag
     /// given as `--flag value` (two words, as Go's flag package and cobra
@@ -291,15 +325,16 @@ impl Flags {
     }
 
     /// The flags of a unit file's ExecStart, read by systemd's rules.
-    pub fn from_unit(text: &str, file_name: &str) -> Result<Flags, String> {
-        let u = unitfile::parse_unit(std::path::Path::new(file_name), text).map_err(|e| format!("line {}: {}", e.line, crate::output::redact::line(&e.message)))?;
+    pub fn from_unit(text: &str, file_name: &str) -> Result<Flags, unitfile::ParseError> {
+        let u = unitfile::parse_unit(std::path::Path::new(file_name), text)?;
         Ok(Flags(u.flags.into_iter().map(|f| (f.name, f.value)).collect()))
     }
 
     /// The flag's value; a bare `--flag` reads `true`, as Go's flag package
     /// takes it for booleans.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_deref().unwrap_or("true"))
+        // Given twice, the program reads the last.
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_deref().unwrap_or("true"))
     }
 
     pub fn is_set(&self, name: &str) -> bool {
@@ -321,12 +356,127 @@ impl Flags {
     }
 }
 
-/// The component that serves the API; the others are its clients.
-pub const APISERVER: &str = "kube-apiserver";
+/// How a running process's argv differs from `want` (both as argv: the
+/// program, then its words), e.g. `--v=2 (unit: --v=3)`; None when equal. A
+/// flag given as `--flag value` reads as `--flag=value` (see
+/// [`Flags::from_argv`]). Server text is escaped.
+pub fn argv_difference(running: &[String], want: &[String]) -> Option<String> {
+    if running == want {
+        return None;
+    }
+    let (r, w) = (Flags::from_argv(running), Flags::from_argv(want));
+    let shown = |n: &str, v: Option<&str>| {
+        crate::output::redact::line(&match v {
+            Some(v) => format!("--{n}={v}"),
+            None => format!("--{n}"),
+        })
+    };
+    let mut diffs = Vec::new();
+    for (n, v) in w.iter() {
+        match r.iter().find(|(rn, _)| *rn == n) {
+            Some((_, rv)) if rv != v => diffs.push(format!("{} (unit: {})", shown(n, rv), shown(n, v))),
+            None => diffs.push(format!("--{n} missing")),
+            _ => {}
+        }
+    }
+    for (n, v) in r.iter().filter(|(n, _)| !w.is_set(n)) {
+        diffs.push(format!("{} (not in the unit)", shown(n, v)));
+    }
+    if running.first() != want.first() {
+        diffs.insert(
+            0,
+            format!("runs {} (unit: {})", crate::output::redact::line(running.first().map(String::as_str).unwrap_or("?")), want.first().map(String::as_str).unwrap_or("?")),
+        );
+    }
+    if diffs.is_empty() {
+        if r == w {
+            return None;
+        }
+        diffs.push("flag order".into());
+    }
+    Some(diffs.join(", "))
+}
 
-/// The unit of `component`, if the manifests define one.
-pub fn unit(component: &str) -> Option<&'static UnitSpec> {
-    UNITS.iter().find(|u| u.component == component)
+impl Component {
+    /// `kube-apiserver`.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+    /// `kube-apiserver.service`.
+    pub fn unit(self) -> &'static str {
+        self.spec().file_name
+    }
+    /// Its secure port as the manifests give it.
+    pub fn serving_port(self) -> u16 {
+        self.spec().serving_port
+    }
+    /// Its binary on the server.
+    pub fn exec(self) -> &'static str {
+        self.spec().exec
+    }
+    /// The component named `name` (`kube-apiserver`), if the manifests define it.
+    pub fn named(name: &str) -> Option<Component> {
+        Component::ALL.iter().copied().find(|c| c.name() == name)
+    }
+    /// The component whose unit file is `unit` (`kube-apiserver.service`).
+    pub fn of_unit(unit: &str) -> Option<Component> {
+        Component::ALL.iter().copied().find(|c| c.unit() == unit)
+    }
+    /// The API server's clients (every other component).
+    pub fn clients() -> impl Iterator<Item = Component> {
+        Component::ALL.iter().copied().filter(|c| *c != APISERVER)
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Component {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// The unit of the component named `name`, if the manifests define one.
+pub fn unit(name: &str) -> Option<&'static UnitSpec> {
+    Component::named(name).map(Component::spec)
+}
+
+/// Work a run owes the server after it placed files: one line of the
+/// pending marker each, written before the commit renames anything and
+/// cleared as each systemctl step is done, so an interrupted run's next
+/// run finishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owed {
+    /// `daemon-reload`
+    DaemonReload,
+    /// `restart kube-apiserver.service`
+    Restart(Component),
+}
+
+impl std::fmt::Display for Owed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owed::DaemonReload => f.write_str("daemon-reload"),
+            Owed::Restart(c) => write!(f, "restart {}", c.unit()),
+        }
+    }
+}
+
+impl std::str::FromStr for Owed {
+    type Err = ();
+    /// A marker line; anything else (another version's, a damaged line) is
+    /// not owed work.
+    fn from_str(s: &str) -> Result<Owed, ()> {
+        match s.trim().split_once(' ') {
+            None if s.trim() == "daemon-reload" => Ok(Owed::DaemonReload),
+            Some(("restart", unit)) => Component::of_unit(unit).map(Owed::Restart).ok_or(()),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The layout entry that places the compiled-in manifest `manifest`.
@@ -339,25 +489,20 @@ pub fn file(dest: &str) -> Option<&'static FileSpec> {
     FILES.iter().find(|f| f.dest == dest)
 }
 
+/// The asset (its name in the jumpbox's assets directory) that `c`'s
+/// manifest flag `flag` names on the server (`ca.crt` for the apiserver's
+/// `--client-ca-file`): how messages name a file to the person who has it.
+pub fn asset_named_by(c: Component, flag: &str) -> String {
+    let dest = c.spec().flag(flag).and_then(|f| f.value);
+    match dest.and_then(file).map(|f| f.source) {
+        Some(Source::Asset(candidates)) => candidates.last().copied().unwrap_or_default().to_string(),
+        _ => format!("the file of {c}'s --{flag}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests");
-
-    #[test]
-    fn constants_are_the_manifests_on_disk_byte_for_byte() {
-        for u in UNITS {
-            let on_disk = std::fs::read_to_string(format!("{MANIFESTS}/{}", u.manifest)).unwrap();
-            assert_eq!(u.text, on_disk, "{} is stale: rebuild", u.manifest);
-            let parsed = unitfile::parse_unit(std::path::Path::new(u.manifest), &on_disk).unwrap();
-            let flags: Vec<_> = parsed.flags.iter().map(|f| (f.name.as_str(), f.value.as_deref())).collect();
-            let consts: Vec<_> = u.flags.iter().map(|f| (f.name, f.value)).collect();
-            assert_eq!(flags, consts);
-        }
-        let sc = std::fs::read_to_string(format!("{MANIFESTS}/{}", SCHEDULER_CONFIG.manifest)).unwrap();
-        assert_eq!(SCHEDULER_CONFIG.text, sc);
-    }
 
     #[test]
     fn modes_states_and_flags_are_typed() {
@@ -374,32 +519,13 @@ mod tests {
         assert_eq!(f.argv("/x"), ["/x", "--v=2", "--profiling", "--anonymous-auth=false", "--insecure"]);
         let u = Flags::from_unit(KUBE_SCHEDULER.text, KUBE_SCHEDULER.file_name).unwrap();
         assert_eq!(u.get("v"), Some("2"));
-        assert!(Flags::from_unit("[Unit]\ngarbage\n", "x.service").unwrap_err().starts_with("line 2:"));
-    }
-
-    #[test]
-    fn etcd_is_reached_where_the_apiserver_reaches_it() {
-        let e = etcd_endpoint();
-        assert!(ETCD_SERVERS[0].ends_with(&format!("{}:{}", e.host, e.port)), "{e} from {}", ETCD_SERVERS[0]);
+        assert!(unit_error(&Flags::from_unit("[Unit]\ngarbage\n", "x.service").unwrap_err()).starts_with("line 2:"));
     }
 
     #[test]
     fn the_service_ip_is_the_first_address_of_the_range() {
-        assert_eq!(first_address(SERVICE_CIDR).map(|i| i.to_string()).as_deref(), Some(SERVICE_IP));
         assert_eq!(first_address("10.96.0.0/12").unwrap().to_string(), "10.96.0.1");
         assert_eq!(first_address("fd00::/108").unwrap().to_string(), "fd00::1");
         assert_eq!(first_address("nope"), None);
-    }
-
-    #[test]
-    fn every_unit_and_its_binary_are_placed() {
-        for u in UNITS {
-            assert_eq!(file(u.exec).map(|f| f.kind), Some(FileKind::Binary), "{}", u.exec);
-            let placed = FILES.iter().any(|f| matches!(f.source, Source::Manifest { path, .. } if path == u.manifest));
-            assert!(placed, "{} not placed", u.manifest);
-        }
-        for f in FILES.iter().filter(|f| f.kind.is_secret()) {
-            assert_eq!(f.mode, 0o600, "{}", f.dest);
-        }
     }
 }

@@ -25,13 +25,13 @@ pub struct OverrideSources {
 }
 
 fn known_components() -> String {
-    UNITS.iter().map(|u| u.component).collect::<Vec<_>>().join(", ")
+    UNITS.iter().map(|u| u.name).collect::<Vec<_>>().join(", ")
 }
 
 fn check(component: &str, flag: &str, origin: &str) -> Result<&'static UnitSpec, Error> {
     let unit = UNITS
         .iter()
-        .find(|u| u.component == component)
+        .find(|u| u.name == component)
         .ok_or_else(|| Error::Input(format!("{origin}: unknown component `{}`; known: {}", crate::output::redact::line(component), known_components())))?;
     let flag = flag.trim_start_matches("--");
     if unit.flag(flag).is_none() {
@@ -72,8 +72,9 @@ impl Overrides {
     /// Adds one `COMPONENT.FLAG=VALUE`.
     pub fn set(&mut self, s: &str) -> Result<(), Error> {
         let origin = format!("--set {}", crate::output::redact::line(s));
-        let (key, value) = s.split_once('=').ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
-        let (component, flag) = key.split_once('.').ok_or_else(|| Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. kube-apiserver.v=3")))?;
+        let want = || Error::Input(format!("{origin}: expected COMPONENT.FLAG=VALUE, e.g. {}.v=3", crate::model::APISERVER));
+        let (key, value) = s.split_once('=').ok_or_else(want)?;
+        let (component, flag) = key.split_once('.').ok_or_else(want)?;
         self.insert(component, flag, value, &origin)
     }
 
@@ -166,7 +167,7 @@ fn render(spec: &'static UnitSpec, o: &Overrides) -> Result<DesiredUnit, String>
         .flags
         .iter()
         .map(|f| {
-            let v = o.get(spec.component, f.name).map(str::to_string).or(f.value.map(str::to_string));
+            let v = o.get(spec.name, f.name).map(str::to_string).or(f.value.map(str::to_string));
             (f.name.to_string(), v)
         })
         .collect();
@@ -197,7 +198,7 @@ mod tests {
     fn set_changes_one_flag_line_only() {
         let mut o = Overrides::default();
         o.set("kube-apiserver.v=3").unwrap();
-        let d = desired_units(&o).into_iter().find(|d| d.spec.component == "kube-apiserver").unwrap();
+        let d = desired_units(&o).into_iter().find(|d| d.spec.component == crate::model::APISERVER).unwrap();
         assert_eq!(d.flag("v"), Some("3"));
         let old: Vec<_> = KUBE_APISERVER.text.lines().collect();
         let new: Vec<_> = d.text.lines().collect();

@@ -93,10 +93,10 @@ pub fn may_hold_secret(line: &str) -> bool {
 /// The lines of `journal` (server bytes, as [`crash_script`] sent them)
 /// that say why a process ended, the last [`KEEP`], escaped; lines that may
 /// hold a secret dropped. Err when the script says journalctl failed.
-pub fn crash_lines(journal: &[u8], token: &str) -> Result<Vec<String>, String> {
+pub fn crash_lines(journal: &[u8], token: &str) -> Result<Vec<String>, crate::remote::BadReply> {
     let text = String::from_utf8_lossy(journal);
     if let Some(status) = text.lines().find_map(|l| l.strip_prefix(token).and_then(|r| r.strip_prefix(' '))) {
-        return Err(format!("journalctl failed (exit {})", crate::output::redact::line(status.trim())));
+        return Err(format!("journalctl failed (exit {})", crate::output::redact::line(status.trim())).into());
     }
     let mut out: Vec<String> = text.lines().filter(|l| is_crash(message(l)) && !may_hold_secret(l)).map(crate::output::redact::line).collect();
     let skip = out.len().saturating_sub(KEEP);
@@ -134,7 +134,7 @@ mod tests {
         assert!(got[4].ends_with("SIGSEGV: segmentation violation"));
         assert!(got[5].ends_with("panic: oops\\u{1b}[2J"), "{}", got[5]);
         assert!(!got.iter().any(|l| l.contains("Bearer") || l.contains("I1201") || l.contains("goroutine")));
-        assert_eq!(crash_lines(b"x\ntok 1\n", "tok").unwrap_err(), "journalctl failed (exit 1)");
+        assert_eq!(crash_lines(b"x\ntok 1\n", "tok").unwrap_err().to_string(), "journalctl failed (exit 1)");
     }
 
     #[test]
@@ -185,7 +185,7 @@ mod tests {
         let out = run(false);
         assert_eq!(crash_lines(&out.stdout, "tok123").unwrap(), crash_lines(JOURNAL.as_bytes(), "tok123").unwrap());
         assert!(!String::from_utf8_lossy(&out.stdout).contains("I1201"), "only candidate lines are sent");
-        assert_eq!(crash_lines(&run(true).stdout, "tok123").unwrap_err(), "journalctl failed (exit 4)");
+        assert_eq!(crash_lines(&run(true).stdout, "tok123").unwrap_err().to_string(), "journalctl failed (exit 4)");
         assert!(crash_script_for("x.service", Some(1796050104.7), "t").contains("journalctl -u 'x.service' --since @1796050104 -o short-iso"));
     }
 }

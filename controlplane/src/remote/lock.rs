@@ -109,8 +109,8 @@ async fn line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<
 impl<'h> Lock<'h> {
     /// Takes the lock on `host`, waiting up to `timeout` for a run that holds it.
     pub async fn acquire(host: &'h Host, timeout: Duration, ui: &Ui) -> Result<Lock<'h>, Error> {
-        let mut all = acquire_all(&[host], timeout, std::slice::from_ref(ui), None).await.map_err(|mut e| e.remove(0).1)?;
-        Ok(all.remove(0).0)
+        let (lock, _) = acquire_all(&[(host, ui)], timeout, None).await.remove(0)?;
+        Ok(lock)
     }
 
     /// One try, not waiting: the lock and what `then` printed under it, or
@@ -150,7 +150,7 @@ impl<'h> Lock<'h> {
                             return Err(Error::Server(format!("{}: reading the server under the lock did not finish within {secs}s (--timeout)", host.destination)));
                         }
                         Ok(Ok(Some(r))) => answer = Some(r),
-                        Ok(_) => return Err(host.lost("the session holding the lock ended")),
+                        Ok(_) => return Err(host.lost_because("the session holding the lock ended")),
                         Err(_) => return Err(Error::Server(format!("{}: reading the server under the lock did not finish within {}s (--timeout)", host.destination, secs + 10))),
                     }
                 }
@@ -183,7 +183,7 @@ impl<'h> Lock<'h> {
             Ok(Ok(_)) | Ok(Err(_)) => {
                 let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
                     .await
-                    .map_err(|_| host.lost("the lock's session did not end"))?
+                    .map_err(|_| host.lost_because("the lock's session did not end"))?
                     .map_err(|e| host.lost(e))?;
                 let err = crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim());
                 Err(Error::Server(format!("{}: cannot take the lock {LOCK_FILE} (needs flock from util-linux): {err}", host.destination)))
@@ -212,55 +212,61 @@ impl Drop for Lock<'_> {
     }
 }
 
-/// Locks every one of `hosts`, all or nothing, running `then` under each
-/// lock in its session: when any host is busy, every lock this attempt took
-/// is released and, after a random pause (so that two runs contending for
-/// the same servers do not retry in step), all are tried again, until
-/// `timeout`. `uis[i]` says what host `i` waits for. An error on a host
-/// (not a busy lock) releases the others and ends the attempt: every
-/// host's error is returned with its index.
-pub async fn acquire_all<'h>(hosts: &[&'h Host], timeout: Duration, uis: &[Ui], then: Option<&str>) -> Result<Vec<(Lock<'h>, Option<Then>)>, Vec<(usize, Error)>> {
+/// Locks every one of `hosts` (each with the UI that says what it waits
+/// for), all or nothing, running `then` under each lock in its session:
+/// when any host is busy, every lock this attempt took is released and,
+/// after a random pause (so that two runs contending for the same servers
+/// do not retry in step), all are tried again, until `timeout`. An error
+/// on a host (not a busy lock) releases the others and ends the attempt.
+/// One result per host, in order: every one held, or every one an error
+/// (a host that was not at fault says so).
+pub async fn acquire_all<'h>(hosts: &[(&'h Host, &Ui)], timeout: Duration, then: Option<&str>) -> Vec<Result<(Lock<'h>, Option<Then>), Error>> {
     let start = Instant::now();
     let mut said = vec![false; hosts.len()];
     loop {
-        let tries = futures::future::join_all(hosts.iter().map(|h| Lock::try_acquire_then(h, then))).await;
-        let mut held = Vec::new();
-        let mut busy = Vec::new();
-        let mut errors = Vec::new();
-        for (i, t) in tries.into_iter().enumerate() {
-            match t {
-                Ok(Attempt::Held(l, out)) => held.push((*l, out)),
-                Ok(Attempt::Busy(who)) => busy.push((i, who)),
-                Err(e) => errors.push((i, e)),
-            }
-        }
-        if busy.is_empty() && errors.is_empty() {
-            return Ok(held);
-        }
-        futures::future::join_all(held.into_iter().map(|(l, _)| l.release())).await;
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        if start.elapsed() >= timeout {
-            return Err(busy
+        let tries = futures::future::join_all(hosts.iter().map(|(h, _)| Lock::try_acquire_then(h, then))).await;
+        if tries.iter().all(|t| matches!(t, Ok(Attempt::Held(..)))) {
+            return tries
                 .into_iter()
-                .map(|(i, who)| {
-                    (
-                        i,
-                        Error::Server(format!(
-                            "{}: another run holds the lock, {who}; waited {}s (--timeout). It is freed when that run ends, or {}s after its connection is lost",
-                            hosts[i].destination,
-                            timeout.as_secs(),
-                            STALE.as_secs()
-                        )),
-                    )
+                .map(|t| match t {
+                    Ok(Attempt::Held(l, out)) => Ok((*l, out)),
+                    _ => unreachable!("all held"),
                 })
-                .collect());
+                .collect();
         }
-        for (i, who) in &busy {
-            if !said[*i] {
-                uis[*i].step(&format!("wait     for the lock on {}: another run holds it, {who}", hosts[*i].destination));
-                said[*i] = true;
+        let mut outcomes = Vec::new();
+        for t in tries {
+            outcomes.push(match t {
+                Ok(Attempt::Held(l, _)) => {
+                    l.release().await;
+                    None
+                }
+                Ok(Attempt::Busy(who)) => Some(Ok(who)),
+                Err(e) => Some(Err(e)),
+            });
+        }
+        let failed = outcomes.iter().any(|o| matches!(o, Some(Err(_))));
+        if failed || start.elapsed() >= timeout {
+            let not_at_fault = |h: &Host| Error::Server(format!("{}: not locked: every server is locked at once, and another could not be", h.destination));
+            return outcomes
+                .into_iter()
+                .zip(hosts)
+                .map(|(o, (h, _))| match o {
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(who)) if !failed => Err(Error::Server(format!(
+                        "{}: another run holds the lock, {who}; waited {}s (--timeout). It is freed when that run ends, or {}s after its connection is lost",
+                        h.destination,
+                        timeout.as_secs(),
+                        STALE.as_secs()
+                    ))),
+                    _ => Err(not_at_fault(h)),
+                })
+                .collect();
+        }
+        for ((o, (h, ui)), said) in outcomes.iter().zip(hosts).zip(said.iter_mut()) {
+            if let (Some(Ok(who)), false) = (o, *said) {
+                ui.step(&format!("wait     for the lock on {}: another run holds it, {who}", h.destination));
+                *said = true;
             }
         }
         let pause = Duration::from_millis(500 + rand::random::<u64>() % 1500);

@@ -102,6 +102,24 @@ mod tempfile_dir {
     }
 }
 
+/// A server's reply that does not read as the command promises: what is
+/// wrong with it (server text in it is escaped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadReply(pub String);
+
+impl From<String> for BadReply {
+    fn from(s: String) -> Self {
+        BadReply(s)
+    }
+}
+
+impl From<&str> for BadReply {
+    fn from(s: &str) -> Self {
+        BadReply(s.to_string())
+    }
+}
+
 /// This run's ssh_config, always passed (`-F`): a jump host, from `-J` or
 /// from a `ProxyJump` in the user's ssh_config, is reached by a separate
 /// `ssh -F FILE … -W` process that sees none of the command line's `-o`
@@ -180,7 +198,7 @@ impl Host {
         if destination.starts_with('-') || unitfile::control_char(destination).is_some() {
             return Err(Error::Input(format!("destination `{}`: not a host (user@host, ssh://user@host:port or a Host alias)", crate::output::redact::line(destination))));
         }
-        let dir = tempfile_dir::TempDir::new().map_err(|e| Error::Input(format!("cannot create an SSH control directory in /tmp: {e}")))?;
+        let dir = tempfile_dir::TempDir::new().map_err(|e| Error::local("cannot create an SSH control directory in /tmp", e))?;
         let mut b = SessionBuilder::default();
         b.control_directory(&dir.0)
             .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(15)))
@@ -214,7 +232,7 @@ impl Host {
             }
         }
         let cfg = dir.0.join("ssh_config");
-        std::fs::write(&cfg, run_config(args)).map_err(|e| Error::Input(format!("cannot write {}: {e}", cfg.display())))?;
+        std::fs::write(&cfg, run_config(args)).map_err(|e| Error::local(format!("cannot write {}", cfg.display()), e))?;
         b.config_file(&cfg);
         if let Some(j) = &args.jump {
             if j.starts_with('-') || unitfile::control_char(j).is_some() {
@@ -239,7 +257,7 @@ impl Host {
                 let uid = tokio::time::timeout(timeout.max(Duration::from_secs(1)), session.command("id").arg("-u").output())
                     .await
                     .map_err(|_| Error::Connect(format!("{destination}: `id -u` did not answer within {}s", timeout.as_secs())))?
-                    .map_err(|e| Error::Connect(format!("{destination}: cannot run a command: {e}")))?;
+                    .map_err(|e| Error::ssh(format!("{destination}: cannot run a command"), e))?;
                 (String::from_utf8_lossy(&uid.stdout).trim() == "0", None)
             }
         };
@@ -286,12 +304,18 @@ impl Host {
         match tokio::time::timeout(Duration::from_secs(10), self.session.check()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.lost(e)),
-            Err(_) => Err(self.lost("the SSH master does not answer")),
+            Err(_) => Err(self.lost_because("the SSH master does not answer")),
         }
     }
 
-    pub fn lost(&self, e: impl std::fmt::Display) -> Error {
-        Error::Connect(format!("{}: lost the SSH connection: {e}", self.destination))
+    /// The connection failed under a command, with ssh's own error.
+    pub fn lost(&self, e: openssh::Error) -> Error {
+        Error::ssh(format!("{}: lost the SSH connection", self.destination), e)
+    }
+
+    /// The connection is gone, as this side saw it (`why`).
+    pub fn lost_because(&self, why: &str) -> Error {
+        Error::Connect(format!("{}: lost the SSH connection: {why}", self.destination))
     }
 
     /// Runs `script` with `sh -c` as root (through `sudo -n` for a non-root
@@ -363,14 +387,11 @@ impl Host {
     /// Forwards a free local port to `remote_host:remote_port` as seen from
     /// the server, over this connection; returns the local port.
     pub async fn forward(&self, remote_host: std::net::IpAddr, remote_port: u16) -> Result<u16, Error> {
-        let local = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| Error::Input(format!("cannot pick a local port for the SSH tunnel: {e}")))?
-            .port();
+        let local = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map_err(|e| Error::local("cannot pick a local port for the SSH tunnel", e))?.port();
         self.session
             .request_port_forward(openssh::ForwardType::Local, (std::net::Ipv4Addr::LOCALHOST, local), (remote_host, remote_port))
             .await
-            .map_err(|e| Error::Connect(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}: {e}", self.destination)))?;
+            .map_err(|e| Error::ssh(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}", self.destination), e))?;
         Ok(local)
     }
 

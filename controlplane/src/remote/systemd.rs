@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::shell_quote as q;
-use crate::model::ActiveState;
+use crate::model::{ActiveState, Component};
 
 /// The properties read for every control-plane unit.
 pub const PROPERTIES: &[&str] =
@@ -74,7 +74,7 @@ impl Default for UnitStatus {
 impl UnitStatus {
     /// Takes one `Key=Value` line of `systemctl show`; a number that is
     /// not one is an error (never read as 0).
-    pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), crate::remote::BadReply> {
         let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{key}= is not a number"));
         match key {
             "UnitFileState" => self.enabled = v.to_string(),
@@ -116,16 +116,16 @@ pub struct Generation {
 
 /// Shell printing the [`Generation`] of each of `units` (`systemctl show`
 /// blocks, a blank line apart, in the order given).
-pub fn generations(units: &[&str]) -> String {
-    format!("systemctl show -p NRestarts -p InvocationID -p MainPID {}", units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))
+pub fn generations(units: &[Component]) -> String {
+    format!("systemctl show -p NRestarts -p InvocationID -p MainPID {}", units.iter().map(|u| q(u.unit())).collect::<Vec<_>>().join(" "))
 }
 
 /// Parses [`generations`]' output for `n` units; anything else is an error
 /// (a failed or garbled answer is never read as "no restart").
-pub fn parse_generations(out: &str, n: usize) -> Result<Vec<Generation>, String> {
+pub fn parse_generations(out: &str, n: usize) -> Result<Vec<Generation>, crate::remote::BadReply> {
     let blocks: Vec<&str> = out.trim_end().split("\n\n").collect();
     if blocks.len() != n {
-        return Err(format!("systemctl show answered {} unit(s), {n} asked", blocks.len()));
+        return Err(format!("systemctl show answered {} unit(s), {n} asked", blocks.len()).into());
     }
     blocks
         .iter()
@@ -148,9 +148,9 @@ pub fn parse_generations(out: &str, n: usize) -> Result<Vec<Generation>, String>
 
 /// `systemctl show` of every property in [`PROPERTIES`] for `units`: one
 /// block per unit, in the order given, a blank line apart.
-pub fn show_all(units: &[&str]) -> String {
+pub fn show_all(units: &[Component]) -> String {
     let props: Vec<String> = PROPERTIES.iter().map(|p| format!("-p {p}")).collect();
-    format!("systemctl show {} {}", props.join(" "), units.iter().map(|u| q(u)).collect::<Vec<_>>().join(" "))
+    format!("systemctl show {} {}", props.join(" "), units.iter().map(|u| q(u.unit())).collect::<Vec<_>>().join(" "))
 }
 
 /// Every `systemctl` and `journalctl` option and unit property the plugins
@@ -195,24 +195,24 @@ pub const SINCE: &[(&str, u32)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     DaemonReload,
-    Enable(Vec<String>),
-    Stop(Vec<String>),
-    Start(String),
-    Restart(String),
+    Enable(Vec<Component>),
+    Stop(Vec<Component>),
+    Start(Component),
+    Restart(Component),
     /// `reset`: stop and disable, if installed.
-    DisableNow(Vec<String>),
+    DisableNow(Vec<Component>),
 }
 
 impl Op {
     /// The shell line that performs it.
     pub fn command(&self) -> String {
-        let list = |v: &[String]| v.iter().map(|u| q(u)).collect::<Vec<_>>().join(" ");
+        let list = |v: &[Component]| v.iter().map(|c| q(c.unit())).collect::<Vec<_>>().join(" ");
         match self {
             Op::DaemonReload => "systemctl daemon-reload".into(),
             Op::Enable(u) => format!("systemctl enable --quiet {}", list(u)),
             Op::Stop(u) => format!("systemctl stop {}", list(u)),
-            Op::Start(u) => format!("systemctl start {}", q(u)),
-            Op::Restart(u) => format!("systemctl restart {}", q(u)),
+            Op::Start(u) => format!("systemctl start {}", q(u.unit())),
+            Op::Restart(u) => format!("systemctl restart {}", q(u.unit())),
             Op::DisableNow(u) => format!(
                 "for u in {}; do if systemctl cat \"$u\" >/dev/null 2>&1; then systemctl disable --now --quiet \"$u\" && echo \"stopped and disabled $u\"; fi; done",
                 list(u)
@@ -222,11 +222,11 @@ impl Op {
 }
 
 /// The `Active:` line of `systemctl status` and the journal's last lines of `unit`.
-pub fn diagnose(unit: &str) -> String {
+pub fn diagnose(unit: Component) -> String {
     format!(
         "systemctl status {u} --no-pager -n0 2>&1 | grep -m1 'Active:' ; echo '--- journalctl -u {f} (last 20 lines)'; journalctl -u {u} -n 20 --no-pager -o short-iso 2>&1",
-        u = q(unit),
-        f = unit
+        u = q(unit.unit()),
+        f = unit.unit()
     )
 }
 
@@ -251,9 +251,10 @@ mod tests {
 
     #[test]
     fn operations_are_quoted_shell_lines() {
-        assert_eq!(Op::Restart("kube-apiserver.service".into()).command(), "systemctl restart 'kube-apiserver.service'");
-        assert_eq!(Op::Stop(vec!["a.service".into(), "b.service".into()]).command(), "systemctl stop 'a.service' 'b.service'");
-        assert!(show_all(&["x.service"]).contains("-p NeedDaemonReload -p DropInPaths -p FragmentPath 'x.service'"));
+        let (a, b) = (Component::ALL[0], Component::ALL[1]);
+        assert_eq!(Op::Restart(a).command(), format!("systemctl restart '{}'", a.unit()));
+        assert_eq!(Op::Stop(vec![a, b]).command(), format!("systemctl stop '{}' '{}'", a.unit(), b.unit()));
+        assert!(show_all(&[a]).contains(&format!("-p NeedDaemonReload -p DropInPaths -p FragmentPath '{}'", a.unit())));
     }
 
     /// Every systemctl and journalctl option and property the plugins use
@@ -269,17 +270,20 @@ mod tests {
         }
         // Every option the remote scripts pass to systemctl or journalctl.
         let mut scripts = vec![
-            show_all(&["u"]),
-            generations(&["u"]),
-            diagnose("u"),
+            show_all(Component::ALL),
+            generations(Component::ALL),
+            diagnose(Component::ALL[0]),
             crate::remote::journal::crash_script_for("u", Some(1.0), "t"),
             crate::remote::probe::script(&crate::remote::probe::Request::bootstrap()),
             crate::remote::probe::script(&crate::remote::probe::Request::cpcheck()),
             crate::bootstrap::reset::script(),
         ];
         scripts.extend(
-            [Op::DaemonReload, Op::Enable(vec!["u".into()]), Op::Stop(vec!["u".into()]), Op::Start("u".into()), Op::Restart("u".into()), Op::DisableNow(vec!["u".into()])]
-                .map(|o| o.command()),
+            {
+                let u = Component::ALL[0];
+                [Op::DaemonReload, Op::Enable(vec![u]), Op::Stop(vec![u]), Op::Start(u), Op::Restart(u), Op::DisableNow(vec![u])]
+            }
+            .map(|o| o.command()),
         );
         for s in &scripts {
             for tool in ["systemctl", "journalctl"] {
@@ -309,9 +313,9 @@ mod tests {
         assert_eq!(g[0], Generation { invocation: "aa11".into(), restarts: 0, main_pid: 10 });
         assert_eq!(g[1], Generation { invocation: "bb22".into(), restarts: 3, main_pid: 0 });
         assert!(parse_generations(out, 3).is_err());
-        assert!(parse_generations("", 1).unwrap_err().contains("no NRestarts"));
+        assert!(parse_generations("", 1).unwrap_err().to_string().contains("no NRestarts"));
         assert!(parse_generations("NRestarts=x\nInvocationID=a\nMainPID=1\n", 1).is_err());
-        assert!(parse_generations("NRestarts=0\nInvocationID=a\n", 1).unwrap_err().contains("no MainPID"));
-        assert_eq!(generations(&["a.service", "b.service"]), "systemctl show -p NRestarts -p InvocationID -p MainPID 'a.service' 'b.service'");
+        assert!(parse_generations("NRestarts=0\nInvocationID=a\n", 1).unwrap_err().to_string().contains("no MainPID"));
+        assert_eq!(generations(&[Component::ALL[0]]), format!("systemctl show -p NRestarts -p InvocationID -p MainPID '{}'", Component::ALL[0].unit()));
     }
 }

@@ -2,7 +2,7 @@
 //! records first what that makes necessary.
 
 use super::Exec;
-use crate::model::FileMode;
+use crate::model::{FileMode, Owed};
 use crate::remote::probe::pending_marker;
 use crate::remote::shell_quote as q;
 use crate::Error;
@@ -25,7 +25,7 @@ pub struct Placement<'a> {
 /// checked, then fsync the directories so the renames survive a crash. It
 /// prints `placed DEST` per file; on a failure it says which file and step
 /// on one line, removes the temps not placed and exits 1.
-pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &str, fence: Option<String>) -> String {
+pub fn commit_script(files: &[Placement<'_>], marker: &[Owed], marker_path: &str, fence: Option<String>) -> String {
     let temps: Vec<String> = files.iter().map(|f| q(f.tmp)).collect();
     // Each step's own words are kept and reported on the one line that says
     // which file and which step failed.
@@ -38,7 +38,7 @@ pub fn commit_script(files: &[Placement<'_>], marker: &[String], marker_path: &s
         // A fresh mktemp file beside it, renamed over it: never written
         // through anything at its path or at a predictable temp name; the
         // old marker read only if it is a regular file, not a link.
-        let lines: Vec<String> = marker.iter().map(|l| q(l)).collect();
+        let lines: Vec<String> = marker.iter().map(|l| q(&l.to_string())).collect();
         let (dir, name) = marker_path.rsplit_once('/').unwrap_or((".", marker_path));
         script.push_str(&format!(
             "o=; mt=$(mktemp {tmpl}) || fail 'cannot write {m}'\n\
@@ -91,13 +91,13 @@ pub fn cache_entries(files: &[Placement<'_>], versions: &std::collections::BTree
 
 /// A shell line removing `lines` from the pending marker at `marker_path`
 /// once done (and the marker when nothing is left).
-pub fn clear_marker(lines: &[String], marker_path: &str) -> String {
+pub fn clear_marker(lines: &[Owed], marker_path: &str) -> String {
     let m = q(marker_path);
-    let exprs: Vec<String> = lines.iter().map(|l| format!("-e {}", q(&format!("/^{}$/d", l.replace('.', "\\."))))).collect();
+    let exprs: Vec<String> = lines.iter().map(|l| format!("-e {}", q(&format!("/^{}$/d", l.to_string().replace('.', "\\."))))).collect();
     format!("if [ -f {m} ] && [ ! -L {m} ]; then sed -i {} {m} && {{ [ -s {m} ] || rm -f {m}; }}; fi", exprs.join(" "))
 }
 
-pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[String]) -> Result<(), Error> {
+pub async fn run(x: &mut Exec<'_>, dests: &[String], marker: &[Owed]) -> Result<(), Error> {
     // This commit's files; the rest stay staged for a later pass's commit.
     let (staged, later): (Vec<_>, Vec<_>) = std::mem::take(&mut x.staged).into_iter().partition(|s| dests.iter().any(|d| d == x.desired.files[s.index].spec.dest));
     x.staged = later;
@@ -155,25 +155,25 @@ mod tests {
             Placement { tmp: &ta, dest: &a, owner: &user, group: &group, mode: FileMode(0o600), sha256: None },
             Placement { tmp: &tb, dest: &b, owner: &user, group: &group, mode: FileMode(0o644), sha256: Some("abc") },
         ];
-        let script = commit_script(&files, &["daemon-reload".into(), "restart x.service".into()], &m, None);
+        let script = commit_script(&files, &[Owed::DaemonReload, Owed::Restart(crate::model::APISERVER)], &m, None);
         let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("placed {a}\nplaced {b}\n"));
         assert_eq!((std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap()), ("A".into(), "B".into()));
         assert_eq!(std::fs::metadata(&a).unwrap().mode() & 0o7777, 0o600);
         assert_eq!(std::fs::metadata(&b).unwrap().mode() & 0o7777, 0o644);
-        assert_eq!(std::fs::read_to_string(&m).unwrap(), "daemon-reload\nrestart x.service\n");
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), format!("daemon-reload\nrestart {}\n", crate::model::APISERVER.unit()));
         assert!(!std::path::Path::new(&ta).exists() && !std::path::Path::new(&format!("{m}.tmp")).exists());
         // Each systemctl step then clears its line; the last takes the marker.
         let run = |s: String| assert!(std::process::Command::new("sh").arg("-c").arg(s).status().unwrap().success());
-        run(clear_marker(&["daemon-reload".into()], &m));
-        assert_eq!(std::fs::read_to_string(&m).unwrap(), "restart x.service\n");
-        run(clear_marker(&["restart x.service".into()], &m));
+        run(clear_marker(&[Owed::DaemonReload], &m));
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), format!("restart {}\n", crate::model::APISERVER.unit()));
+        run(clear_marker(&[Owed::Restart(crate::model::APISERVER)], &m));
         assert!(!std::path::Path::new(&m).exists());
         // A second pass's commit adds to what the first still owes.
-        std::fs::write(&m, "restart x.service\n").unwrap();
-        run(commit_script(&[], &["daemon-reload".into(), "restart x.service".into()], &m, None));
-        assert_eq!(std::fs::read_to_string(&m).unwrap(), "restart x.service\ndaemon-reload\n");
+        std::fs::write(&m, format!("restart {}\n", crate::model::APISERVER.unit())).unwrap();
+        run(commit_script(&[], &[Owed::DaemonReload, Owed::Restart(crate::model::APISERVER)], &m, None));
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), format!("restart {}\ndaemon-reload\n", crate::model::APISERVER.unit()));
     }
 
     /// A destination that became a directory stops the commit on one line

@@ -90,7 +90,7 @@ pub struct Exec<'a> {
     /// Each unit's generation as this run last knew it (read with the
     /// server, or right after this run started it): any other start is a
     /// crash systemd papered over, reported as a warning.
-    generations: std::collections::BTreeMap<String, crate::remote::systemd::Generation>,
+    generations: std::collections::BTreeMap<crate::model::Component, crate::remote::systemd::Generation>,
     /// When this run read the server (its clock): the journal is read from
     /// there.
     since: Option<f64>,
@@ -121,7 +121,7 @@ impl<'a> Exec<'a> {
     /// What the server read says of each unit's generation, and when: a
     /// later start that this run did not ask for is a crash.
     pub fn watch(&mut self, probe: &crate::remote::probe::Probe) {
-        self.generations = probe.units.iter().map(|(u, s)| (u.clone(), s.generation())).collect();
+        self.generations = crate::model::Component::ALL.iter().map(|c| (*c, probe.units.get(c.unit()).map(|s| s.generation()).unwrap_or_default())).collect();
         self.since = (probe.now > 0.0).then_some(probe.now);
     }
 
@@ -136,7 +136,7 @@ impl<'a> Exec<'a> {
     /// The tunnelled health clients of this server (opened on first use).
     pub async fn clients(&mut self) -> Result<&HealthClients, Error> {
         if self.clients.is_none() {
-            self.clients = Some(HealthClients::open(self.host, self.desired, self.api_config.clone()).await?);
+            self.clients = Some(HealthClients::open(self.host, &self.desired.units, self.api_config.clone()).await?);
         }
         Ok(self.clients.as_ref().expect("just opened"))
     }
@@ -236,11 +236,12 @@ pub fn scripts(a: &Action, desired: &Desired, fence: Option<String>) -> Vec<(Str
         }
         A::DaemonReload { .. } | A::Enable { .. } | A::Stop { .. } | A::Start { .. } | A::Restart { .. } => vec![(units::script(a), None)],
         A::WaitHealthy { .. } => {
-            let units: Vec<&str> = crate::model::UNITS.iter().map(|u| u.file_name).collect();
-            let mut v = vec![(crate::remote::systemd::generations(&units), None)];
-            v.extend(units.iter().map(|u| (crate::remote::journal::crash_script_for(u, Some(0.0), "t"), None)));
-            v.push((crate::remote::probe::script(&crate::remote::probe::Request::units()), None));
-            v
+            let units = crate::remote::probe::Request::units();
+            let journals = crate::remote::probe::Request {
+                journals: crate::remote::probe::Journals::Since(crate::model::Component::ALL.to_vec(), 0.0),
+                ..crate::remote::probe::Request::units()
+            };
+            vec![(crate::remote::probe::script(&units), None), (crate::remote::probe::script(&journals), None)]
         }
         A::WaitEndpoints { .. } | A::ApplyRbac { .. } => Vec::new(),
     }

@@ -124,7 +124,6 @@ pub fn secret_sums(files: &[&DesiredFile]) -> Option<String> {
 /// the error, not the broken pipe this side sees as a consequence.
 async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: Option<indicatif::ProgressBar>) -> Result<Vec<Staged>, Error> {
     let t0 = Instant::now();
-    let stall = host.timeout.max(Duration::from_secs(5));
     let temps: Vec<String> = files
         .iter()
         .map(|(_, f)| {
@@ -134,83 +133,115 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
         })
         .collect();
     let pairs: Vec<(&DesiredFile, &str)> = files.iter().zip(&temps).map(|((_, f), t)| (*f, t.as_str())).collect();
-    let names = || files.iter().map(|(_, f)| f.spec.dest).collect::<Vec<_>>().join(", ");
     let codec = if files.len() == 1 { codec } else { Codec::None };
     let mut cmd = host.command(&stage_script(&pairs, codec));
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut sent: Option<u64> = None;
-    let out = if let ([(_, f @ DesiredFile { content: Content::File(a), .. })], true) = (files, codec != Codec::None) {
-        let p = &a.path;
-        // Compressed on every core into a pipe that is the session's stdin.
-        let (reader, writer) = std::io::pipe().map_err(|e| Error::Input(format!("cannot make a pipe: {e}")))?;
+    let s = Session { host, names: files.iter().map(|(_, f)| f.spec.dest).collect::<Vec<_>>().join(", "), stall: host.timeout.max(Duration::from_secs(5)), bar: bar.as_ref() };
+    let (out, sent) = match files {
+        [(_, f @ DesiredFile { content: Content::File(a), .. })] if codec != Codec::None => s.compressed(cmd, a, f.size, codec).await?,
+        [(_, DesiredFile { content: Content::File(a), .. })] => (s.file(cmd, a).await?, None),
+        _ => (s.piped(cmd, files).await?, None),
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if !out.status.success() {
+        return Err(s.refused(&out));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: sent.unwrap_or(f.size), secs }).collect())
+}
+
+/// One staging session: which server, which files (for messages), how
+/// long without progress is a stall, the progress bar.
+struct Session<'a> {
+    host: &'a Host,
+    names: String,
+    stall: Duration,
+    bar: Option<&'a indicatif::ProgressBar>,
+}
+
+impl Session<'_> {
+    /// The server refused the upload (a full disk, a checksum): its words.
+    fn refused(&self, out: &std::process::Output) -> Error {
+        Error::Server(format!("{}: upload of {} failed: {}", self.host.destination, self.names, crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim())))
+    }
+
+    /// Waits for the session to end while `position` (what the bar shows,
+    /// what counts as progress) moves; a stall ends the wait.
+    async fn watch(
+        &self,
+        wait: impl std::future::Future<Output = Result<std::process::Output, openssh::Error>>,
+        position: impl Fn() -> (u64, u64),
+    ) -> Result<std::process::Output, Error> {
+        tokio::pin!(wait);
+        let (mut last_pos, mut last_move) = (0u64, Instant::now());
+        loop {
+            tokio::select! {
+                r = &mut wait => return r.map_err(|e| self.host.lost(e)),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let (shown, pos) = position();
+                    if let Some(b) = self.bar {
+                        b.set_position(shown);
+                    }
+                    if pos != last_pos {
+                        (last_pos, last_move) = (pos, Instant::now());
+                    } else if last_move.elapsed() > self.stall {
+                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", self.host.destination, self.names, self.stall.as_secs())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One file compressed on every core into a pipe that is the session's
+    /// stdin. Returns the session's output and the bytes on the wire.
+    async fn compressed(&self, mut cmd: openssh::Command<'_>, a: &crate::local::files::Asset, size: u64, codec: Codec) -> Result<(std::process::Output, Option<u64>), Error> {
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::local("cannot make a pipe", e))?;
         let progress = std::sync::Arc::new(compress::Progress::default());
-        let child = cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(reader))).spawn().await.map_err(|e| host.lost(e))?;
+        let child = cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(reader))).spawn().await.map_err(|e| self.host.lost(e))?;
         // The command keeps its stdin until dropped: this process must not
         // hold the pipe's read end, or a session that ends early (a server
         // that refuses the stream) leaves the compressor blocked forever
         // instead of seeing a broken pipe.
         drop(cmd);
         let compressor = tokio::task::spawn_blocking({
-            let (a, size, progress) = (a.clone(), f.size, progress.clone());
+            let (a, progress) = (a.clone(), progress.clone());
             move || compress::stream(codec, a.reopen()?, size, writer, &progress)
         });
-        let wait = child.wait_with_output();
-        tokio::pin!(wait);
-        let (mut last_pos, mut last_move) = (0u64, Instant::now());
-        let out = loop {
-            tokio::select! {
-                r = &mut wait => break r.map_err(|e| host.lost(e))?,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    let pos = progress.written.load(std::sync::atomic::Ordering::Relaxed);
-                    if let Some(b) = &bar {
-                        b.set_position(progress.read.load(std::sync::atomic::Ordering::Relaxed));
-                    }
-                    if pos != last_pos {
-                        (last_pos, last_move) = (pos, Instant::now());
-                    } else if last_move.elapsed() > stall {
-                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", host.destination, names(), stall.as_secs())));
-                    }
-                }
-            }
-        };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let out = self.watch(child.wait_with_output(), || (load(&progress.read), load(&progress.written))).await?;
         // The server's verdict first: a compressor cut off by a refusing
         // server only saw a broken pipe.
-        let compressed = match tokio::time::timeout(stall, compressor).await {
-            Ok(r) => r.map_err(|e| Error::Input(format!("the compressor stopped: {e}")))?,
+        let compressed = match tokio::time::timeout(self.stall, compressor).await {
+            Ok(r) => r.map_err(|e| Error::task("the compressor stopped", e))?,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the compressor did not finish")),
         };
         if out.status.success() {
-            compressed.map_err(|e| Error::Input(format!("{}: cannot read or compress it: {e}", p.display())))?;
+            compressed.map_err(|e| Error::local(format!("{}: cannot read or compress it", a.path.display()), e))?;
         }
-        sent = Some(progress.written.load(std::sync::atomic::Ordering::Relaxed));
-        out
-    } else if let [(_, DesiredFile { content: Content::File(a), .. })] = files {
-        let p = &a.path;
-        let file = a.reopen().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
-        let offset = file.try_clone().map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
-        let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| host.lost(e))?;
-        let wait = child.wait_with_output();
-        tokio::pin!(wait);
-        let (mut last_pos, mut last_move) = (0u64, Instant::now());
-        loop {
-            tokio::select! {
-                r = &mut wait => break r.map_err(|e| host.lost(e))?,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    use std::io::Seek;
-                    let pos = (&offset).stream_position().unwrap_or(0);
-                    if let Some(b) = &bar {
-                        b.set_position(pos);
-                    }
-                    if pos != last_pos {
-                        (last_pos, last_move) = (pos, Instant::now());
-                    } else if last_move.elapsed() > stall {
-                        return Err(Error::Connect(format!("{}: upload of {} made no progress for {}s (--timeout)", host.destination, names(), stall.as_secs())));
-                    }
-                }
-            }
-        }
-    } else {
-        let mut child = cmd.stdin(Stdio::piped()).spawn().await.map_err(|e| host.lost(e))?;
+        Ok((out, Some(load(&progress.written))))
+    }
+
+    /// One file from disk handed to the SSH master as the session's stdin:
+    /// the master reads it straight from the page cache and this process
+    /// stays out of the data path (as `ssh host cmd < file` does); the
+    /// progress bar follows the file offset the two share.
+    async fn file(&self, mut cmd: openssh::Command<'_>, a: &crate::local::files::Asset) -> Result<std::process::Output, Error> {
+        let file = a.reopen().map_err(|e| Error::local(a.path.display().to_string(), e))?;
+        let offset = file.try_clone().map_err(|e| Error::local(a.path.display().to_string(), e))?;
+        let child = cmd.stdin(Stdio::from(file)).spawn().await.map_err(|e| self.host.lost(e))?;
+        self.watch(child.wait_with_output(), || {
+            use std::io::Seek;
+            let pos = (&offset).stream_position().unwrap_or(0);
+            (pos, pos)
+        })
+        .await
+    }
+
+    /// Several files (or text) written through a pipe, the secrets' sums first.
+    async fn piped(&self, mut cmd: openssh::Command<'_>, files: &[(usize, &DesiredFile)]) -> Result<std::process::Output, Error> {
+        let mut child = cmd.stdin(Stdio::piped()).spawn().await.map_err(|e| self.host.lost(e))?;
         let mut stdin = child.stdin().take().expect("piped stdin");
         let header = secret_sums(&files.iter().map(|(_, f)| *f).collect::<Vec<_>>());
         let write = async {
@@ -230,30 +261,22 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
             drop(stdin);
             Ok::<(), std::io::Error>(())
         };
-        let written = match tokio::time::timeout(stall * 4, write).await {
+        let written = match tokio::time::timeout(self.stall * 4, write).await {
             Ok(w) => w,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress")),
         };
-        let out = match tokio::time::timeout(stall, child.wait_with_output()).await {
-            Ok(r) => r.map_err(|e| host.lost(e))?,
-            Err(_) => return Err(Error::Connect(format!("{}: upload of {} got no answer for {}s (--timeout)", host.destination, names(), stall.as_secs()))),
+        let out = match tokio::time::timeout(self.stall, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| self.host.lost(e))?,
+            Err(_) => return Err(Error::Connect(format!("{}: upload of {} got no answer for {}s (--timeout)", self.host.destination, self.names, self.stall.as_secs()))),
         };
         // A server that refused (full disk, checksum) ended the stream
         // early: its stderr says why, the broken pipe here does not.
         if !out.status.success() {
-            return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
+            return Err(self.refused(&out));
         }
-        written.map_err(|e| host.lost(format!("while sending {}: {e}", names())))?;
-        out
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        written.map_err(|e| self.host.lost_because(&format!("while sending {}: {e}", self.names)))?;
+        Ok(out)
     }
-    if !out.status.success() {
-        return Err(Error::Server(format!("{}: upload of {} failed: {}", host.destination, names(), crate::output::redact::line(String::from_utf8_lossy(&out.stderr).trim()))));
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    Ok(files.iter().zip(temps).map(|((index, f), tmp)| Staged { tmp, index: *index, sent: sent.unwrap_or(f.size), secs }).collect())
 }
 
 /// How files travel: each large public file in a session of its own, the

@@ -2,50 +2,53 @@
 
 use super::*;
 
-/// The checks of this group, in report order.
-pub fn checks() -> Vec<Check> {
-    let mut v = Vec::new();
-    for path in ["livez", "readyz"] {
-        v.push(api_check(&format!("health.{path}"), "health", &format!("kube-apiserver /{path}"), move |_, client| {
-            async move {
-                let (status, body) = endpoints::get(client, &format!("/{path}?verbose")).await;
-                if status == 200 {
-                    Finding::pass(format!("/{path} ok ({} checks)", body.lines().filter(|l| l.starts_with("[+]")).count()))
-                } else {
-                    let failing = endpoints::failing_checks(&body);
-                    let what = if failing.is_empty() {
-                        format!("HTTP {status}: {}", body.lines().next().unwrap_or(""))
-                    } else {
-                        failing.iter().map(|f| format!("[-]{f} failed")).collect::<Vec<_>>().join(", ")
-                    };
-                    Finding::fail(format!("/{path}: {what}"), "journalctl -u kube-apiserver; a failing etcd check means etcd is down or unreachable")
-                }
-            }
-            .boxed()
-        }));
-    }
-    for u in UNITS.iter().filter(|u| u.component != "kube-apiserver") {
-        let c = u.component;
-        let run: crate::cpcheck::AsyncFn = Box::new(move |ctx: &Ctx| {
-            async move {
-                match ctx.health.get(c) {
-                    None => Finding::skip("needs --ssh (the port is reached through the server)"),
-                    Some(Err(e)) => Finding::skip(e.clone()),
-                    Some(Ok(client)) => {
-                        let (status, body) = endpoints::get(client, "/healthz").await;
-                        if status == 200 {
-                            Finding::pass(format!("/healthz {}", body.trim()))
-                        } else {
-                            let why = if status == 0 { body.lines().next().unwrap_or("").to_string() } else { format!("HTTP {status}") };
-                            Finding::fail(format!("/healthz: {why}"), format!("systemctl status {c}; journalctl -u {c}"))
-                        }
-                    }
-                }
-            }
-            .boxed()
-        });
-        v.push(Check { id: format!("health.{c}"), group: "health", title: format!("{c} https /healthz (self-signed, not verified)"), run: Runner::Async(run) });
-    }
+/// The group's checks, in report order.
+pub const CHECKS: &[Def] = &[
+    Def { id: "health", title: |i| format!("{APISERVER} /{}", path(i)), each: Each::Path(&["livez", "readyz"]), run: Run::Api(apiserver) },
+    Def { id: "health", title: |i| format!("{} https /healthz (self-signed, not verified)", i.component()), each: Each::Client, run: Run::Async(healthz) },
+];
 
-    v
+fn path(i: Item) -> &'static str {
+    match i {
+        Item::Path(p) => p,
+        other => unreachable!("a health path check got {other:?}"),
+    }
+}
+
+fn apiserver<'a>(_: &'a Ctx, client: &'a kube::Client, i: Item) -> futures::future::BoxFuture<'a, Finding> {
+    let path = path(i);
+    async move {
+        let (status, body) = endpoints::get(client, &format!("/{path}?verbose")).await;
+        if status == 200 {
+            return Finding::pass(format!("/{path} ok ({} checks)", body.lines().filter(|l| l.starts_with("[+]")).count()));
+        }
+        let failing = endpoints::failing_checks(&body);
+        let what = if failing.is_empty() {
+            format!("HTTP {status}: {}", body.lines().next().unwrap_or(""))
+        } else {
+            failing.iter().map(|f| format!("[-]{f} failed")).collect::<Vec<_>>().join(", ")
+        };
+        Finding::fail(format!("/{path}: {what}"), format!("journalctl -u {}; a failing etcd check means etcd is down or unreachable", APISERVER.unit()))
+    }
+    .boxed()
+}
+
+fn healthz(ctx: &Ctx, i: Item) -> futures::future::BoxFuture<'_, Finding> {
+    let c = i.component();
+    async move {
+        match ctx.health.get(&c) {
+            None => Finding::skip("needs --ssh (the port is reached through the server)"),
+            Some(Err(e)) => Finding::skip(e.clone()),
+            Some(Ok(client)) => {
+                let (status, body) = endpoints::get(client, "/healthz").await;
+                if status == 200 {
+                    Finding::pass(format!("/healthz {}", body.trim()))
+                } else {
+                    let why = if status == 0 { body.lines().next().unwrap_or("").to_string() } else { format!("HTTP {status}") };
+                    Finding::fail(format!("/healthz: {why}"), format!("systemctl status {c}; journalctl -u {c}"))
+                }
+            }
+        }
+    }
+    .boxed()
 }

@@ -1,6 +1,7 @@
-//! Every check, one file per group, each with its stable id. Ids never
-//! change meaning; a new check gets a new id. The helpers here read the
-//! probe the way every group needs it.
+//! Every check, one file per group, each a named function in its group's
+//! static table (`CHECKS`), with its stable id. Ids never change meaning; a
+//! new check gets a new id. The helpers here read the probe the way every
+//! group needs it.
 
 use std::net::IpAddr;
 
@@ -11,9 +12,9 @@ pub use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 pub use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 pub use kube::api::{Api, ListParams, PostParams};
 
-pub use super::{Check, Ctx, Finding, Runner};
+pub use super::{Ctx, Def, Each, Finding, Group, Item, Run};
 pub use crate::kube::health as endpoints;
-pub use crate::model::{ActiveState, FileMode, Flags, APISERVER, APISERVER_DEFAULT_SERVICE_CIDR, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, SCHEDULER_CONFIG, UNITS};
+pub use crate::model::{ActiveState, Component, FileMode, Flags, APISERVER, APISERVER_DEFAULT_SERVICE_CIDR, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, FILES, SCHEDULER_CONFIG};
 pub use crate::pki::Cert;
 pub use crate::remote::probe::Probe;
 
@@ -26,36 +27,43 @@ mod leader;
 mod ports;
 mod rbac;
 
-/// The unit file of a component: `kube-apiserver.service`.
-pub fn unit_file(component: &str) -> String {
-    format!("{component}.service")
+/// The table of `group` (the CIS controls are data rows of their own: see `cis`).
+pub fn table(group: Group) -> &'static [Def] {
+    match group {
+        Group::Host => host::CHECKS,
+        Group::Ports => ports::CHECKS,
+        Group::Health => health::CHECKS,
+        Group::Api => api::CHECKS,
+        Group::Consistency => consistency::CHECKS,
+        Group::Rbac => rbac::CHECKS,
+        Group::Leader => leader::CHECKS,
+        Group::Cluster => cluster::CHECKS,
+        Group::Cis => &[],
+    }
 }
 
 /// Flags of the installed unit file (none when absent or unreadable).
-pub fn installed(h: &Probe, component: &str) -> Option<Flags> {
-    let f = unit_file(component);
-    h.units.get(&f).and_then(|u| u.text.as_deref()).and_then(|t| Flags::from_unit(t, &f).ok())
+pub fn installed(h: &Probe, c: Component) -> Option<Flags> {
+    h.units.get(c.unit()).and_then(|u| u.text.as_deref()).and_then(|t| Flags::from_unit(t, c.unit()).ok())
 }
 
 /// The argv an installed unit's ExecStart gives its process.
 pub fn installed_argv(text: &str, file_name: &str) -> Option<Vec<String>> {
     let u = unitfile::parse_unit(std::path::Path::new(file_name), text).ok()?;
-    Some(Flags(u.flags.into_iter().map(|f| (f.name, f.value)).collect()).argv(&u.exec))
+    Some(std::iter::once(u.exec).chain(u.args).collect())
 }
 
 /// Flags of the running process, else of the installed unit.
-pub fn effective(h: &Probe, component: &str) -> Option<Flags> {
-    let f = unit_file(component);
-    match h.units.get(&f) {
+pub fn effective(h: &Probe, c: Component) -> Option<Flags> {
+    match h.units.get(c.unit()) {
         Some(u) if !u.cmdline.is_empty() => Some(Flags::from_argv(&u.cmdline)),
-        _ => installed(h, component),
+        _ => installed(h, c),
     }
 }
 
 /// A component's secure port as installed, else as the manifests say.
-pub fn serving_port(h: Option<&Probe>, component: &str) -> u16 {
-    let spec = crate::model::unit(component);
-    h.and_then(|h| installed(h, component)).and_then(|f| f.get("secure-port").and_then(|p| p.parse().ok())).or(spec.map(|s| s.serving_port)).unwrap_or(0)
+pub fn serving_port(h: Option<&Probe>, c: Component) -> u16 {
+    h.and_then(|h| installed(h, c)).and_then(|f| f.get("secure-port").and_then(|p| p.parse().ok())).unwrap_or(c.serving_port())
 }
 
 /// The apiserver's service range as installed (its default when absent).
@@ -63,17 +71,9 @@ pub fn api_cidr(h: &Probe) -> String {
     installed(h, APISERVER).and_then(|f| f.get("service-cluster-ip-range").map(str::to_string)).unwrap_or_else(|| APISERVER_DEFAULT_SERVICE_CIDR.to_string())
 }
 
-/// A check that reads the probe.
-pub fn host_check(id: &str, group: &'static str, title: &str, f: impl Fn(&Ctx, &Probe) -> Finding + Send + Sync + 'static) -> Check {
-    Check { id: id.into(), group, title: title.into(), run: Runner::Host(Box::new(f)) }
-}
-
-/// A check that asks the API (and may read the probe when there is one).
-pub fn api_check<F>(id: &str, group: &'static str, title: &str, f: F) -> Check
-where
-    F: for<'a> Fn(&'a Ctx, &'a kube::Client) -> futures::future::BoxFuture<'a, Finding> + Send + Sync + 'static,
-{
-    Check { id: id.into(), group, title: title.into(), run: Runner::Api(Box::new(f)) }
+/// Where a component's unit is installed.
+pub fn unit_dest(c: Component) -> &'static str {
+    crate::model::placed(c.spec().manifest).map(|f| f.dest).unwrap_or_default()
 }
 
 /// The first line where two texts differ (1-based), with both versions.
@@ -84,21 +84,9 @@ pub fn first_difference(installed: &str, expected: &str) -> Option<(usize, Strin
         .map(|i| (i + 1, a.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into()), b.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into())))
 }
 
-/// The checks across several servers (`cluster`).
-pub fn cluster_checks() -> Vec<Check> {
-    cluster::checks()
-}
-
-/// Every check but the cluster and CIS ones (see `cpcheck::cis`), in report order.
-pub fn registry() -> Vec<Check> {
-    let mut v = host::checks();
-    v.extend(ports::checks());
-    v.extend(health::checks());
-    v.extend(api::checks());
-    v.extend(consistency::checks());
-    v.extend(rbac::checks());
-    v.extend(leader::checks());
-    v
+/// Every check but the CIS ones (see `cpcheck::cis`), in report order.
+pub fn registry() -> Vec<super::Check> {
+    Group::ALL.iter().filter(|g| !matches!(g, Group::Cis | Group::Cluster)).flat_map(|g| table(*g).iter().flat_map(move |d| d.expand(*g))).collect()
 }
 
 #[cfg(test)]
@@ -176,6 +164,19 @@ mod tests {
                 "host.drift.kube-scheduler",
                 Status::Fail,
                 "installed `--v=4`, expected `--v=2`",
+            ),
+            (
+                // Valid for systemd (a `--flag value` pair, a `-` prefix):
+                // drift with the differing line, not "does not parse".
+                "unit hand-edited the way systemd allows",
+                Box::new(|p: &mut Probe| {
+                    let u = p.units.get_mut("kube-scheduler.service").unwrap();
+                    u.text = Some(u.text.as_ref().unwrap().replace("--v=2", "--v 2").replace("ExecStart=/", "ExecStart=-/"));
+                }),
+                none(),
+                "host.drift.kube-scheduler",
+                Status::Fail,
+                "drifted at line",
             ),
             (
                 "unit unparseable",
@@ -476,8 +477,8 @@ mod tests {
         // The health endpoint of a component is reached through its own tunnel.
         let r = rt.block_on(async {
             let mut ctx = crate::cpcheck::Ctx::for_tests(false);
-            ctx.health.insert("kube-scheduler", Ok(healthz(500)));
-            crate::cpcheck::run(&ctx, &registry(), &[]).await
+            ctx.health.insert(Component::KubeScheduler, Ok(healthz(500)));
+            crate::cpcheck::run(&ctx, &registry().iter().collect::<Vec<_>>(), &[]).await
         });
         let f = r.iter().find(|r| r.id == "health.kube-scheduler").unwrap();
         assert_eq!((f.finding.status, f.finding.detail.as_str()), (Status::Fail, "/healthz: HTTP 500"));
@@ -493,8 +494,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate check ids");
         for c in &r {
-            assert!(crate::cpcheck::GROUPS.contains(&c.group), "{}", c.id);
-            let prefix = if c.group == "cis" { "cis-".to_string() } else { format!("{}.", c.group) };
+            let prefix = if c.group == Group::Cis { "cis-".to_string() } else { format!("{}.", c.group) };
             assert!(c.id.starts_with(&prefix), "{} is not under its group {}", c.id, c.group);
         }
     }

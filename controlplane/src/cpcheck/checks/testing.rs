@@ -175,8 +175,8 @@ pub async fn findings(probe: Probe, api: kube::Client, strict: bool) -> BTreeMap
     ctx.desired = desired_units(&Overrides::default());
     ctx.host = crate::cpcheck::ready(Ok(probe));
     ctx.api = Ok(api);
-    for u in UNITS.iter().filter(|u| u.component != APISERVER) {
+    for u in crate::model::UNITS.iter().filter(|u| u.component != APISERVER) {
         ctx.health.insert(u.component, Ok(healthz(200)));
     }
-    run(&ctx, &registry(), &[]).await.into_iter().map(|r| (r.id, (r.finding.status, r.finding.detail))).collect()
+    run(&ctx, &registry().iter().collect::<Vec<_>>(), &[]).await.into_iter().map(|r| (r.id, (r.finding.status, r.finding.detail))).collect()
 }

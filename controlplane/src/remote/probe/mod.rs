@@ -82,9 +82,8 @@ pub struct Request {
     pub encryption: Option<String>,
     /// etcd's member list (v3 gateway on the local member).
     pub etcd_members: bool,
-    /// For a unit systemd restarted by itself (NRestarts > 0), the journal
-    /// lines that say why its process ended (cpcheck).
-    pub crash_journals: bool,
+    /// Journal lines that say why a unit's process ended.
+    pub journals: Journals,
     /// Fingerprints of the layout's files to compare across servers: the
     /// sha256 of a public file, an HMAC-SHA256 under this run's random key
     /// of a secret one (the key goes on stdin, never on a command line).
@@ -98,12 +97,24 @@ impl Request {
     }
     /// What cpcheck reads first (the installed units decide the rest).
     pub fn cpcheck() -> Request {
-        Request { layout: true, sockets: true, versions: true, etcd_and_addresses: true, crash_journals: true, ..Default::default() }
+        Request { layout: true, sockets: true, versions: true, etcd_and_addresses: true, journals: Journals::Restarted, ..Default::default() }
     }
     /// The server and its units only (clock, hostname, systemd's view).
     pub fn units() -> Request {
         Request::default()
     }
+}
+
+/// Whose journals a read asks for (the lines that say why a process ended).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Journals {
+    #[default]
+    None,
+    /// Every unit systemd restarted by itself (NRestarts > 0): its journal's
+    /// last such lines (cpcheck).
+    Restarted,
+    /// These units', since this time by the server's clock (a run's own).
+    Since(Vec<crate::model::Component>, f64),
 }
 
 /// Every tag a reply line can start with. Each fact's parser reads its own
@@ -271,8 +282,9 @@ pub struct Probe {
     pub disk: BTreeMap<String, (String, u64)>,
     /// Temp files an interrupted upload left (validated names only).
     pub stale: Vec<String>,
-    /// Lines of the pending-work marker an interrupted run left.
-    pub pending: Vec<String>,
+    /// What the pending-work marker an interrupted run left says is owed.
+    #[serde(skip)]
+    pub pending: Vec<crate::model::Owed>,
     pub etcd_health: String,
     /// etcd's answer to /v3/cluster/member/list (JSON), when asked.
     pub etcd_members: String,

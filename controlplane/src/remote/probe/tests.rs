@@ -27,8 +27,10 @@ fn b(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// A reply as a server gives it (the shape recorded from the bed).
-fn reply() -> String {
+/// A reply with the odd shapes a bed does not make on its own (systemd
+/// 247, drop-ins, NeedDaemonReload, a missing command, temps with hostile
+/// names, a line a login shell printed), written to exercise them.
+fn odd_reply() -> String {
     let props: String = UNITS
         .iter()
         .enumerate()
@@ -80,10 +82,64 @@ some line a login shell printed\n",
     )
 }
 
+/// The replies `cargo xtask probe-reply` recorded from a real server
+/// prepared so that every fact fires (see tests/src/probe_bed.rs: a stale
+/// temp, a pending marker for the scheduler, a killed scheduler restarted
+/// by systemd, cache hits and a miss, a failing `systemctl show`, flock
+/// taken away). Regenerate them with that command; never edit them.
+const RECORDED_BOOTSTRAP: &[u8] = include_bytes!("recorded/bootstrap.reply");
+const RECORDED_CPCHECK: &[u8] = include_bytes!("recorded/cpcheck.reply");
+const RECORDED_FAILING: &[u8] = include_bytes!("recorded/failing.reply");
+
 #[test]
-fn a_recorded_reply_parses_into_every_field() {
+fn replies_recorded_from_a_server_parse_into_every_field() {
     let mut p = Probe::default();
-    parse(reply().as_bytes(), &mut p).unwrap();
+    parse(RECORDED_BOOTSTRAP, &mut p).unwrap();
+    assert_eq!((p.hostname.as_str(), p.systemd, p.arch.is_empty()), ("server", true, false));
+    assert!(p.systemd_version.is_some_and(|v| v >= 239) && p.coreutils.is_some() && p.missing.is_empty());
+    assert!(p.now > 1.7e9 && p.uptime > 0.0);
+    for f in FILES {
+        let r = &p.files[f.dest];
+        assert!(r.is_regular() && r.sha256.len() == 64, "{}: {r:?}", f.dest);
+    }
+    for d in crate::model::DIRECTORIES {
+        assert_eq!(p.dirs[d.path].kind, FileType::Directory, "{}", d.path);
+        assert!(p.disk.contains_key(d.path), "{}", d.path);
+    }
+    let scheduler = UNITS.iter().find(|u| u.component != crate::model::APISERVER).unwrap();
+    assert_eq!(p.pending, [crate::model::Owed::Restart(scheduler.component)]);
+    assert_eq!(p.stale.len(), 1, "{:?}", p.stale);
+    for u in UNITS {
+        let s = &p.units[u.file_name];
+        assert!(s.active.is_up() && s.main_pid > 0 && !s.cmdline.is_empty() && s.text.is_some(), "{}: {s:?}", u.file_name);
+        assert!(s.active_enter_unix > 1_700_000_000, "{}", u.file_name);
+        assert!(p.listeners.iter().any(|l| l.unit.as_deref() == Some(u.file_name) && l.port == u.serving_port), "{} listens on {}", u.file_name, u.serving_port);
+    }
+    assert_eq!(p.units[scheduler.file_name].restarts, 1, "killed once, started again by systemd");
+    assert!(p.listeners.iter().any(|l| l.holder.as_ref().is_some_and(|h| h.name == "etcd")), "etcd holds its port");
+
+    let mut c = Probe::default();
+    parse(RECORDED_CPCHECK, &mut c).unwrap();
+    assert!(c.etcd_health.contains("\"health\":\"true\""), "{}", c.etcd_health);
+    assert!(c.etcd_members.contains("members"), "{}", c.etcd_members);
+    assert!(!c.addresses.is_empty() && c.default_address.is_some());
+    assert_eq!(c.fingerprints.len(), FILES.len(), "every file fingerprinted");
+    assert!(!c.certs.is_empty() && c.kubeconfigs.values().all(|(server, cert)| server.starts_with("https://") && cert.is_some()));
+    assert_eq!(c.encryption_providers.first().map(String::as_str), Some("aescbc"));
+    assert!(c.units.values().all(|u| u.binary_version.as_deref().is_some_and(|v| v.starts_with("Kubernetes v"))));
+    let crashes = c.units[scheduler.file_name].crashes.as_ref().unwrap();
+    assert!(crashes.iter().any(|l| l.contains("status=9/KILL")), "{crashes:?}");
+
+    let mut f = Probe::default();
+    let e = parse(RECORDED_FAILING, &mut f).unwrap_err();
+    assert!(matches!(&e, ProbeError::Failed { command, .. } if command == "systemctl show"), "{e}");
+    assert_eq!(f.missing, ["flock"]);
+}
+
+#[test]
+fn a_reply_with_odd_shapes_parses_into_every_field() {
+    let mut p = Probe::default();
+    parse(odd_reply().as_bytes(), &mut p).unwrap();
     assert_eq!((p.arch.as_str(), p.hostname.as_str(), p.systemd, p.systemd_version), ("x86_64", "server", true, Some(247)));
     assert_eq!((p.missing.as_slice(), p.coreutils.as_deref(), p.codecs.as_slice()), (["flock".to_string()].as_slice(), Some("8.32"), ["gzip".to_string()].as_slice()));
     assert!((p.now - 1796049323.105).abs() < 0.01 && (p.uptime - 100.5).abs() < 0.001);
@@ -95,7 +151,7 @@ fn a_recorded_reply_parses_into_every_field() {
     assert_eq!(p.disk["/var/lib/kubernetes"], ("1a2b".to_string(), 250 * 4096));
     // Only names of the temp shape are stale: not `zz`, not one with a newline.
     assert_eq!(p.stale, ["/var/lib/kubernetes/.ca.key.kcp-tmp-1f"]);
-    assert_eq!(p.pending, ["restart kube-apiserver.service"]);
+    assert_eq!(p.pending, [crate::model::Owed::Restart(crate::model::APISERVER)]);
     let u = &p.units["kube-apiserver.service"];
     assert!(u.need_daemon_reload && u.active.is_up());
     assert_eq!((u.restarts, u.drop_ins.len(), u.invocation.as_str(), u.main_pid), (2, 2, "aa", 3016));

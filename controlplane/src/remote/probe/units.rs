@@ -7,8 +7,8 @@
 //! locale). Where systemd does not run, nothing is asked of it; a
 //! `systemctl show` that fails fails the read, with its words.
 
-use super::{b64, malformed, Probe, ProbeError, Request, Tag};
-use crate::model::UNITS;
+use super::{b64, malformed, Journals, Probe, ProbeError, Request, Tag};
+use crate::model::{Component, UNITS};
 use crate::remote::systemd;
 
 pub(crate) const TAGS: &[Tag] = &[Tag::Props, Tag::Cmdline, Tag::Journal];
@@ -18,8 +18,8 @@ pub(crate) const TAGS: &[Tag] = &[Tag::Props, Tag::Cmdline, Tag::Journal];
 const JOURNAL_FAILED: &str = "kcp-journal-failed";
 
 pub(crate) fn script(req: &Request) -> String {
-    let units: Vec<&str> = UNITS.iter().map(|u| u.file_name).collect();
-    let show = systemd::show_all(&units);
+    let names = crate::remote::shell_quote(&Component::ALL.iter().map(|c| c.unit()).collect::<Vec<_>>().join(" "));
+    let show = systemd::show_all(Component::ALL);
     let mut s = format!(
         "mains=\n\
          if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then\n\
@@ -30,19 +30,20 @@ pub(crate) fn script(req: &Request) -> String {
            else\n\
              echo \"error${{T}}systemctl show${{T}}$({show} 2>&1 >/dev/null | base64 -w0)\"\n\
            fi\n\
-         fi\n",
-        names = crate::remote::shell_quote(&units.join(" ")),
+         fi\n"
     );
-    if req.crash_journals {
-        // Units systemd restarted by itself: the lines of their journal that
-        // may say why, base64 (server text, any bytes) after the unit's name.
-        s.push_str(&format!(
-            "[ -n \"$props\" ] && printf '%s\\n' \"$props\" | awk -v u={names} 'BEGIN {{ split(u, U, \" \"); i = 1 }} /^$/ {{ i++; next }} /^NRestarts=/ && $0 != \"NRestarts=0\" {{ print U[i] }}' | while IFS= read -r u; do\n\
-               echo \"journal${{T}}$u${{T}}$({journal} | base64 -w0)\"\n\
-             done\n",
-            names = crate::remote::shell_quote(&units.join(" ")),
-            journal = crate::remote::journal::crash_script("\"$u\"", None, JOURNAL_FAILED),
-        ));
+    // The lines of journals that may say why a process ended, base64 (server
+    // text, any bytes) after the unit's name.
+    let each = |units: &str, since: Option<f64>| {
+        format!("for u in {units}; do echo \"journal${{T}}$u${{T}}$({} | base64 -w0)\"; done\n", crate::remote::journal::crash_script("\"$u\"", since, JOURNAL_FAILED))
+    };
+    match &req.journals {
+        Journals::None => {}
+        Journals::Restarted => s.push_str(&each(
+            &format!("$([ -n \"$props\" ] && printf '%s\\n' \"$props\" | awk -v u={names} 'BEGIN {{ split(u, U, \" \"); i = 1 }} /^$/ {{ i++; next }} /^NRestarts=/ && $0 != \"NRestarts=0\" {{ print U[i] }}')"),
+            None,
+        )),
+        Journals::Since(units, since) => s.push_str(&each(&super::list(&units.iter().map(|c| c.unit()).collect::<Vec<_>>()), Some(*since))),
     }
     s
 }
@@ -76,7 +77,7 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe) -> Result<(), ProbeErro
         (Tag::Journal, [name, b]) => {
             let u = unit(tag, name)?;
             let crashes = crate::remote::journal::crash_lines(&b64(tag, b)?, JOURNAL_FAILED);
-            p.units.entry(u.to_string()).or_default().crashes = crashes;
+            p.units.entry(u.to_string()).or_default().crashes = crashes.map_err(|e| e.0);
         }
         (t, f) => return Err(malformed(t, format!("{} fields", f.len()))),
     }

@@ -55,7 +55,8 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe) -> Result<(), ProbeErro
     match (tag, f) {
         (Tag::Pending, [b]) => {
             let text = String::from_utf8_lossy(&b64(tag, b)?).into_owned();
-            p.pending.extend(text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()));
+            // Only work this version knows how to owe; anything else is not work.
+            p.pending.extend(text.lines().filter_map(|l| l.parse::<crate::model::Owed>().ok()));
         }
         (Tag::Stale, [dir, b]) => {
             if !DIRECTORIES.iter().any(|d| d.path == *dir) {
