@@ -245,47 +245,19 @@ fn read_pem_cert(path: &str, what: &str) -> Result<Cert, String> {
     Cert::from_pem(&b).map_err(|e| format!("{what} {}: {e}", name(path)))
 }
 
-/// The ELF e_machine value for a `uname -m` architecture.
-pub fn elf_machine_for(uname_m: &str) -> Option<u16> {
-    Some(match uname_m {
-        "x86_64" | "amd64" => 62,
-        "aarch64" | "arm64" => 183,
-        "armv7l" | "armv6l" | "arm" => 40,
-        "ppc64le" => 21,
-        "s390x" => 22,
-        "riscv64" => 243,
-        _ => return None,
-    })
-}
-
-fn elf_machine_name(m: u16) -> String {
-    match m {
-        62 => "x86_64".into(),
-        183 => "aarch64".into(),
-        40 => "arm".into(),
-        21 => "ppc64".into(),
-        22 => "s390x".into(),
-        243 => "riscv64".into(),
-        3 => "i386".into(),
-        other => format!("machine {other}"),
-    }
-}
-
-/// Checks that `head` (the first bytes of a file) is an ELF executable for `arch`.
-pub fn check_elf(head: &[u8], arch: &str) -> Result<(), crate::error::Unusable> {
-    if head.len() < 20 || &head[..4] != b"\x7fELF" {
-        return Err("is not an ELF executable".into());
-    }
-    let le = head[5] == 1;
-    let u16at = |o: usize| if le { u16::from_le_bytes([head[o], head[o + 1]]) } else { u16::from_be_bytes([head[o], head[o + 1]]) };
-    let (etype, machine) = (u16at(16), u16at(18));
-    if etype != 2 && etype != 3 {
-        return Err("is an ELF file but not an executable".into());
-    }
-    match elf_machine_for(arch) {
-        Some(want) if want == machine => Ok(()),
-        Some(_) => Err(format!("is built for {}, the server is {arch}", elf_machine_name(machine)).into()),
-        None => Err(format!("the server's architecture `{arch}` is not one this tool knows").into()),
+/// Checks that `head` (the first bytes of a file) is an ELF executable for
+/// the server's `uname -m`.
+pub fn check_elf(head: &[u8], uname_m: &str) -> Result<(), crate::error::Unusable> {
+    use crate::model::arch::{Arch, Elf};
+    let Some(server) = Arch::from_uname(uname_m) else {
+        return Err(format!("the server's architecture `{}` is not one this tool knows", crate::output::redact::line(uname_m)).into());
+    };
+    match Elf::of(head) {
+        Elf::Executable(a) if a == server => Ok(()),
+        Elf::Executable(a) => Err(format!("is built for {a}, the server is {server}").into()),
+        Elf::OtherMachine(m) => Err(format!("is built for ELF machine {m}, the server is {server}").into()),
+        Elf::NotExecutable => Err("is an ELF file but not an executable".into()),
+        Elf::NotElf => Err("is not an ELF executable".into()),
     }
 }
 
@@ -330,7 +302,7 @@ mod tests {
     fn elf_checks_magic_type_and_machine() {
         let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 62, 0];
         assert!(check_elf(&h, "x86_64").is_ok());
-        assert_eq!(check_elf(&h, "aarch64").unwrap_err().to_string(), "is built for x86_64, the server is aarch64");
+        assert_eq!(check_elf(&h, "aarch64").unwrap_err().to_string(), "is built for linux/amd64, the server is linux/arm64");
         h[18] = 183;
         assert!(check_elf(&h, "aarch64").is_ok());
         h[16] = 1;

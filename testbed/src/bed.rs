@@ -17,9 +17,16 @@ use serde::{Deserialize, Serialize};
 /// bed's Debian release, the directory of the Kubernetes binaries).
 pub(crate) fn prerequisites(options: &BedOptions) -> Result<(PathBuf, PathBuf)> {
     phase("host prerequisites", || script("install-prereqs.sh", &[]).map(drop))?;
-    let root = phase("root file system", || script("build-rootfs.sh", &[options.os.suite(), "amd64"]))?;
-    let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh", &[]))?;
+    let arch = options.arch.debian();
+    let root = phase("root file system", || script("build-rootfs.sh", &[options.os.suite(), arch]))?;
+    let k8s_bin = phase("kubernetes binaries", || script("build-kubernetes.sh", &[arch]))?;
     Ok((root, k8s_bin))
+}
+
+/// The directory of the Kubernetes binaries built for `arch` (built once per
+/// machine, cached; another architecture's cross-built).
+pub fn kubernetes_bin(arch: Arch) -> Result<PathBuf> {
+    script("build-kubernetes.sh", &[arch.debian()])
 }
 
 /// Where beds keep their state: outside any checkout, on the same file system
@@ -109,6 +116,45 @@ pub struct BedOptions {
     /// sudo load), e.g. `de_DE.UTF-8`; the root file system has it generated.
     #[serde(default)]
     pub locale: Option<String>,
+    /// The server's architecture: another than this machine's boots under
+    /// qemu-user emulation (binfmt_misc), its binaries cross-built.
+    #[serde(default)]
+    pub arch: Arch,
+}
+
+/// A bed server's architecture.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[default]
+    Amd64,
+    /// Emulated on an amd64 machine (qemu-user-static in binfmt_misc).
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's (and Kubernetes') name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+    /// Is it this machine's own (no emulation)?
+    pub fn native(self) -> bool {
+        controlplane::model::arch::Arch::this_machine().is_some_and(|a| a.goarch() == self.debian())
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Arch, String> {
+        match s {
+            "amd64" => Ok(Arch::Amd64),
+            "arm64" => Ok(Arch::Arm64),
+            other => Err(format!("{other}: amd64 or arm64")),
+        }
+    }
 }
 
 /// A Debian release a bed's server runs.

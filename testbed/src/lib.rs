@@ -5,5 +5,5 @@ mod bed;
 mod cluster;
 pub mod pki;
 
-pub use bed::{base_dir, degraded_but_usable, list, run, Bed, BedOptions, Member, Os, LOCALES};
+pub use bed::{base_dir, degraded_but_usable, kubernetes_bin, list, run, Arch, Bed, BedOptions, Member, Os, LOCALES};
 pub use cluster::{etcd_config, Cluster};

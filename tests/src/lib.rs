@@ -269,3 +269,21 @@ pub fn damaged(bed: &Bed, root: &Path, name: &str, damage: impl FnOnce(&Path)) -
     damage(&dir);
     dir
 }
+
+/// The plugins built for `target` (a Rust target, e.g.
+/// `aarch64-unknown-linux-musl`) as release builds are (static, through
+/// the cross toolchain of scripts/install-cross.sh): their directory. The
+/// same artifacts `cargo xtask dist` packs, built once.
+pub fn release_plugins(target: &str) -> PathBuf {
+    let cross = Command::new("bash").arg(workspace().join("scripts/install-cross.sh")).output().expect("scripts/install-cross.sh");
+    assert!(cross.status.success(), "the cross toolchain: {}", String::from_utf8_lossy(&cross.stderr));
+    let zb = String::from_utf8_lossy(&cross.stdout).lines().last().unwrap_or_default().trim().to_string();
+    let st = Command::new(zb)
+        .current_dir(workspace())
+        .args(["build", "--release", "--locked", "--quiet", "--bin", "kubectl-bootstrap", "--bin", "kubectl-cpcheck", "--target", target])
+        .status()
+        .expect("cargo zigbuild");
+    assert!(st.success(), "building the plugins for {target} failed");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    target_dir.join(target).join("release")
+}

@@ -47,7 +47,7 @@ fn each_bad_input_is_one_clear_line_and_the_server_is_untouched() {
         name: "binary of another architecture",
         args: with_assets(&bed, "root", &d),
         code: 2,
-        line: format!("error: {}/downloads/controller/kube-controller-manager is built for aarch64, the server is x86_64", d.display()),
+        line: format!("error: {}/downloads/controller/kube-controller-manager is built for linux/arm64, the server is linux/amd64", d.display()),
     });
 
     let d = damaged(&bed, &tmp, "sans", |d| {

@@ -72,10 +72,29 @@ mod serde_yaml_value {
     pub use serde_yaml::{from_str, Value};
 }
 
+/// The highest `GLIBC_x.y` symbol version a binary asks for (None for a
+/// static binary, which asks for none).
+fn highest_glibc(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mark = b"GLIBC_";
+    bytes
+        .windows(mark.len())
+        .enumerate()
+        .filter(|(_, w)| *w == mark)
+        .filter_map(|(i, _)| {
+            let rest = &bytes[i + mark.len()..(i + mark.len() + 8).min(bytes.len())];
+            let s: String = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'.').map(|b| *b as char).collect();
+            let mut it = s.split('.');
+            Some((it.next()?.parse().ok()?, it.next().unwrap_or("0").parse().ok()?))
+        })
+        .max()
+}
+
 #[test]
 fn dist_archives_and_krew_manifests_agree() {
     let out = tempfile_dir("dist");
     xtask(&["dist", "--out", out.to_str().unwrap()]);
+    // The arm64 binaries run here under qemu-user (binfmt_misc).
+    assert!(Command::new("bash").arg(e2e::workspace().join("scripts/binfmt.sh")).arg("arm64").status().unwrap().success());
     let version = format!("v{}", env!("CARGO_PKG_VERSION"));
     for name in ["bootstrap", "cpcheck"] {
         let exe = format!("kubectl-{name}");
@@ -89,35 +108,55 @@ fn dist_archives_and_krew_manifests_agree() {
         assert!(!spec["shortDescription"].as_str().unwrap().is_empty());
         assert!(spec["description"].as_str().unwrap().len() > 50);
         assert!(spec["caveats"].as_str().unwrap().contains(&format!("kubectl_complete-{name}")));
-        let p = &spec["platforms"][0];
-        assert_eq!(p["selector"]["matchLabels"]["os"], "linux");
-        assert_eq!(p["selector"]["matchLabels"]["arch"], "amd64");
-        assert_eq!(p["bin"], exe.as_str());
-        let file = format!("{exe}_{version}_linux_amd64.tar.gz");
-        assert!(p["uri"].as_str().unwrap().ends_with(&format!("/{version}/{file}")));
-        let archive = out.join(&file);
-        let sha = controlplane::local::files::sha256_hex(&std::fs::read(&archive).unwrap());
-        assert_eq!(p["sha256"], sha.as_str(), "sha256 of {file}");
-        let listing = String::from_utf8(Command::new("tar").arg("tzf").arg(&archive).output().unwrap().stdout).unwrap();
-        let entries: Vec<&str> = listing.lines().collect();
-        for want in [exe.as_str(), &format!("kubectl_complete-{name}"), &format!("{exe}.1"), "LICENSE"] {
-            assert!(entries.contains(&want), "{want} not in {file}: {entries:?}");
+        // krew's rules: selectors unique; each sha256 its archive's; every
+        // `bin` and `files.from` inside the archive.
+        let platforms = spec["platforms"].as_array().unwrap();
+        let selectors: std::collections::BTreeSet<String> = platforms.iter().map(|p| p["selector"].to_string()).collect();
+        assert_eq!(selectors.len(), platforms.len(), "selectors are unique: {selectors:?}");
+        let arches: Vec<&str> = platforms.iter().map(|p| p["selector"]["matchLabels"]["arch"].as_str().unwrap()).collect();
+        assert_eq!(arches, ["amd64", "arm64"]);
+        let mut version_lines = Vec::new();
+        for p in platforms {
+            let arch = p["selector"]["matchLabels"]["arch"].as_str().unwrap();
+            assert_eq!(p["selector"]["matchLabels"]["os"], "linux");
+            assert_eq!(p["bin"], exe.as_str());
+            let file = format!("{exe}_{version}_linux_{arch}.tar.gz");
+            assert!(p["uri"].as_str().unwrap().ends_with(&format!("/{version}/{file}")));
+            let archive = out.join(&file);
+            let sha = controlplane::local::files::sha256_hex(&std::fs::read(&archive).unwrap());
+            assert_eq!(p["sha256"], sha.as_str(), "sha256 of {file}");
+            let listing = String::from_utf8(Command::new("tar").arg("tzf").arg(&archive).output().unwrap().stdout).unwrap();
+            let entries: Vec<&str> = listing.lines().collect();
+            let mut named: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["from"].as_str().unwrap()).collect();
+            named.push(p["bin"].as_str().unwrap());
+            for want in named {
+                assert!(entries.contains(&want), "{want} not in {file}: {entries:?}");
+            }
+            let unpack = out.join(format!("unpack-{name}-{arch}"));
+            std::fs::create_dir_all(&unpack).unwrap();
+            assert!(Command::new("tar").arg("xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
+            let bin = std::fs::read(unpack.join(&exe)).unwrap();
+            // Built for its platform, and runnable on any glibc: static.
+            let want = controlplane::model::arch::Arch::from_uname(arch).unwrap();
+            assert_eq!(controlplane::model::arch::Elf::of(&bin[..20]), controlplane::model::arch::Elf::Executable(want), "{file}");
+            assert_eq!(highest_glibc(&bin), None, "{file} asks for a glibc version");
+            let headers = String::from_utf8(Command::new("readelf").arg("-lW").arg(unpack.join(&exe)).output().unwrap().stdout).unwrap();
+            assert!(!headers.contains("Requesting program interpreter"), "{file} is dynamically linked:\n{headers}");
+            let run = Command::new(unpack.join(&exe)).arg("--version").output().unwrap();
+            assert!(run.status.success(), "{file}: {run:?}");
+            version_lines.push(String::from_utf8(run.stdout).unwrap());
+            let man = std::fs::read_to_string(unpack.join(format!("{exe}.1"))).unwrap();
+            assert!(man.contains(".TH") && man.contains(".SH NAME"), "a man page");
         }
-        // The bin the manifest names is an executable in the archive.
-        let unpack = out.join(format!("unpack-{name}"));
-        std::fs::create_dir_all(&unpack).unwrap();
-        assert!(Command::new("tar").arg("xzf").arg(&archive).arg("-C").arg(&unpack).status().unwrap().success());
-        let run = Command::new(unpack.join(&exe)).arg("--version").output().unwrap();
-        assert!(run.status.success());
-        let man = std::fs::read_to_string(unpack.join(format!("{exe}.1"))).unwrap();
-        assert!(man.contains(".TH") && man.contains(".SH NAME"), "a man page");
-
-        // Linked against the C runtime only: rustls, no OpenSSL.
-        let dynamic = String::from_utf8(Command::new("readelf").arg("-d").arg(unpack.join(&exe)).output().unwrap().stdout).unwrap();
-        let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).filter_map(|l| l.split('[').nth(1)).map(|s| s.trim_end_matches(']')).collect();
-        assert!(!needed.is_empty());
-        for lib in &needed {
-            assert!(["libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2"].contains(lib), "{exe} links {lib}");
-        }
+        assert_eq!(version_lines[0], version_lines[1], "both platforms' binaries say the same");
     }
+}
+
+#[test]
+fn the_glibc_reader_reads_what_a_dynamic_binary_asks_for() {
+    // This test binary is linked against this machine's glibc.
+    let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let (major, minor) = highest_glibc(&me).expect("a glibc-linked binary names versions");
+    assert!(major == 2 && minor >= 17, "{major}.{minor}");
+    assert_eq!(highest_glibc(b"static: no version"), None);
 }

@@ -68,6 +68,9 @@ enum Cmd {
         /// Servers: 1, or 3 for the HA path (stacked etcd, rolling changes).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
         servers: u8,
+        /// The servers' architecture: arm64 (the guide's own) boots under qemu-user emulation.
+        #[arg(long, default_value = "amd64")]
+        arch: testbed::Arch,
     },
 }
 
@@ -92,6 +95,9 @@ enum BedCmd {
         /// The servers' system locale (/etc/default/locale), e.g. de_DE.UTF-8.
         #[arg(long)]
         locale: Option<String>,
+        /// The servers' architecture: arm64 boots under qemu-user emulation.
+        #[arg(long, default_value = "amd64")]
+        arch: testbed::Arch,
     },
     /// Print the BED_* variables of a bed that is up.
     Env {
@@ -154,14 +160,28 @@ fn test(args: &[String]) -> Result<()> {
     let scripts = root.join("scripts");
     let mut t = Vec::new();
     timed("prerequisites (apt)", &mut t, Command::new("bash").arg(scripts.join("install-prereqs.sh")))?;
-    for suite in ["bookworm", "bullseye"] {
-        timed(
-            &format!("rootfs {suite} (debootstrap)"),
-            &mut t,
-            Command::new("bash").arg(scripts.join("build-rootfs.sh")).args([suite, "amd64"]).stdout(std::process::Stdio::null()),
-        )?;
+    timed("binfmt arm64 (qemu-user)", &mut t, Command::new("bash").arg(scripts.join("binfmt.sh")).arg("arm64"))?;
+    // The root file systems (debootstrap; arm64's second stage emulated) are
+    // made while Kubernetes builds: on a fresh machine they overlap.
+    let rootfs = std::thread::spawn({
+        let scripts = scripts.clone();
+        move || {
+            let mut t = Vec::new();
+            for (suite, arch) in [("bookworm", "amd64"), ("bullseye", "amd64"), ("bookworm", "arm64")] {
+                timed(
+                    &format!("rootfs {suite}/{arch} (debootstrap)"),
+                    &mut t,
+                    Command::new("bash").arg(scripts.join("build-rootfs.sh")).args([suite, arch]).stdout(std::process::Stdio::null()),
+                )?;
+            }
+            Ok::<_, anyhow::Error>(t)
+        }
+    });
+    for arch in ["amd64", "arm64"] {
+        timed(&format!("kubernetes build {arch}"), &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).arg(arch).stdout(std::process::Stdio::null()))?;
     }
-    timed("kubernetes build", &mut t, Command::new("bash").arg(scripts.join("build-kubernetes.sh")).stdout(std::process::Stdio::null()))?;
+    t.extend(rootfs.join().map_err(|_| anyhow::anyhow!("the root file system builds stopped"))??);
+    timed("cross toolchain (zig, musl targets)", &mut t, Command::new("bash").arg(scripts.join("install-cross.sh")).stdout(std::process::Stdio::null()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // rustfmt and clippy come with the toolchain's default profile; add them if this one lacks them.
     let has =
@@ -172,7 +192,15 @@ fn test(args: &[String]) -> Result<()> {
     timed("cargo fmt --check", &mut t, Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--check"]))?;
     timed("cargo clippy", &mut t, Command::new(&cargo).current_dir(&root).args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     timed("cargo build", &mut t, Command::new(&cargo).current_dir(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
-    timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
+    // Every test binary's tests in one pool (cargo-nextest, on every machine
+    // of this kind): two at a time, whichever binary they belong to, each in
+    // a process of its own, each bounded (.config/nextest.toml).
+    if has("nextest") {
+        timed("tests (nextest)", &mut t, Command::new(&cargo).current_dir(&root).args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
+        timed("doc tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--doc"]))?;
+    } else {
+        timed("tests", &mut t, Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))?;
+    }
     print_timings(&t);
     Ok(())
 }
@@ -194,15 +222,16 @@ fn probe_reply() -> Result<()> {
     Ok(())
 }
 
-fn demo(keep: bool, servers: u8) -> Result<()> {
+fn demo(keep: bool, servers: u8, arch: testbed::Arch) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let options = BedOptions { arch, ..Default::default() };
     // One server, or an HA plane of N on one bridge with stacked etcd.
     let (single, cluster) = if servers <= 1 {
-        let mut bed = Bed::up("demo")?;
+        let mut bed = Bed::up_with("demo", &options)?;
         bed.teardown_on_drop = !keep;
         (Some(bed), None)
     } else {
-        let mut c = Cluster::up("demo", servers)?;
+        let mut c = Cluster::up_with("demo", servers, &options)?;
         c.teardown_on_drop = !keep;
         (None, Some(c))
     };
@@ -221,6 +250,10 @@ fn demo(keep: bool, servers: u8) -> Result<()> {
     let path = format!("{}:{}", target_dir().join("debug").display(), std::env::var("PATH").unwrap_or_default());
     let mut boot = Command::new("kubectl");
     boot.env("PATH", &path).arg("bootstrap").args(&boot_args);
+    if !arch.native() {
+        // Emulation is slow: a first deploy takes minutes.
+        boot.args(["--timeout", "8m"]);
+    }
     eprintln!("\n== {boot:?}");
     let st = boot.status()?;
     if !st.success() {
@@ -243,11 +276,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Bed { command } => match command {
-            BedCmd::Up { name, servers: 1, link, zstd, os, locale } => Bed::up_with(&name, &BedOptions { link, zstd, os, locale }).map(|mut b| {
+            BedCmd::Up { name, servers: 1, link, zstd, os, locale, arch } => Bed::up_with(&name, &BedOptions { link, zstd, os, locale, arch }).map(|mut b| {
                 b.teardown_on_drop = false;
                 print!("{}", b.env_lines());
             }),
-            BedCmd::Up { name, servers, link, zstd, os, locale } => Cluster::up_with(&name, servers, &BedOptions { link, zstd, os, locale }).map(|mut c| {
+            BedCmd::Up { name, servers, link, zstd, os, locale, arch } => Cluster::up_with(&name, servers, &BedOptions { link, zstd, os, locale, arch }).map(|mut c| {
                 c.teardown_on_drop = false;
                 print!("{}", c.env_lines());
             }),
@@ -310,7 +343,7 @@ fn main() -> ExitCode {
         Cmd::Faults { seed, cuts, sigints } => faults::run(seed, cuts, sigints),
         Cmd::Install { prefix } => release::install(prefix),
         Cmd::Dist { out } => release::dist(out),
-        Cmd::Demo { keep, servers } => demo(keep, servers),
+        Cmd::Demo { keep, servers, arch } => demo(keep, servers, arch),
         Cmd::ProbeReply => probe_reply(),
     };
     match r {

@@ -151,9 +151,9 @@ fn hash_all(found: &[Found], cache: &HashCache) {
 }
 
 /// What each unit's binary says it is (`Kubernetes v1.20.2`), all at
-/// once: the cache's line for this content, else the binary's own
-/// `--version` (run by its path, only while the path still holds the file
-/// that was hashed). With each binary and its hash.
+/// once: the cache's line for this content, else the version its build
+/// recorded in it, else the binary's own `--version` (run by its path, only
+/// while the path still holds the file that was hashed). With each binary.
 fn version_lines<'f>(found: &'f [Found], cache: &HashCache, timeout: std::time::Duration) -> Vec<(&'f Found, Result<String, crate::error::Unusable>)> {
     let binaries = found.iter().filter(|f| f.spec.kind == FileKind::Binary && crate::model::UNITS.iter().any(|u| u.exec == f.spec.dest));
     std::thread::scope(|s| {
@@ -161,11 +161,15 @@ fn version_lines<'f>(found: &'f [Found], cache: &HashCache, timeout: std::time::
             .map(|f| {
                 s.spawn(move || {
                     let known = f.hashed().and_then(|(_, sha)| cache.version(sha));
+                    // Read from its bytes (any architecture), else asked of
+                    // the binary itself, which runs only if it is built for
+                    // this machine (or emulated here).
+                    let read = || f.asset.as_ref().ok().and_then(crate::local::files::git_version);
                     let run = || match &f.asset {
                         Ok(a) if a.still_at_path() => version_line(&f.path, timeout.min(VERSION_PROBE_TIMEOUT)),
                         _ => Err(format!("{} changed while it was being read", crate::output::redact::line(&f.path.display().to_string())).into()),
                     };
-                    (f, known.map(Ok).unwrap_or_else(run))
+                    (f, known.or_else(read).map(Ok).unwrap_or_else(run))
                 })
             })
             .collect();
@@ -202,7 +206,8 @@ fn scheduler_version(
                 }
             }
             Err(e) if is_reader => problems.push(Problem::new(format!("{} version: {e}", f.spec.dest), fix)),
-            // Another architecture's binaries say nothing here: cpcheck asks them on the server.
+            // Only the scheduler's version decides anything here; the others'
+            // are for the report (cpcheck reads them on the server).
             Err(_) => {}
         }
     }

@@ -286,6 +286,20 @@ fn free_space(facts: &Probe, plan: &Plan) -> Vec<Problem> {
         .collect()
 }
 
+/// One set of binaries serves one architecture: servers that differ are one
+/// problem, naming each server's.
+fn architectures(servers: &[(&str, &Probe)]) -> Option<Problem> {
+    let named = |p: &Probe| crate::model::arch::Arch::from_uname(&p.arch).map(|a| a.platform()).unwrap_or_else(|| crate::output::redact::line(&p.arch));
+    let first = named(servers.first()?.1);
+    servers.iter().any(|(_, p)| named(p) != first).then(|| {
+        let each: Vec<String> = servers.iter().map(|(n, p)| format!("{n} {}", named(p))).collect();
+        Problem::new(
+            format!("the servers differ in architecture ({}): one plane runs one set of binaries", each.join(", ")),
+            "use servers of one architecture, or bootstrap each architecture's servers as a plane of its own",
+        )
+    })
+}
+
 /// The apiserver's serving certificate as the person who has it names it.
 fn serving_name() -> String {
     asset_named_by(APISERVER, "tls-cert-file")
@@ -324,6 +338,7 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
     if servers.len() < 2 {
         return p;
     }
+    p.extend(architectures(servers));
     let mut hostnames: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut addresses: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (name, probe) in servers {
@@ -493,6 +508,9 @@ mod tests {
             two(&s1, &no_route),
             vec!["s2: no default route: the apiserver cannot pick an address to advertise: give the server a default route (the apiserver advertises its interface's address)"]
         );
+        // One set of binaries serves one architecture.
+        let arm = Probe { arch: "aarch64".into(), ..server("server-2", "10.0.0.2") };
+        assert_eq!(two(&s1, &arm), vec!["the servers differ in architecture (s1 linux/amd64, s2 linux/arm64): one plane runs one set of binaries: use servers of one architecture, or bootstrap each architecture's servers as a plane of its own"]);
         // --endpoint, checked with one server too.
         let e = |s: &str| crate::model::Endpoint::parse_https(s).unwrap();
         assert!(cluster(&d, &[("s1", &s1)], Some(&e("https://lb.example:6443"))).is_empty());

@@ -143,6 +143,65 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
     Ok(buf)
 }
 
+/// The Kubernetes release a binary of any architecture says it is,
+/// without running it: the `gitVersion=v…` its build recorded
+/// ([`crate::model::version::GIT_VERSION_MARK`]), read through the asset's
+/// handle in 1 MiB pieces (`Kubernetes v1.20.2`, as `--version` prints it).
+pub fn git_version(a: &Asset) -> Option<String> {
+    let mark = crate::model::version::GIT_VERSION_MARK.as_bytes();
+    let finder = memchr::memmem::Finder::new(mark);
+    let mut f = a.reopen().ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0;
+    loop {
+        let n = f.read(&mut buf[have..]).ok()?;
+        have += n;
+        if let Some(at) = finder.find(&buf[..have]) {
+            let rest = &buf[at + mark.len()..have];
+            match rest.iter().position(|b| !(b.is_ascii_alphanumeric() || b"._+-".contains(b))) {
+                Some(end) => {
+                    let v = std::str::from_utf8(&rest[..end]).ok().filter(|v| v.starts_with(|c: char| c.is_ascii_digit()) && end <= 64)?;
+                    return Some(format!("Kubernetes v{v}"));
+                }
+                // The version runs on into the next piece: keep it from the mark.
+                None if n > 0 && rest.len() < 64 => {
+                    buf.copy_within(at..have, 0);
+                    have -= at;
+                    continue;
+                }
+                None => return None,
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        // Keep the tail: the mark may straddle two pieces.
+        let keep = have.min(mark.len());
+        buf.copy_within(have - keep..have, 0);
+        have = keep;
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_read_from_the_bytes_wherever_it_falls() {
+        let dir = tempfile::tempdir().unwrap();
+        for pad in [0usize, 5, (1 << 20) - 14, (1 << 20) - 5, (1 << 20) + 3] {
+            let p = dir.path().join(format!("bin-{pad}"));
+            let mut bytes = vec![0u8; pad];
+            bytes.extend_from_slice(b"build\t-ldflags=\"-X 'k8s.io/component-base/version.gitVersion=v1.20.2' -X x\"\x00more");
+            std::fs::write(&p, &bytes).unwrap();
+            assert_eq!(git_version(&Asset::open(&p).unwrap()).as_deref(), Some("Kubernetes v1.20.2"), "at {pad}");
+        }
+        let p = dir.path().join("none");
+        std::fs::write(&p, b"\x7fELF no version here gitVersion=vX").unwrap();
+        assert_eq!(git_version(&Asset::open(&p).unwrap()), None);
+    }
+}
+
 /// The sha256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

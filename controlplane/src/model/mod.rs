@@ -2,6 +2,7 @@
 //! generated at build time from `manifests/` by `codegen` (see build.rs).
 //! Nothing in this crate or the plugins hard-codes a flag, path or rule.
 
+pub mod arch;
 pub mod overrides;
 pub mod version;
 

@@ -1,6 +1,12 @@
 //! Kubernetes versions: parsed from what binaries and the API say, and what
 //! depends on them (the scheduler config's apiVersion).
 
+/// The bytes before a Kubernetes release's version in its binaries (the
+/// build's `-ldflags -X …gitVersion=v1.20.2`, kept in Go's build info): the
+/// version is read there, on the jumpbox and on the server, without running
+/// a binary that may be built for another architecture.
+pub const GIT_VERSION_MARK: &str = "gitVersion=v";
+
 use super::SCHEDULER_CONFIG;
 
 /// A Kubernetes version as `major.minor`, from `Kubernetes v1.20.2` or `v1.32`.

@@ -40,6 +40,9 @@ pub struct UnitStatus {
     pub text: Option<String>,
     /// The running main process's argv.
     pub cmdline: Vec<String>,
+    /// The binfmt interpreter that runs the process (an emulated server):
+    /// `cmdline` is then the program's own argv, without it.
+    pub interpreter: Option<String>,
     /// First line of `BINARY --version` of the installed binary (cpcheck).
     pub binary_version: Option<String>,
     /// When systemd restarted it by itself: the journal lines that say
@@ -65,6 +68,7 @@ impl Default for UnitStatus {
             sockets: Vec::new(),
             text: None,
             cmdline: Vec::new(),
+            interpreter: None,
             binary_version: None,
             crashes: Ok(Vec::new()),
         }

@@ -19,17 +19,38 @@ fn version<'a>(ctx: &'a Ctx, client: &'a kube::Client, _: Item) -> futures::futu
             return Finding::fail(format!("/version: HTTP {status}"), format!("journalctl -u {}", APISERVER.unit()));
         }
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let git = v["gitVersion"].as_str().unwrap_or("?").to_string();
+        let show = |k: &str| crate::output::redact::line(v[k].as_str().unwrap_or("?"));
+        let (git, platform) = (show("gitVersion"), show("platform"));
         let _ = ctx.probe().await; // what the server read, once it has
-        let binary = ctx.host().and_then(|h| h.units.get(APISERVER.unit())).and_then(|u| u.binary_version.clone());
+        let Some(host) = ctx.host() else {
+            return Finding::pass(format!("gitVersion {git}, platform {platform} (no --ssh: not compared with the installed binary or the server's architecture)"));
+        };
+        let arch = crate::model::arch::Arch::from_uname(&host.arch);
+        match arch {
+            Some(a) if a.platform() != platform => {
+                return Finding::fail(
+                    format!("the API says platform {platform}, the server is {a} (uname -m {})", crate::output::redact::line(&host.arch)),
+                    "install the control-plane binaries built for the server's architecture (kubectl bootstrap server DEST)",
+                )
+            }
+            None => {
+                return Finding::warn(
+                    format!("gitVersion {git}, platform {platform}; the server's architecture `{}` is not one this tool knows", crate::output::redact::line(&host.arch)),
+                    "",
+                )
+            }
+            Some(_) => {}
+        }
         // Exact version tokens: v1.32.10 is not v1.32.1.
-        match binary {
+        match host.units.get(APISERVER.unit()).and_then(|u| u.binary_version.clone()) {
             Some(b) if !b.split_whitespace().any(|w| w == git) => {
                 Finding::warn(format!("API says {git}, {} says {b}", APISERVER.exec()), format!("systemctl restart {} (the binary changed since it started)", APISERVER.unit()))
             }
-            Some(_) => Finding::pass(format!("gitVersion {git}, as the installed binary says")),
-            None if ctx.host().is_some() => Finding::pass(format!("gitVersion {git} (the installed binary's version could not be read)")),
-            None => Finding::pass(format!("gitVersion {git}")),
+            Some(_) => Finding::pass(format!("gitVersion {git}, platform {platform}, as the installed binary and the server say")),
+            None => Finding::warn(
+                format!("gitVersion {git}, platform {platform}; the installed {} did not say its version, so it was not compared", APISERVER.exec()),
+                format!("run {} --version on the server", APISERVER.exec()),
+            ),
         }
     }
     .boxed()

@@ -12,6 +12,7 @@ pub const CHECKS: &[Def] = &[
     Def { id: "host.reload", title: |i| format!("systemd has read the current {}", i.component().unit()), each: Each::Component, run: Run::Host(reload) },
     Def { id: "host.dropins", title: |i| format!("nothing but {} defines {}", unit_dest(i.component()), i.component().unit()), each: Each::Component, run: Run::Host(dropins) },
     Def { id: "host.userland", title: |_| "systemd, coreutils and the commands the plugins run are there".into(), each: Each::One, run: Run::Host(userland) },
+    Def { id: "host.arch", title: |_| "the installed binaries are built for the server's architecture".into(), each: Each::One, run: Run::Host(arch) },
     Def { id: "host.directories", title: |_| "the layout's directories have their modes and owners".into(), each: Each::One, run: Run::Host(directories) },
     Def { id: "host.paths", title: |_| "every path a flag references exists".into(), each: Each::One, run: Run::Host(paths) },
     Def { id: "host.permissions", title: |_| "keys, kubeconfigs and the encryption config are 0600 root:root".into(), each: Each::One, run: Run::Host(permissions) },
@@ -221,5 +222,30 @@ fn etcd(_: &Ctx, h: &Probe, _: Item) -> Finding {
             format!("etcd does not answer healthy on {}: {}", crate::model::etcd_endpoint(), if h.etcd_health.is_empty() { "no answer" } else { &h.etcd_health }),
             "systemctl status etcd; journalctl -u etcd",
         )
+    }
+}
+
+/// Each installed binary's ELF machine is the server's (`uname -m`).
+fn arch(_: &Ctx, h: &Probe, _: Item) -> Finding {
+    use crate::model::arch::{Arch, Elf};
+    let Some(server) = Arch::from_uname(&h.arch) else {
+        return Finding::warn(format!("the server's architecture `{}` is not one this tool knows", crate::output::redact::line(&h.arch)), "");
+    };
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for f in FILES.iter().filter(|f| f.kind == crate::model::FileKind::Binary) {
+        let Some(head) = h.heads.get(f.dest) else { continue };
+        n += 1;
+        match Elf::of(head) {
+            Elf::Executable(a) if a == server => {}
+            Elf::Executable(a) => wrong.push(format!("{} is built for {a}", f.dest)),
+            Elf::OtherMachine(m) => wrong.push(format!("{} is built for ELF machine {m}", f.dest)),
+            Elf::NotExecutable | Elf::NotElf => wrong.push(format!("{} is not an ELF executable", f.dest)),
+        }
+    }
+    match (n, wrong.is_empty()) {
+        (0, _) => Finding::skip("no binary of the layout is installed"),
+        (_, true) => Finding::pass(format!("{n} binaries built for {server}, as the server is")),
+        (_, false) => Finding::fail(format!("{}; the server is {server}", wrong.join(", ")), format!("kubectl bootstrap server DEST with the {} binaries", server.platform())),
     }
 }

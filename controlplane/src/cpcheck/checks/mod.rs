@@ -155,6 +155,27 @@ mod tests {
                 "the server runs systemd 237; the plugins need 239 or later",
             ),
             (
+                "a binary of another architecture",
+                Box::new(|p: &mut Probe| {
+                    let bin = FILES.iter().find(|f| f.kind == crate::model::FileKind::Binary).unwrap().dest;
+                    p.heads.get_mut(bin).unwrap()[18] = 0xb7;
+                }),
+                none(),
+                "host.arch",
+                Status::Fail,
+                "is built for linux/arm64; the server is linux/amd64",
+            ),
+            (
+                "an apiserver built for another platform",
+                keep(),
+                Box::new(|m: &str, p: &str| {
+                    (m == "GET" && p == "/version").then(|| (200, serde_json::json!({"major": "1", "minor": "20", "gitVersion": "v1.20.2", "platform": "linux/arm64"}).to_string()))
+                }),
+                "api.version",
+                Status::Fail,
+                "the API says platform linux/arm64, the server is linux/amd64",
+            ),
+            (
                 "unit edited",
                 Box::new(|p: &mut Probe| {
                     let u = p.units.get_mut("kube-scheduler.service").unwrap();

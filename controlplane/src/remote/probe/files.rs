@@ -11,7 +11,13 @@ use super::{b64_text, list, malformed, Probe, ProbeError, Reading, Request, Tag}
 use crate::model::{FileKind, FileMode, DIRECTORIES, FILES, STATE_DIR, UNITS};
 use crate::remote::shell_quote as q;
 
-pub(crate) const TAGS: &[Tag] = &[Tag::Stat, Tag::Dir, Tag::Text, Tag::Hit, Tag::Sum, Tag::Version, Tag::Fingerprint, Tag::FingerprintHit, Tag::FingerprintSum];
+pub(crate) const TAGS: &[Tag] = &[Tag::Stat, Tag::Dir, Tag::Text, Tag::Hit, Tag::Sum, Tag::Version, Tag::Fingerprint, Tag::FingerprintHit, Tag::FingerprintSum, Tag::Elf];
+
+/// How long a binary's `--version` may run on the server (an emulated
+/// apiserver under qemu-user takes seconds to start).
+pub const SERVER_VERSION_TIMEOUT: u32 = 30;
+
+use crate::model::version::GIT_VERSION_MARK;
 
 /// Sets `$H` to the server's fastest sha256 command: OpenSSL's (SHA-NI where
 /// the CPU has it) when installed, else coreutils' sha256sum. Both print the
@@ -279,11 +285,14 @@ pub(crate) fn script(req: &Request) -> String {
         format!("st=$(stat -c \"stat${{T}}%n${{T}}%f${{T}}%a${{T}}%U${{T}}%G${{T}}%s${{T}}{STAMP_FMT}\" -- {files} 2>/dev/null)\nprintf '%s\\n' \"$st\"\n", files = list(&files));
     if req.layout {
         let texts: Vec<&str> = FILES.iter().filter(|f| matches!(f.kind, FileKind::Unit | FileKind::Config)).map(|f| f.dest).collect();
+        let bins: Vec<&str> = FILES.iter().filter(|f| f.kind == FileKind::Binary).map(|f| f.dest).collect();
         let dirs: Vec<&str> = DIRECTORIES.iter().map(|d| d.path).collect();
         s.push_str(&format!(
             "for f in {texts}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"text${{T}}$f${{T}}$(base64 -w0 \"$f\")\"; done\n\
+             for f in {bins}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && echo \"elf${{T}}$f${{T}}$(head -c 20 \"$f\" | od -An -v -tx1 | tr -d ' \\n')\"; done\n\
              stat -c \"dir${{T}}%n${{T}}%f${{T}}%a${{T}}%U${{T}}%G\" -- {dirs} 2>/dev/null\n",
             texts = list(&texts),
+            bins = list(&bins),
             dirs = list(&dirs),
         ));
     }
@@ -319,7 +328,11 @@ pub(crate) fn script(req: &Request) -> String {
         s.push_str(&format!(
             "vs=$(printf '%s\\n' \"$st\" | awk -F\"$T\" -v T=\"$T\" -v C=\"$C\" -v want={want} 'BEGIN {{ n = split(want, W, \" \"); for (i = 1; i < n; i += 2) U[W[i]] = W[i + 1]; while ((getline l < C) > 0) {{ split(l, a, \" \"); if (a[1] == \"{FILE_WORD}\") F[a[2] \" \" a[4]] = a[3]; else if (a[1] == \"{VERSION_WORD}\") {{ v = l; sub(/^{VERSION_WORD} [0-9a-f]+ /, \"\", v); V[a[2]] = v }} }} }} $1 == \"stat\" && ($2 in U) {{ k = $8 \" \" $2; if ((k in F) && (F[k] in V)) print \"known\" T U[$2] T V[F[k]]; else print \"ask\" T U[$2] T $2 }}')\n\
              printf '%s\\n' \"$vs\" | {{ n=0; while IFS=\"$T\" read -r what unit v; do n=$((n + 1)); case \"$what\" in known) echo \"version${{T}}$unit${{T}}$(printf '%s' \"$v\" | base64 -w0)\" ;; ask) [ -f \"$v\" ] && [ -x \"$v\" ] && {ask} ;; esac; done; wait; }}\n",
-            ask = super::background("version-$n", "echo \"version${T}$unit${T}$(timeout 5 \"$v\" --version 2>/dev/null | head -n 1 | base64 -w0)\"").trim_end(),
+            ask = super::background(
+                "version-$n",
+                &format!("l=$(grep -a -o -m 1 '{GIT_VERSION_MARK}[0-9][0-9A-Za-z.+_-]*' \"$v\" | head -n 1); if [ -n \"$l\" ]; then l=\"Kubernetes v${{l#{GIT_VERSION_MARK}}}\"; else l=$(timeout {SERVER_VERSION_TIMEOUT} \"$v\" --version 2>/dev/null | head -n 1); fi; echo \"version${{T}}$unit${{T}}$(printf '%s' \"$l\" | base64 -w0)\""),
+            )
+            .trim_end(),
             want = q(&pairs.join(" ")),
         ));
     }
@@ -413,6 +426,16 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe, r: &mut Reading) -> Res
                 return Err(malformed(tag, "not a sha256"));
             }
             p.fingerprints.insert(path(tag, file)?, format!("sha256:{sha}"));
+        }
+        (Tag::Elf, [file, hex]) => {
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| malformed(tag, "not hex"))?;
+            if bytes.len() > 20 || hex.len() % 2 != 0 {
+                return Err(malformed(tag, "not the first 20 bytes in hex"));
+            }
+            p.heads.insert(path(tag, file)?, bytes);
         }
         (Tag::FingerprintSum, [line]) => {
             let (sha, file) = sum_line(tag, line)?;

@@ -157,6 +157,7 @@ pub enum Tag {
     Pending,
     Stale,
     Disk,
+    Elf,
 }
 
 impl Tag {
@@ -197,6 +198,7 @@ impl Tag {
         Tag::Pending,
         Tag::Stale,
         Tag::Disk,
+        Tag::Elf,
     ];
 
     /// The word the script writes.
@@ -238,6 +240,7 @@ impl Tag {
             Tag::Pending => "pending",
             Tag::Stale => "stale",
             Tag::Disk => "disk",
+            Tag::Elf => "elf",
         }
     }
 
@@ -308,6 +311,9 @@ pub struct Probe {
     pub kubeconfigs: BTreeMap<String, (String, Option<String>)>,
     /// Provider names of the encryption config, in order.
     pub encryption_providers: Vec<String>,
+    /// The first 20 bytes of each of the layout's binaries (their ELF
+    /// header: which machine they are built for).
+    pub heads: BTreeMap<String, Vec<u8>>,
 }
 
 impl Probe {

@@ -26,7 +26,7 @@ pub(crate) fn script(req: &Request) -> String {
            if props=$({show} 2>/dev/null); then\n\
              echo \"props${{T}}$(printf '%s' \"$props\" | base64 -w0)\"\n\
              mains=$(printf '%s\\n' \"$props\" | awk -v u={names} 'BEGIN {{ split(u, U, \" \"); i = 1 }} /^$/ {{ i++; next }} /^MainPID=/ {{ p = substr($0, 9); if (p != \"0\") print U[i], p }}')\n\
-             printf '%s\\n' \"$mains\" | while read -r u p; do [ -n \"$p\" ] && [ -r \"/proc/$p/cmdline\" ] && echo \"cmdline${{T}}$u${{T}}$(base64 -w0 < \"/proc/$p/cmdline\")\"; done\n\
+             printf '%s\\n' \"$mains\" | while read -r u p; do [ -n \"$p\" ] && [ -r \"/proc/$p/cmdline\" ] && echo \"cmdline${{T}}$u${{T}}$(base64 -w0 < \"/proc/$p/cmdline\")${{T}}$(readlink \"/proc/$p/exe\" | base64 -w0)\"; done\n\
            else\n\
              echo \"error${{T}}systemctl show${{T}}$({show} 2>&1 >/dev/null | base64 -w0)\"\n\
            fi\n\
@@ -46,6 +46,24 @@ pub(crate) fn script(req: &Request) -> String {
         Journals::Since(units, since) => s.push_str(&each(&super::list(&units.iter().map(|c| c.unit()).collect::<Vec<_>>()), Some(*since))),
     }
     s
+}
+
+/// A process's argv as its program sees it. Under binfmt emulation the
+/// kernel runs the registered interpreter: `/proc/PID/exe` is the
+/// interpreter, not the unit's program, and the command line starts with the
+/// interpreter, then the program's path (then, with qemu's preserve-argv0
+/// flag, argv0 again). Then the interpreter is split off and the argv taken
+/// from the last word equal to the program's path among the first three;
+/// a real process (its exe the program, its argv0 the program) is taken as
+/// it is.
+pub fn program_argv(words: Vec<String>, exe: Option<&str>, program: &str) -> (Option<String>, Vec<String>) {
+    let exe = exe.map(|e| e.trim_end_matches(" (deleted)"));
+    // Not the program running (or not said), and not the program's own argv0.
+    let emulated = !program.is_empty() && exe != Some(program) && words.first().is_some_and(|w| w != program);
+    match (emulated, words.iter().take(3).rposition(|w| w == program)) {
+        (true, Some(i)) if i > 0 => (words.first().cloned(), words[i..].to_vec()),
+        _ => (None, words),
+    }
 }
 
 fn unit(tag: Tag, name: &str) -> Result<&'static str, ProbeError> {
@@ -69,10 +87,14 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe) -> Result<(), ProbeErro
                 }
             }
         }
-        (Tag::Cmdline, [name, b]) => {
+        (Tag::Cmdline, [name, b, rest @ ..]) if rest.len() <= 1 => {
             let u = unit(tag, name)?;
             let bytes = b64(tag, b)?;
-            p.units.entry(u.to_string()).or_default().cmdline = bytes.split(|c| *c == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+            let words: Vec<String> = bytes.split(|c| *c == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+            let exe = rest.first().map(|e| b64(tag, e)).transpose()?.map(|e| String::from_utf8_lossy(&e).trim_end_matches('\n').to_string());
+            let st = p.units.entry(u.to_string()).or_default();
+            let program = Component::of_unit(u).map(|c| c.exec()).unwrap_or_default();
+            (st.interpreter, st.cmdline) = program_argv(words, exe.as_deref(), program);
         }
         (Tag::Journal, [name, b]) => {
             let u = unit(tag, name)?;
@@ -99,5 +121,33 @@ pub(crate) fn finish(p: &mut Probe) {
                 p.units.entry(u.file_name.to_string()).or_default().text = Some(t.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::program_argv;
+
+    fn w(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn an_emulated_process_is_read_as_its_program_sees_it() {
+        let p = "/usr/local/bin/kube-scheduler";
+        // As an arm64 server under qemu-user (binfmt, flags PF) shows it.
+        let emulated = w(&["/usr/libexec/qemu-binfmt/aarch64-binfmt-P", p, p, "--config=/etc/kubernetes/config/kube-scheduler.yaml", "--v=2"]);
+        let (interp, argv) = program_argv(emulated, Some("/usr/libexec/qemu-binfmt/aarch64-binfmt-P"), p);
+        assert_eq!(interp.as_deref(), Some("/usr/libexec/qemu-binfmt/aarch64-binfmt-P"));
+        assert_eq!(argv, w(&[p, "--config=/etc/kubernetes/config/kube-scheduler.yaml", "--v=2"]));
+        // Without preserve-argv0.
+        let (_, argv) = program_argv(w(&["/usr/bin/qemu-aarch64-static", p, "--v=2"]), None, p);
+        assert_eq!(argv, w(&[p, "--v=2"]));
+        // A real process, and one whose binary was replaced since it started.
+        for exe in [Some(p), Some("/usr/local/bin/kube-scheduler (deleted)"), None] {
+            assert_eq!(program_argv(w(&[p, "--v=2"]), exe, p), (None, w(&[p, "--v=2"])));
+        }
+        // Something else entirely is left as it is (the check then says so).
+        assert_eq!(program_argv(w(&["/usr/bin/python3", "x.py"]), Some("/usr/bin/python3.11"), p).1, w(&["/usr/bin/python3", "x.py"]));
     }
 }
