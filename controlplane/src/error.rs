@@ -129,6 +129,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// warning is the same shape: it does not change the exit code).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// A preflight problem's stable id (`--ignore-preflight-errors` names it).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub id: &'static str,
     /// The server it was found on, when a run has several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
@@ -141,7 +144,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { server: None, what: what.into(), fix: fix.into(), journal: Vec::new() }
+        Problem { id: "", server: None, what: what.into(), fix: fix.into(), journal: Vec::new() }
+    }
+    /// A preflight problem with its stable id.
+    pub fn check(id: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem { id, ..Problem::new(what, fix) }
     }
     /// The same problem, with the journal lines that show it.
     pub fn with_journal(mut self, lines: Vec<String>) -> Self {

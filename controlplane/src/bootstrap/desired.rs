@@ -201,11 +201,15 @@ fn scheduler_version(
                 if is_reader {
                     match Version::parse(&l) {
                         Some(v) => chosen = Some(v),
-                        None => problems.push(Problem::new(format!("{} version: `--version` printed no version: {}", f.spec.dest, crate::output::redact::line(&l)), fix)),
+                        None => problems.push(Problem::check(
+                            "scheduler-version",
+                            format!("{} version: `--version` printed no version: {}", f.spec.dest, crate::output::redact::line(&l)),
+                            fix,
+                        )),
                     }
                 }
             }
-            Err(e) if is_reader => problems.push(Problem::new(format!("{} version: {e}", f.spec.dest), fix)),
+            Err(e) if is_reader => problems.push(Problem::check("scheduler-version", format!("{} version: {e}", f.spec.dest), fix)),
             // Only the scheduler's version decides anything here; the others'
             // are for the report (cpcheck reads them on the server).
             Err(_) => {}
@@ -223,7 +227,7 @@ fn rendered(path: &str, text: &str, units: &[DesiredUnit], version: Option<Versi
     match version {
         Some(v) if path == SCHEDULER_CONFIG.manifest => render_scheduler_config(v).ok_or_else(|| {
             let reader = crate::model::placed(SCHEDULER_CONFIG.manifest).and_then(|f| f.restarts.first().copied());
-            Problem::new(format!("{} {v} is older than v1.19", reader.map(|r| r.name()).unwrap_or_default()), "use control-plane binaries of v1.19 or newer")
+            Problem::check("scheduler-version", format!("{} {v} is older than v1.19", reader.map(|r| r.name()).unwrap_or_default()), "use control-plane binaries of v1.19 or newer")
         }),
         _ => Ok(text.to_string()),
     }
@@ -234,7 +238,8 @@ fn desired_file(spec: &'static FileSpec, assets: &Path, found: &[Found], units: 
     match spec.source {
         Source::Asset(candidates) => {
             let Some(f) = found.iter().find(|f| std::ptr::eq(f.spec, spec)) else {
-                return Err(Problem::new(
+                return Err(Problem::check(
+                    "asset-missing",
                     format!("missing asset {} (for {})", crate::output::redact::line(&assets.join(candidates[0]).display().to_string()), spec.dest),
                     format!("put it at {} in the assets directory, or pass --assets DIR", candidates.join(" or ")),
                 ));
@@ -242,7 +247,8 @@ fn desired_file(spec: &'static FileSpec, assets: &Path, found: &[Found], units: 
             let hashed = f.hash.get().cloned().expect("every found asset was hashed");
             match hashed.and_then(|h| f.asset.clone().map(|a| (h, a))) {
                 Ok(((size, sha256), a)) => Ok(DesiredFile { spec, content: Content::File(a), size, sha256 }),
-                Err(e) => Err(Problem::new(
+                Err(e) => Err(Problem::check(
+                    "asset-unreadable",
                     format!("asset {} {e}", crate::output::redact::line(&f.path.display().to_string())),
                     format!("put the {} file there (for {})", if spec.kind == FileKind::Binary { "binary" } else { "regular" }, spec.dest),
                 )),

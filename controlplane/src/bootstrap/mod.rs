@@ -118,7 +118,7 @@ fn local(o: &ServerOptions, overrides: Overrides, version: Option<Version>) -> L
             Some(r)
         }
         Err(e) => {
-            problems.push(Problem::new(format!("the admin kubeconfig: {e}"), "pass --kubeconfig FILE (admin credentials for the RBAC step)"));
+            problems.push(Problem::check("admin-kubeconfig", format!("the admin kubeconfig: {e}"), "pass --kubeconfig FILE (admin credentials for the RBAC step)"));
             None
         }
     };

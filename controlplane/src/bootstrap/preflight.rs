@@ -32,13 +32,13 @@ pub fn local(desired: &Desired, extra_kubeconfigs: Vec<(String, Result<pki::Kube
         let cidr = u.flag("service-cluster-ip-range").unwrap_or(APISERVER_DEFAULT_SERVICE_CIDR);
         match crate::model::service_ip(cidr) {
             Some(ip) => names.push((ip, format!("the kubernetes Service IP (first address of {cidr})"))),
-            None => p.push(Problem::new(format!("--service-cluster-ip-range={cidr} is not a CIDR"), "fix the override")),
+            None => p.push(Problem::check("service-cidr", format!("--service-cluster-ip-range={cidr} is not a CIDR"), "fix the override")),
         }
     }
     names.push(("127.0.0.1".into(), "loopback".into()));
     for (name, parsed) in &kubeconfigs {
         match parsed {
-            Err(e) => p.push(Problem::new(format!("{name}: {e}"), "regenerate it (the guide's step 05)")),
+            Err(e) => p.push(Problem::check("kubeconfig", format!("{name}: {e}"), "regenerate it (the guide's step 05)")),
             Ok(k) => {
                 if let Some(h) = k.host() {
                     names.push((crate::output::redact::line(&h), format!("the server of {name}")));
@@ -63,7 +63,7 @@ fn certificates<'d>(desired: &'d Desired, p: &mut Vec<Problem>) -> BTreeMap<&'d 
         let bytes = match f.bytes() {
             Ok(b) => b,
             Err(e) => {
-                p.push(Problem::new(format!("cannot read the asset for {}: {e}", f.spec.dest), "make it readable"));
+                p.push(Problem::check("asset-unreadable", format!("cannot read the asset for {}: {e}", f.spec.dest), "make it readable"));
                 continue;
             }
         };
@@ -72,11 +72,11 @@ fn certificates<'d>(desired: &'d Desired, p: &mut Vec<Problem>) -> BTreeMap<&'d 
                 Ok(c) => {
                     certs.insert(f.spec.dest, c);
                 }
-                Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM certificate")),
+                Err(e) => p.push(Problem::check("certificate", format!("{}: {e}", asset_name(f)), "replace it with the PEM certificate")),
             },
             FileKind::Secret if encryption == Some(f.spec.dest) => {
                 if let Err(e) = check_encryption_config(&bytes) {
-                    p.push(Problem::new(format!("{}: {e}", asset_name(f)), "write an EncryptionConfiguration (the guide's step 06)"));
+                    p.push(Problem::check("encryption-config", format!("{}: {e}", asset_name(f)), "write an EncryptionConfiguration (the guide's step 06)"));
                 }
             }
             _ => {}
@@ -93,11 +93,12 @@ fn keys(desired: &Desired, certs: &BTreeMap<&str, Cert>) -> Vec<Problem> {
         let Some(cert) = certs.get(crt.as_str()) else { continue };
         match f.bytes().map_err(|e| crate::error::Unusable(e.to_string())).and_then(|b| pki::key_matches(cert, &b)) {
             Ok(true) => {}
-            Ok(false) => p.push(Problem::new(
+            Ok(false) => p.push(Problem::check(
+                "key-mismatch",
                 format!("{} does not match the certificate {}", asset_name(f), crt.rsplit('/').next().unwrap_or(&crt)),
                 "use the key the certificate was issued for, or reissue the certificate",
             )),
-            Err(e) => p.push(Problem::new(format!("{}: {e}", asset_name(f)), "replace it with the PEM private key")),
+            Err(e) => p.push(Problem::check("key", format!("{}: {e}", asset_name(f)), "replace it with the PEM private key")),
         }
     }
     p
@@ -108,22 +109,28 @@ fn keys(desired: &Desired, certs: &BTreeMap<&str, Cert>) -> Vec<Problem> {
 fn kubeconfig(name: &str, k: &pki::KubeconfigInfo, serving: Option<&Cert>, ca: Option<&Cert>) -> Vec<Problem> {
     let mut p = Vec::new();
     match (&k.ca, serving) {
-        (None, _) => p.push(Problem::new(format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
-        (Some(kca), Some(s)) if !s.signed_by(kca) => {
-            p.push(Problem::new(format!("{name}: its CA does not verify the apiserver's serving certificate"), format!("use the CA that issued {}", serving_name())))
-        }
+        (None, _) => p.push(Problem::check("kubeconfig-ca", format!("{name}: no certificate-authority-data"), "embed the CA (kubectl config set-cluster --embed-certs)")),
+        (Some(kca), Some(s)) if !s.signed_by(kca) => p.push(Problem::check(
+            "kubeconfig-ca",
+            format!("{name}: its CA does not verify the apiserver's serving certificate"),
+            format!("use the CA that issued {}", serving_name()),
+        )),
         _ => {}
     }
     match (&k.client_cert, &k.client_key) {
         (Some(c), Some(key)) => {
             if !pki::key_matches(c, key).unwrap_or(false) {
-                p.push(Problem::new(format!("{name}: its client key does not match its client certificate"), "regenerate it"));
+                p.push(Problem::check("kubeconfig-key", format!("{name}: its client key does not match its client certificate"), "regenerate it"));
             }
             if ca.is_some_and(|ca| !c.signed_by(ca)) {
-                p.push(Problem::new(format!("{name}: its client certificate is not signed by {}", asset_named_by(APISERVER, "client-ca-file")), "reissue it from the cluster CA"));
+                p.push(Problem::check(
+                    "kubeconfig-chain",
+                    format!("{name}: its client certificate is not signed by {}", asset_named_by(APISERVER, "client-ca-file")),
+                    "reissue it from the cluster CA",
+                ));
             }
         }
-        _ => p.push(Problem::new(format!("{name}: no client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
+        _ => p.push(Problem::check("kubeconfig-credentials", format!("{name}: no client certificate and key"), "embed them (kubectl config set-credentials --embed-certs)")),
     }
     p
 }
@@ -135,11 +142,11 @@ fn serving_names(s: &Cert, names: Vec<(String, String)>) -> Vec<Problem> {
     let mut seen = std::collections::BTreeSet::new();
     for (n, why) in names {
         if seen.insert(n.clone()) && !s.covers(&n) {
-            p.push(Problem::new(format!("{} does not name {n} ({why})", serving_name()), "reissue it with that name among its subjectAltNames"));
+            p.push(Problem::check("serving-cert-names", format!("{} does not name {n} ({why})", serving_name()), "reissue it with that name among its subjectAltNames"));
         }
     }
     if s.seconds_left() <= 0 {
-        p.push(Problem::new(format!("{} has expired", serving_name()), "reissue it"));
+        p.push(Problem::check("cert-expired", format!("{} has expired", serving_name()), "reissue it"));
     }
     p
 }
@@ -178,14 +185,14 @@ pub fn remote(desired: &Desired, facts: &Probe, plan: &Plan) -> Vec<Problem> {
     p.extend(unit_overrides(desired, facts));
     for f in desired.files.iter().filter(|f| f.spec.kind == FileKind::Binary) {
         if let Err(e) = pki::check_elf(&f.head(64), &facts.arch) {
-            p.push(Problem::new(format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
+            p.push(Problem::check("arch", format!("{} {e}", asset_name(f)), format!("use the linux/{} build of {}", facts.arch, f.spec.dest.rsplit('/').next().unwrap_or(""))));
         }
     }
     // A port is the component's when its unit's main process holds the
     // socket (by inode): never by a process name, which anyone can choose.
     for (component, port) in crate::bootstrap::desired::serving_ports(desired) {
         if let Some(l) = facts.listeners.iter().find(|l| l.port == port && !l.held_by(component.unit())) {
-            p.push(Problem::new(format!("port {port} ({component}) is held by {}", l.who()), "stop it or free the port"));
+            p.push(Problem::check("port-in-use", format!("port {port} ({component}) is held by {}", l.who()), "stop it or free the port"));
         }
     }
     p.extend(free_space(facts, plan));
@@ -198,7 +205,8 @@ fn destinations(desired: &Desired, facts: &Probe) -> Vec<Problem> {
     let mut p = Vec::new();
     for f in &desired.files {
         if let Some(r) = facts.files.get(f.spec.dest).filter(|r| !r.is_regular()) {
-            p.push(Problem::new(
+            p.push(Problem::check(
+                "destination-not-file",
                 format!("{} on the server is {}, not a regular file", f.spec.dest, r.kind),
                 format!("move it away (mv {0} {0}.old): bootstrap places a regular file there", f.spec.dest),
             ));
@@ -221,12 +229,13 @@ fn directories(facts: &Probe) -> Vec<Problem> {
             } else {
                 format!("bootstrap writes only into a real directory at {}, never through a link: make it one (a system directory: whoever changed it knows why)", d.path)
             };
-            p.push(Problem::new(format!("{} on the server is {}, not a directory", d.path, r.kind), fix));
+            p.push(Problem::check("directory", format!("{} on the server is {}, not a directory", d.path, r.kind), fix));
             continue;
         }
         let loose = r.mode.0 & 0o002 != 0 || (r.mode.0 & 0o020 != 0 && r.group != "root") || r.owner != "root";
         if !d.owned && loose {
-            p.push(Problem::new(
+            p.push(Problem::check(
+                "directory-shared",
                 format!("{}/ is {} {}:{}: writable by other users, who could replace what bootstrap places there", d.path, r.mode, show(&r.owner), show(&r.group)),
                 format!("chown root:root {0} && chmod go-w {0}", d.path),
             ));
@@ -244,7 +253,8 @@ fn unit_overrides(desired: &Desired, facts: &Probe) -> Vec<Problem> {
         let Some(st) = facts.units.get(u.spec.file_name) else { continue };
         if !st.drop_ins.is_empty() {
             let paths: Vec<String> = st.drop_ins.iter().map(|d| show(d)).collect();
-            p.push(Problem::new(
+            p.push(Problem::check(
+                "drop-in",
                 format!("{} has drop-in(s) that change it: {}", u.spec.file_name, paths.join(", ")),
                 format!("remove them (rm {} && systemctl daemon-reload), or make the change with --set/--config so it is in the unit", paths.join(" ")),
             ));
@@ -252,7 +262,8 @@ fn unit_overrides(desired: &Desired, facts: &Probe) -> Vec<Problem> {
         let dest = crate::model::placed(u.spec.manifest).map(|f| f.dest).unwrap_or_default();
         let installed = facts.files.contains_key(dest);
         if !st.fragment.is_empty() && st.fragment != dest && (installed || OVERRIDING_UNIT_DIRS.iter().any(|d| st.fragment.starts_with(d))) {
-            p.push(Problem::new(
+            p.push(Problem::check(
+                "unit-override",
                 format!("systemd loads {} from {}, which overrides {dest}", u.spec.file_name, show(&st.fragment)),
                 format!("remove {} and run systemctl daemon-reload", show(&st.fragment)),
             ));
@@ -278,7 +289,8 @@ fn free_space(facts: &Probe, plan: &Plan) -> Vec<Problem> {
     need.into_values()
         .filter(|(bytes, avail, _)| bytes + (16 << 20) > *avail)
         .map(|(bytes, avail, dirs)| {
-            Problem::new(
+            Problem::check(
+                "disk-space",
                 format!("not enough free space on the file system of {}: the upload needs {}, {} is free", dirs.join(", "), human_bytes(bytes), human_bytes(avail)),
                 "free some space on the server",
             )
@@ -293,7 +305,8 @@ fn architectures(servers: &[(&str, &Probe)]) -> Option<Problem> {
     let first = named(servers.first()?.1);
     servers.iter().any(|(_, p)| named(p) != first).then(|| {
         let each: Vec<String> = servers.iter().map(|(n, p)| format!("{n} {}", named(p))).collect();
-        Problem::new(
+        Problem::check(
+            "architectures",
             format!("the servers differ in architecture ({}): one plane runs one set of binaries", each.join(", ")),
             "use servers of one architecture, or bootstrap each architecture's servers as a plane of its own",
         )
@@ -329,7 +342,8 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
     let cert = serving_cert(desired);
     if let (Some(e), Some(c)) = (endpoint, &cert) {
         if !c.covers(&e.host) {
-            p.push(Problem::new(
+            p.push(Problem::check(
+                "endpoint-san",
                 format!("--endpoint {}: {} is not a name of the serving certificate", e.url(), e.host),
                 format!("reissue {} with it among its SANs, or pass the address clients really use", serving_name()),
             ));
@@ -348,7 +362,8 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
         let address = advertise_address(desired, probe);
         match &address {
             None => p.push(
-                Problem::new(
+                Problem::check(
+                    "advertise-address",
                     "no default route: the apiserver cannot pick an address to advertise",
                     "give the server a default route (the apiserver advertises its interface's address)",
                 )
@@ -360,7 +375,8 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
         for (what, value) in [("the address it will advertise", address.as_deref()), ("its hostname", Some(probe.hostname.as_str()).filter(|h| !h.is_empty()))] {
             if let Some(v) = value.filter(|v| !c.covers(v)) {
                 p.push(
-                    Problem::new(
+                    Problem::check(
+                        "san",
                         format!("{what}, {}, is not a name of the serving certificate", show(v)),
                         format!("reissue {} with every server's address and hostname among its SANs", serving_name()),
                     )
@@ -370,10 +386,14 @@ pub fn cluster(desired: &Desired, servers: &[(&str, &Probe)], endpoint: Option<&
         }
     }
     for (h, names) in hostnames.iter().filter(|(_, n)| n.len() > 1) {
-        p.push(Problem::new(format!("{} share the hostname {}", names.join(", "), show(h)), "give each server its own hostname (leader Leases name their holder by it)"));
+        p.push(Problem::check(
+            "hostname-unique",
+            format!("{} share the hostname {}", names.join(", "), show(h)),
+            "give each server its own hostname (leader Leases name their holder by it)",
+        ));
     }
     for (a, names) in addresses.iter().filter(|(_, n)| n.len() > 1) {
-        p.push(Problem::new(format!("{} would all advertise {a}", names.join(", ")), "each server must advertise its own address"));
+        p.push(Problem::check("address-unique", format!("{} would all advertise {a}", names.join(", ")), "each server must advertise its own address"));
     }
     p
 }

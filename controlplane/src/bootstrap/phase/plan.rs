@@ -21,7 +21,8 @@ async fn transfer(c: Compress, desired: &Desired, host: &Host, probe: &Probe, pl
     let bytes = plan.large_upload_bytes();
     match c {
         Compress::Use(Codec::None) => Ok(Decision::none("--compress none")),
-        Compress::Use(codec) if !probe.has(codec) => Err(Problem::new(
+        Compress::Use(codec) if !probe.has(codec) => Err(Problem::check(
+            "compress",
             format!("--compress {}: the server has no {} to decompress with", codec.name(), codec.name()),
             format!("install it on the server (apt install {}), or pass --compress auto", codec.name()),
         )),

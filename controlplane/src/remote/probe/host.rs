@@ -145,21 +145,23 @@ pub fn coreutils_version(v: &str) -> Option<(u32, u32)> {
 pub fn requirements(facts: &Probe) -> Vec<Problem> {
     let mut p = Vec::new();
     if !facts.systemd {
-        p.push(Problem::new("the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
+        p.push(Problem::check("systemd", "the server does not run systemd (no /run/systemd/system)", "use a systemd-based server"));
     } else {
         match facts.systemd_version {
             Some(v) if v >= SYSTEMD_FLOOR => {}
-            Some(v) => p.push(Problem::new(
+            Some(v) => p.push(Problem::check(
+                "systemd",
                 format!("the server runs systemd {v}; the plugins need {SYSTEMD_FLOOR} or later (RHEL 8, Debian 11, Ubuntu 20.04 and later have it)"),
                 "upgrade the server's operating system",
             )),
-            None => p.push(Problem::new("systemctl --version did not say which systemd the server runs", "check that systemctl works on the server")),
+            None => p.push(Problem::check("systemd", "systemctl --version did not say which systemd the server runs", "check that systemctl works on the server")),
         }
     }
     if !facts.missing.is_empty() {
         let named: Vec<String> = facts.missing.iter().map(|c| format!("{c} ({})", USERLAND.iter().find(|(n, _)| n == c).map(|x| x.1).unwrap_or("?"))).collect();
         let packages: std::collections::BTreeSet<&str> = facts.missing.iter().filter_map(|c| USERLAND.iter().find(|(n, _)| n == c).map(|x| x.1)).collect();
-        p.push(Problem::new(
+        p.push(Problem::check(
+            "userland",
             format!("the server lacks commands the plugins run: {}", named.join(", ")),
             format!("install {} on the server", packages.into_iter().collect::<Vec<_>>().join(", ")),
         ));
@@ -167,14 +169,17 @@ pub fn requirements(facts: &Probe) -> Vec<Problem> {
     let (major, minor) = COREUTILS_FLOOR;
     match facts.coreutils.as_deref().and_then(coreutils_version) {
         Some(v) if v >= COREUTILS_FLOOR => {}
-        Some(_) => p.push(Problem::new(
+        Some(_) => p.push(Problem::check(
+            "coreutils",
             format!("the server has GNU coreutils {}; the plugins need {major}.{minor} or later", facts.coreutils.as_deref().unwrap_or("?")),
             "upgrade the server's operating system (Debian 11, Ubuntu 20.04 and RHEL 8 have it)",
         )),
         None if facts.missing.iter().any(|c| c == "stat") => {}
-        None => {
-            p.push(Problem::new(format!("the server's stat is not GNU coreutils'; the plugins need GNU coreutils {major}.{minor} or later"), "install GNU coreutils on the server"))
-        }
+        None => p.push(Problem::check(
+            "coreutils",
+            format!("the server's stat is not GNU coreutils'; the plugins need GNU coreutils {major}.{minor} or later"),
+            "install GNU coreutils on the server",
+        )),
     }
     p
 }
