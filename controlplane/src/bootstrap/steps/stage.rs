@@ -138,8 +138,9 @@ async fn stage(host: &Host, files: &[(usize, &DesiredFile)], codec: Codec, bar: 
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let s = Session { host, names: files.iter().map(|(_, f)| f.spec.dest).collect::<Vec<_>>().join(", "), stall: host.timeout.max(Duration::from_secs(5)), bar: bar.as_ref() };
     let (out, sent) = match files {
-        [(_, f @ DesiredFile { content: Content::File(a), .. })] if codec != Codec::None => s.compressed(cmd, a, f.size, codec).await?,
-        [(_, DesiredFile { content: Content::File(a), .. })] => (s.file(cmd, a).await?, None),
+        // A secret's sum travels on stdin ahead of its bytes: never the file alone.
+        [(_, f @ DesiredFile { content: Content::File(a), .. })] if codec != Codec::None && !f.spec.kind.is_secret() => s.compressed(cmd, a, f.size, codec).await?,
+        [(_, f @ DesiredFile { content: Content::File(a), .. })] if !f.spec.kind.is_secret() => (s.file(cmd, a).await?, None),
         _ => (s.piped(cmd, files).await?, None),
     };
     if let Some(b) = &bar {
