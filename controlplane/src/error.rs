@@ -140,15 +140,23 @@ pub struct Problem {
     /// The server's own words behind it (journal lines), escaped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub journal: Vec<String>,
+    /// Found by preflight as a warning: it does not stop the run.
+    #[serde(skip)]
+    pub warning: bool,
 }
 
 impl Problem {
     pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { id: "", server: None, what: what.into(), fix: fix.into(), journal: Vec::new() }
+        Problem { id: "", server: None, what: what.into(), fix: fix.into(), journal: Vec::new(), warning: false }
     }
     /// A preflight problem with its stable id.
     pub fn check(id: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Self {
         Problem { id, ..Problem::new(what, fix) }
+    }
+    /// The same problem as a warning (it does not stop the run).
+    pub fn warn(mut self) -> Self {
+        self.warning = true;
+        self
     }
     /// The same problem, with the journal lines that show it.
     pub fn with_journal(mut self, lines: Vec<String>) -> Self {
@@ -174,6 +182,9 @@ impl std::fmt::Display for Problem {
             write!(f, "{}", e(&self.what))?;
         } else {
             write!(f, "{}: {}", e(&self.what), e(&self.fix))?;
+        }
+        if !self.id.is_empty() {
+            write!(f, " [{}]", self.id)?;
         }
         for l in &self.journal {
             write!(f, "\n    | {}", e(l))?;

@@ -25,6 +25,12 @@ impl Cert {
         Ok(Cert { der: pem.contents })
     }
 
+    /// A DER certificate (as a TLS server presents it).
+    pub fn from_der(der: Vec<u8>) -> Result<Cert, crate::error::Unusable> {
+        X509Certificate::from_der(&der).map_err(|_| "not an X.509 certificate".to_string())?;
+        Ok(Cert { der })
+    }
+
     pub fn x509(&self) -> X509Certificate<'_> {
         X509Certificate::from_der(&self.der).expect("checked in from_pem").1
     }
@@ -75,8 +81,65 @@ impl Cert {
         self.x509().validity().not_after.timestamp() - now
     }
 
+    /// notBefore and notAfter, seconds since the epoch.
+    pub fn validity(&self) -> (i64, i64) {
+        let v = self.x509().validity().clone();
+        (v.not_before.timestamp(), v.not_after.timestamp())
+    }
+
+    /// May the certificate serve `purpose`? Without an extendedKeyUsage
+    /// extension any purpose is allowed, as Go reads it; `anyExtendedKeyUsage`
+    /// allows any too.
+    pub fn allows(&self, purpose: Purpose) -> bool {
+        match self.x509().extended_key_usage() {
+            Ok(Some(e)) => {
+                e.value.any
+                    || match purpose {
+                        Purpose::Server => e.value.server_auth,
+                        Purpose::Client => e.value.client_auth,
+                    }
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Does basicConstraints say CA:TRUE?
+    pub fn is_ca(&self) -> bool {
+        matches!(self.x509().basic_constraints(), Ok(Some(b)) if b.value.ca)
+    }
+
+    /// The subject's organizations (the groups a client certificate puts
+    /// its user in).
+    pub fn organizations(&self) -> Vec<String> {
+        self.x509().subject().iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect()
+    }
+
+    /// The serial number, hex, for messages.
+    pub fn serial(&self) -> String {
+        self.x509().raw_serial_as_string()
+    }
+
     fn public_key_raw(&self) -> Vec<u8> {
         self.x509().public_key().subject_public_key.data.to_vec()
+    }
+}
+
+/// What a certificate is used for (its extendedKeyUsage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// serverAuth: a TLS server's certificate.
+    Server,
+    /// clientAuth: a client certificate.
+    Client,
+}
+
+impl Purpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Server => "serverAuth",
+            Purpose::Client => "clientAuth",
+        }
     }
 }
 
@@ -144,6 +207,80 @@ pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, crate::error::Unus
 /// Does `key` (PEM) hold the private half of `cert`'s public key?
 pub fn key_matches(cert: &Cert, key: &[u8]) -> Result<bool, crate::error::Unusable> {
     Ok(private_key_public_raw(key)? == cert.public_key_raw())
+}
+
+/// The encryption providers kube-apiserver knows, with the key lengths
+/// (bytes, after base64) each accepts; `identity` and `kms` hold no key.
+const PROVIDERS: &[(&str, &[usize])] = &[("aescbc", &[16, 24, 32]), ("aesgcm", &[16, 24, 32]), ("secretbox", &[32]), ("identity", &[]), ("kms", &[])];
+
+/// An EncryptionConfiguration checked as kube-apiserver parses it: its kind,
+/// resources, known providers, and every key base64 of a length its
+/// provider takes. It holds the key that encrypts Secrets at rest: each
+/// problem names the field's position, never a value.
+pub fn encryption_config(bytes: &[u8]) -> Vec<String> {
+    let v: serde_yaml::Value = match serde_yaml::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("not YAML: {}", crate::output::redact::yaml_error(&e))],
+    };
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    if kind != "EncryptionConfiguration" && kind != "EncryptionConfig" {
+        return vec!["its kind is not EncryptionConfiguration".into()];
+    }
+    let Some(resources) = v.get("resources").and_then(|r| r.as_sequence()).filter(|r| !r.is_empty()) else {
+        return vec!["no resources to encrypt".into()];
+    };
+    let mut p = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        let Some(providers) = r.get("providers").and_then(|p| p.as_sequence()).filter(|p| !p.is_empty()) else {
+            p.push(format!("resources[{i}]: no providers"));
+            continue;
+        };
+        for (j, provider) in providers.iter().enumerate() {
+            p.extend(encryption_provider(&format!("resources[{i}].providers[{j}]"), provider));
+        }
+    }
+    p
+}
+
+/// One provider entry: exactly one known provider, its keys usable.
+fn encryption_provider(at: &str, provider: &serde_yaml::Value) -> Vec<String> {
+    let Some(m) = provider.as_mapping().filter(|m| m.len() == 1) else {
+        return vec![format!("{at}: one provider per entry ({})", PROVIDERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", "))];
+    };
+    let (name, body) = m.iter().next().expect("one entry");
+    let name = name.as_str().unwrap_or("");
+    let Some((_, lengths)) = PROVIDERS.iter().find(|p| p.0 == name) else {
+        return vec![format!(
+            "{at}: unknown provider `{}` (known: {})",
+            crate::output::redact::line(&name.chars().take(40).collect::<String>()),
+            PROVIDERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        )];
+    };
+    if lengths.is_empty() {
+        return Vec::new();
+    }
+    let Some(keys) = body.get("keys").and_then(|k| k.as_sequence()).filter(|k| !k.is_empty()) else {
+        return vec![format!("{at}.{name}: no keys")];
+    };
+    let mut p = Vec::new();
+    for (k, key) in keys.iter().enumerate() {
+        let here = format!("{at}.{name}.keys[{k}]");
+        if key.get("name").and_then(|n| n.as_str()).is_none_or(str::is_empty) {
+            p.push(format!("{here}: no name"));
+        }
+        match key.get("secret").and_then(|s| s.as_str()) {
+            None => p.push(format!("{here}.secret: missing")),
+            Some(s) => match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                Err(e) => p.push(format!("{here}.secret: secrets must be base64 encoded: it is {}", base64_error(e))),
+                Ok(b) if !lengths.contains(&b.len()) => {
+                    let want: Vec<String> = lengths.iter().map(|l| l.to_string()).collect();
+                    p.push(format!("{here}.secret: decodes to {} bytes; {name} takes {} bytes", b.len(), want.join(", ")))
+                }
+                Ok(_) => {}
+            },
+        }
+    }
+    p
 }
 
 /// What a kubeconfig's current context says, with its embedded credentials.
@@ -289,6 +426,52 @@ mod tests {
         assert!(key_matches(&leaf, key.serialize_pem().as_bytes()).unwrap());
         assert!(!key_matches(&leaf, KeyPair::generate().unwrap().serialize_pem().as_bytes()).unwrap());
         assert!(leaf.seconds_left() > 0);
+    }
+
+    #[test]
+    fn purposes_ca_and_subject_as_go_reads_them() {
+        let (ca_pem, issuer) = ca();
+        let ca = Cert::from_pem(ca_pem.as_bytes()).unwrap();
+        assert!(ca.is_ca());
+        let leaf = |ekus: Vec<rcgen::ExtendedKeyUsagePurpose>, org: Option<&str>| {
+            let mut p = CertificateParams::new(vec!["a".into()]).unwrap();
+            p.extended_key_usages = ekus;
+            p.distinguished_name.push(rcgen::DnType::CommonName, "system:kube-scheduler");
+            if let Some(o) = org {
+                p.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+            }
+            Cert::from_pem(p.signed_by(&KeyPair::generate().unwrap(), &issuer).unwrap().pem().as_bytes()).unwrap()
+        };
+        use rcgen::ExtendedKeyUsagePurpose as E;
+        let server = leaf(vec![E::ServerAuth], None);
+        assert!(server.allows(Purpose::Server) && !server.allows(Purpose::Client) && !server.is_ca());
+        let client = leaf(vec![E::ClientAuth], Some("system:masters"));
+        assert!(!client.allows(Purpose::Server) && client.allows(Purpose::Client));
+        assert_eq!((client.common_name().as_deref(), client.organizations()), (Some("system:kube-scheduler"), vec!["system:masters".to_string()]));
+        let any = leaf(vec![], None);
+        assert!(any.allows(Purpose::Server) && any.allows(Purpose::Client));
+        let (from, to) = any.validity();
+        assert!(from < to && !any.serial().is_empty());
+    }
+
+    #[test]
+    fn encryption_config_is_read_as_the_apiserver_reads_it() {
+        let config =
+            |providers: &str| format!("kind: EncryptionConfiguration\napiVersion: apiserver.config.k8s.io/v1\nresources:\n  - resources: [secrets]\n    providers:\n{providers}");
+        let key32 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let good = config(&format!("      - aescbc:\n          keys:\n            - name: key1\n              secret: {key32}\n      - identity: {{}}\n"));
+        assert_eq!(encryption_config(good.as_bytes()), Vec::<String>::new());
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 10]);
+        let bad = config(&format!("      - aescbc:\n          keys:\n            - name: key1\n              secret: {short}\n            - name: key2\n              secret: \"not*base64\"\n      - secretbox:\n          keys:\n            - name: k\n              secret: {short}\n      - rot13: {{}}\n"));
+        let found = encryption_config(bad.as_bytes());
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].starts_with("resources[0].providers[0].aescbc.keys[0].secret: decodes to 10 bytes; aescbc takes 16, 24, 32 bytes"), "{}", found[0]);
+        assert!(found[1].contains("keys[1].secret: secrets must be base64 encoded: it is not valid base64 at offset 3"), "{}", found[1]);
+        assert!(found[2].contains("secretbox takes 32 bytes") && found[3].contains("unknown provider `rot13`"), "{found:#?}");
+        // No value of the file reaches a message.
+        assert!(found.iter().all(|l| !l.contains(&short) && !l.contains("not*base64")));
+        assert_eq!(encryption_config(config("").as_bytes()), vec!["resources[0]: no providers".to_string()]);
+        assert_eq!(encryption_config(b"kind: Secret\n"), vec!["its kind is not EncryptionConfiguration".to_string()]);
     }
 
     #[test]

@@ -54,6 +54,7 @@ impl From<CompressArg> for Compress {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Deploy, start and prove the control plane on DESTINATION, or on every server of a highly available plane (idempotent).
     ///
@@ -95,10 +96,15 @@ enum Command {
         /// The binaries' Kubernetes version, when they cannot run here to say it (another architecture).
         #[arg(long, value_name = "vX.Y")]
         kubernetes_version: Option<String>,
+        /// Preflight checks whose problems become warnings (`all`: every ignorable one); `kubectl bootstrap preflight-checks` lists them.
+        #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+        ignore_preflight_errors: Vec<String>,
         /// More detail.
         #[arg(short = 'v', long)]
         verbose: bool,
     },
+    /// List the preflight checks: id, whether --ignore-preflight-errors may name it, what it finds.
+    PreflightChecks,
     /// Stop and disable the control-plane units and remove what bootstrap placed (etcd stays).
     Reset {
         /// The server(s) to reset.
@@ -213,8 +219,34 @@ fn main() -> ExitCode {
                 Err(sig) => interrupted(sig),
             }
         }
-        Command::Server { destinations, endpoint, concurrency, compress, ssh, assets, overrides, dry_run, output, timeout, kube, kubernetes_version, verbose } => {
+        Command::PreflightChecks => {
+            for c in bootstrap::preflight::CHECKS {
+                outln!("{:<24} {:<13} {}", c.id, if c.ignorable { "ignorable" } else { "not ignorable" }, c.what);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Server {
+            destinations,
+            endpoint,
+            concurrency,
+            compress,
+            ssh,
+            assets,
+            overrides,
+            dry_run,
+            output,
+            timeout,
+            kube,
+            kubernetes_version,
+            ignore_preflight_errors,
+            verbose,
+        } => {
+            let ignore = match bootstrap::preflight::Ignore::parse(&ignore_preflight_errors) {
+                Ok(i) => i,
+                Err(e) => return fail(&e),
+            };
             let o = ServerOptions {
+                ignore,
                 destinations,
                 ssh: (&ssh).into(),
                 assets,

@@ -14,6 +14,9 @@ use rand::RngCore;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::{Duration, OffsetDateTime};
 
+/// A certificate's extendedKeyUsage, for tests that reissue one.
+pub use rcgen::ExtendedKeyUsagePurpose as Purpose;
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Writes `bytes` to `path` with `mode`, replacing what was there.
@@ -166,6 +169,42 @@ pub fn reissue_apiserver_expired(dir: &Path, server_ip: IpAddr) -> Result<()> {
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     leaf(dir, "kube-api-server", &ca, p)?;
     Ok(())
+}
+
+/// The CA in `dir`, to sign more with.
+fn ca_in(dir: &Path) -> Result<Ca> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
+    let pem = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let issuer = Issuer::from_ca_cert_pem(&pem, ca_key)?;
+    Ok(Ca { pem, issuer })
+}
+
+/// Reissues `kube-api-server.crt`/`.key` in `dir` with the guide's names for
+/// `server_ip`, for `purposes` only, valid until `days` from now.
+pub fn reissue_apiserver_for(dir: &Path, server_ip: IpAddr, purposes: Vec<ExtendedKeyUsagePurpose>, days: i64) -> Result<()> {
+    let mut p = params("kubernetes", None, apiserver_sans(server_ip), days)?;
+    p.extended_key_usages = purposes;
+    leaf(dir, "kube-api-server", &ca_in(dir)?, p)?;
+    Ok(())
+}
+
+/// Rewrites `NAME.kubeconfig` in `dir` (server as the guide's) with a
+/// client certificate for user `cn`, signed by the CA there.
+pub fn reissue_kubeconfig(dir: &Path, name: &str, cn: &str) -> Result<()> {
+    let ca = ca_in(dir)?;
+    let mut p = params(cn, None, vec![], 365)?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (crt, key) = leaf(dir, name, &ca, p)?;
+    write_file(&dir.join(format!("{name}.kubeconfig")), kubeconfig(&ca.pem, "https://server.kubernetes.local:6443", cn, &crt, &key).as_bytes(), 0o600)
+}
+
+/// Rewrites the encryption config in `dir` with one aescbc key whose
+/// secret is `secret` as written (tests break it: not base64, too short).
+pub fn write_encryption_config(dir: &Path, secret: &str) -> Result<()> {
+    let enc = format!(
+        "kind: EncryptionConfiguration\napiVersion: apiserver.config.k8s.io/v1\nresources:\n  - resources:\n      - secrets\n    providers:\n      - aescbc:\n          keys:\n            - name: key1\n              secret: \"{secret}\"\n      - identity: {{}}\n"
+    );
+    write_file(&dir.join("encryption-config.yaml"), enc.as_bytes(), 0o600)
 }
 
 /// The base64 bodies of every private key the assets in `dir` hold: the

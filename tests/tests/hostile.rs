@@ -142,7 +142,59 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
         None,
         bootstrap_with(with_assets(&bed, "root", &d), vec![]),
         2,
-        "error: kube-api-server.crt has expired: reissue it".into(),
+        format!("error: {}/kube-api-server.crt expired on", d.display()),
+    ));
+    let d = damaged(&bed, &tmp, "not-base64", |d| testbed::pki::write_encryption_config(d, "c2VjcmV0!!not-base64").unwrap());
+    cases.push(Case::new(
+        "an encryption key that is not base64",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
+        2,
+        format!(
+            "error: {}/encryption-config.yaml: resources[0].providers[0].aescbc.keys[0].secret: secrets must be base64 encoded: it is not valid base64 at offset 8",
+            d.display()
+        ),
+    ));
+    let d = damaged(&bed, &tmp, "short-key", |d| testbed::pki::write_encryption_config(d, "c2hvcnRrZXkxMA==").unwrap());
+    cases.push(Case::new(
+        "an encryption key of 10 bytes",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
+        2,
+        format!("error: {}/encryption-config.yaml: resources[0].providers[0].aescbc.keys[0].secret: decodes to 10 bytes; aescbc takes 16, 24, 32 bytes", d.display()),
+    ));
+    let client_only = damaged(&bed, &tmp, "no-server-auth", |d| testbed::pki::reissue_apiserver_for(d, bed.address.into(), vec![testbed::pki::Purpose::ClientAuth], 365).unwrap());
+    cases.push(Case::new(
+        "a serving certificate without serverAuth",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &client_only), vec![]),
+        2,
+        "error: kube-api-server.crt does not allow serverAuth (its extendedKeyUsage): reissue it with extendedKeyUsage serverAuth [cert-purpose]".into(),
+    ));
+    let d = damaged(&bed, &tmp, "scheduler-user", |d| testbed::pki::reissue_kubeconfig(d, "kube-scheduler", "admin").unwrap());
+    cases.push(Case::new(
+        "a scheduler kubeconfig for another user",
+        None,
+        bootstrap_with(with_assets(&bed, "root", &d), vec![]),
+        2,
+        format!(
+            "error: {}/kube-scheduler.kubeconfig: its client certificate is for user `admin`; Kubernetes grants kube-scheduler its permissions as `system:kube-scheduler`",
+            d.display()
+        ),
+    ));
+    cases.push(Case::new(
+        "a preflight check that may not be ignored",
+        None,
+        bootstrap_with(plus(with_assets(&bed, "root", &client_only), &["--ignore-preflight-errors", "cert-purpose,arch"]), vec![]),
+        2,
+        "error: --ignore-preflight-errors: `arch` cannot be ignored".into(),
+    ));
+    cases.push(Case::new(
+        "an unknown preflight check",
+        None,
+        bootstrap_with(plus(with_assets(&bed, "root", &client_only), &["--ignore-preflight-errors=cert-porpose"]), vec![]),
+        2,
+        "error: --ignore-preflight-errors: no preflight check `cert-porpose`".into(),
     ));
     let d = damaged(&bed, &tmp, "bad-encryption", |d| std::fs::write(d.join("encryption-config.yaml"), "kind: Secret\nsecret: c2VjcmV0c2VjcmV0c2VjcmV0\n").unwrap());
     cases.push(Case::new(
@@ -327,6 +379,33 @@ fn hostile_and_mistaken_inputs_each_get_one_line_and_leave_the_server_unchanged(
     eprintln!("{} hostile inputs tried", cases.len());
     assert!(cases.len() >= 25, "the table has {} rows", cases.len());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Ignored, a problem is a warning: the plan goes on, the warning in -o json.
+    let out = bootstrap_with(plus(with_assets(&bed, "root", &client_only), &["--ignore-preflight-errors", "cert-purpose", "--dry-run", "-o", "json"]), vec![])();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<&str> = plan["warnings"].as_array().unwrap().iter().filter_map(|w| w["id"].as_str()).collect();
+    assert_eq!(ids, vec!["cert-purpose"], "{stdout}");
+    // A certificate that expires in 10 days is a warning, by the server's clock.
+    let expiring = damaged(&bed, &tmp, "expiring", |d| {
+        let both = vec![testbed::pki::Purpose::ServerAuth, testbed::pki::Purpose::ClientAuth];
+        testbed::pki::reissue_apiserver_for(d, bed.address.into(), both, 10).unwrap()
+    });
+    let out = bootstrap_with(plus(with_assets(&bed, "root", &expiring), &["--dry-run"]), vec![])();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warned: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warned.len(), 1, "{stdout}");
+    assert!(warned[0].contains("kube-api-server.crt expires in 9 day(s)") && warned[0].ends_with("[cert-expiring]"), "{stdout}");
+    // One secret file alone changed (the scheduler's kubeconfig reissued,
+    // as a renewal does): staged with its sum, placed, the scheduler
+    // restarted; then the original restored the same way.
+    let renewed = damaged(&bed, &tmp, "scheduler-renewed", |d| testbed::pki::reissue_kubeconfig(d, "kube-scheduler", "system:kube-scheduler").unwrap());
+    for (what, args) in [("the renewed kubeconfig", with_assets(&bed, "root", &renewed)), ("the original back", server_args(&bed, "root"))] {
+        let out = e2e::run_bootstrap(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success() && stdout.contains("changed: 1 file(s)") && stdout.contains("restarted: kube-scheduler"), "{what}:\n{stdout}\n{stderr}");
+    }
     // And the control plane is still as it was: a plain run changes nothing.
     let out = e2e::run_bootstrap(&server_args(&bed, "root"));
     let (stdout, stderr) = text(&out);

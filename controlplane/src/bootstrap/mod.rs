@@ -54,6 +54,8 @@ pub struct ServerOptions {
     pub concurrency: usize,
     /// How large files travel: `auto` compresses where it pays.
     pub compress: Compress,
+    /// Preflight problems that become warnings (`--ignore-preflight-errors`).
+    pub ignore: preflight::Ignore,
 }
 
 impl ServerOptions {
@@ -177,6 +179,7 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     let phase::plan::Planned { mut targets, first_deploy, problems: found } = phase::plan::run(reads, &desired, o).await;
     problems.extend(found);
     problems.extend(phase::preflight::run(&targets, &desired, o));
+    let (problems, warnings) = preflight::sort(problems, &o.ignore);
     prepare.push(timing("preflight", "preflight and plan", &mut t));
     let report = if !problems.is_empty() || !dropped.is_empty() {
         Err(phase::stopped(dropped, problems, &o.destinations))
@@ -199,7 +202,7 @@ pub async fn server(o: &ServerOptions, ui: &Ui) -> Result<Report, Failure> {
     };
     phase::release(targets.into_iter().map(|t| t.lock)).await;
     futures::future::join_all(connected.into_iter().map(|c| c.host.close())).await;
-    report
+    report.map(|r| r.with_warnings(warnings))
 }
 
 /// What `kubectl bootstrap reset` was asked (confirmation is the caller's).

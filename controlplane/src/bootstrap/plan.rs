@@ -594,6 +594,7 @@ mod tests {
                 x.spec.dest.into(),
                 RemoteFile {
                     sha256: x.sha256.clone(),
+                    mtime_ns: 0,
                     mode: FileMode(x.spec.mode),
                     owner: "root".into(),
                     group: "root".into(),

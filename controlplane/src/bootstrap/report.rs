@@ -38,6 +38,8 @@ pub struct PlanReport {
     pub upload_bytes: u64,
     pub actions: Vec<Action>,
     pub diffs: Vec<Diff>,
+    /// What preflight found that does not stop the run.
+    pub warnings: Vec<Problem>,
 }
 
 /// A run that finished.
@@ -71,6 +73,8 @@ pub struct ClusterPlanReport {
     pub waves: Vec<Wave>,
     /// The waves, one line each, as the run prints them.
     pub order: Vec<String>,
+    /// What preflight found that does not stop the run, each naming its server.
+    pub warnings: Vec<Problem>,
     pub servers: Vec<PlanReport>,
 }
 
@@ -84,6 +88,7 @@ impl ClusterPlanReport {
             rollout: if first_deploy { "first-deploy" } else { "rolling" },
             waves,
             order,
+            warnings: Vec::new(),
             servers,
         }
     }
@@ -150,6 +155,25 @@ pub enum Report {
     Run(RunReport),
     ClusterPlan(ClusterPlanReport),
     ClusterRun(ClusterRunReport),
+}
+
+impl Report {
+    /// Preflight's warnings, ahead of what the run itself found.
+    pub fn with_warnings(mut self, mut w: Vec<Problem>) -> Self {
+        match &mut self {
+            Report::Plan(p) => p.warnings.append(&mut w),
+            Report::ClusterPlan(c) => c.warnings.append(&mut w),
+            Report::Run(r) => {
+                w.append(&mut r.outcome.warnings);
+                r.outcome.warnings = w;
+            }
+            Report::ClusterRun(c) => {
+                w.append(&mut c.warnings);
+                c.warnings = w;
+            }
+        }
+        self
+    }
 }
 
 /// A run that did not finish: the error and, from preflight, every problem.
@@ -235,6 +259,7 @@ impl PlanReport {
             upload_bytes: plan.upload_bytes(),
             diffs: plan.actions.iter().flat_map(|a| diff(a, desired, probe)).collect(),
             actions: plan.actions.clone(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -254,6 +279,9 @@ impl fmt::Display for PlanReport {
                     }
                 }
             }
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         let changing = self.actions.iter().filter(|a| a.changes()).count();
         if !self.changes {
@@ -303,6 +331,9 @@ impl fmt::Display for ClusterPlanReport {
         for (i, l) in self.order.iter().enumerate() {
             writeln!(f, "  {}. {l}", i + 1)?;
         }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         let n = self.servers.iter().filter(|s| s.changes).count();
         if n == 0 {
             write!(f, "dry run: nothing would change on any of {} servers", self.servers.len())
@@ -319,6 +350,10 @@ impl fmt::Display for ClusterRunReport {
             for l in s.to_string().lines().filter(|l| !l.starts_with("steps:")) {
                 writeln!(f, "  {l}")?;
             }
+        }
+        // Preflight's warnings (each server's own are listed above).
+        for w in self.warnings.iter().filter(|w| !w.id.is_empty()) {
+            writeln!(f, "warning: {w}")?;
         }
         let m = &self.summary;
         if m.changed_servers.is_empty() {

@@ -609,6 +609,7 @@ mod tests {
             size: 1,
             kind: crate::remote::probe::FileType::Regular,
             sha256: String::new(),
+            mtime_ns: 0,
         };
         p.files.insert("/etc/systemd/system/kube-apiserver.service".into(), file(0o644, "root"));
         let row = |id: &str| *table().iter().find(|r| r.check_id() == id).unwrap();

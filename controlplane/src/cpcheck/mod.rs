@@ -58,6 +58,7 @@ pub enum Group {
     Health,
     Api,
     Consistency,
+    Certs,
     Rbac,
     Leader,
     Cluster,
@@ -66,7 +67,8 @@ pub enum Group {
 
 impl Group {
     /// Every group, in report order.
-    pub const ALL: &'static [Group] = &[Group::Host, Group::Ports, Group::Health, Group::Api, Group::Consistency, Group::Rbac, Group::Leader, Group::Cluster, Group::Cis];
+    pub const ALL: &'static [Group] =
+        &[Group::Host, Group::Ports, Group::Health, Group::Api, Group::Consistency, Group::Certs, Group::Rbac, Group::Leader, Group::Cluster, Group::Cis];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +77,7 @@ impl Group {
             Group::Health => "health",
             Group::Api => "api",
             Group::Consistency => "consistency",
+            Group::Certs => "certs",
             Group::Rbac => "rbac",
             Group::Leader => "leader",
             Group::Cluster => "cluster",
@@ -89,7 +92,7 @@ impl Group {
     /// Does it read one server (and so run on each of several)? The others
     /// are about the plane and run once.
     pub fn per_server(self) -> bool {
-        matches!(self, Group::Host | Group::Ports | Group::Health | Group::Consistency | Group::Cis)
+        matches!(self, Group::Host | Group::Ports | Group::Health | Group::Consistency | Group::Certs | Group::Cis)
     }
 }
 
@@ -281,6 +284,9 @@ pub struct Ctx {
     pub api_url: String,
     /// /healthz clients of the controller-manager and scheduler (over SSH).
     pub health: BTreeMap<Component, Result<kube::Client, String>>,
+    /// The chain the apiserver's port presents (through SSH), leaf first;
+    /// None without a server.
+    pub served: Option<Result<Vec<Vec<u8>>, String>>,
     /// `--timeout`: no check waits longer.
     pub timeout: Duration,
     /// Every server, for the cluster checks (empty unless several).
@@ -326,6 +332,7 @@ impl Ctx {
             api: Err("no API in this test".into()),
             api_url: String::new(),
             health: BTreeMap::new(),
+            served: None,
             timeout: Duration::from_secs(5),
             servers: Vec::new(),
             endpoint: None,
@@ -475,6 +482,7 @@ struct Opened {
     probe: ProbeSlot,
     api: Result<kube::Client, String>,
     health: BTreeMap<Component, Result<kube::Client, String>>,
+    served: Option<Result<Vec<Vec<u8>>, String>>,
 }
 
 /// Reads `host`: the first request guesses, from the units the manifests
@@ -542,8 +550,12 @@ async fn open(dest: &str, o: &CheckOptions, config: &Result<kube::Config, String
         let host = &host;
         async move { (u.spec.component, health::anonymous_client(host, health::reach_address(u.bind_address()), u.serving_port()).await.map_err(|e| e.to_string())) }
     }));
-    let (api, health) = tokio::join!(connect_api, open_health);
-    Ok(Opened { name: dest.to_string(), host: Some(host), probe, api, health: health.into_iter().collect() })
+    // The certificate the apiserver serves, asked for by the name clients use.
+    let sni = config.as_ref().ok().and_then(|c| c.tls_server_name.clone().or_else(|| c.cluster_url.host().map(|h| h.trim_matches(['[', ']']).to_string())));
+    let api_port = desired.iter().find(|u| u.spec.component == APISERVER).map(|u| u.serving_port()).unwrap_or(APISERVER.serving_port());
+    let served = health::served_chain(&host, api_port, sni.as_deref().unwrap_or("kubernetes"), o.timeout.min(std::time::Duration::from_secs(10)));
+    let (api, health, served) = tokio::join!(connect_api, open_health, served);
+    Ok(Opened { name: dest.to_string(), host: Some(host), probe, api, health: health.into_iter().collect(), served: Some(served.map_err(|e| e.to_string())) })
 }
 
 /// Runs `checks` on `ctx` with the CIS controls of the benchmark
@@ -653,12 +665,21 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let mut servers: Vec<Opened> = opened
         .into_iter()
         .zip(dests)
-        .map(|(r, d)| r.unwrap_or_else(|e| Opened { name: d.clone(), host: None, probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new() }))
+        .map(|(r, d)| {
+            r.unwrap_or_else(|e| Opened { name: d.clone(), host: None, probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new(), served: None })
+        })
         .collect();
     if servers.is_empty() {
         // No --ssh: the API from the kubeconfig, no host.
         let api = config.as_ref().map_err(Clone::clone).and_then(|c| kube::Client::try_from(c.clone()).map_err(|e| format!("cannot build an API client: {e}")));
-        servers.push(Opened { name: String::new(), host: None, probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())), api, health: BTreeMap::new() });
+        servers.push(Opened {
+            name: String::new(),
+            host: None,
+            probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())),
+            api,
+            health: BTreeMap::new(),
+            served: None,
+        });
     }
     let ctx_of = |s: &Opened| Ctx {
         strict: o.strict,
@@ -667,6 +688,7 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         api: s.api.clone(),
         api_url: api_url.clone(),
         health: s.health.clone(),
+        served: s.served.clone(),
         timeout: o.timeout,
         servers: Vec::new(),
         endpoint: None,

@@ -32,6 +32,81 @@ pub async fn anonymous_client(host: &Host, addr: IpAddr, port: u16) -> Result<ku
     kube::Client::try_from(config).map_err(|e| Error::Input(format!("cannot build a health client: {e}")))
 }
 
+/// The certificate chain a TLS server on the server's loopback `port`
+/// presents for `server_name` (SNI), leaf first, through the SSH
+/// connection. Nothing is trusted here: the caller compares the bytes and
+/// verifies the chain itself; the handshake's own signatures are checked.
+pub async fn served_chain(host: &Host, port: u16, server_name: &str, timeout: std::time::Duration) -> Result<Vec<Vec<u8>>, Error> {
+    use rustls::pki_types::ServerName;
+    let local = host.forward(IpAddr::V4(Ipv4Addr::LOCALHOST), port).await?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let seen = std::sync::Arc::new(Capture { chain: std::sync::Mutex::new(Vec::new()), provider: provider.clone() });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Input(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(seen.clone())
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_string()).map_err(|_| Error::Input(format!("{server_name}: not a TLS server name")))?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, local)).await?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => return Err(Error::Server(format!("the TLS handshake with port {port} took longer than {}s", timeout.as_secs()))),
+        Ok(Err(e)) => return Err(Error::Server(format!("the TLS handshake with port {port} failed: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    let chain = seen.chain.lock().expect("not poisoned").clone();
+    if chain.is_empty() {
+        return Err(Error::Server(format!("port {port} presented no certificate")));
+    }
+    Ok(chain)
+}
+
+/// Records the presented chain and accepts it: what is served is judged
+/// by comparing it, not by this handshake.
+#[derive(Debug)]
+struct Capture {
+    chain: std::sync::Mutex<Vec<Vec<u8>>>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.to_vec()];
+        chain.extend(intermediates.iter().map(|c| c.to_vec()));
+        *self.chain.lock().expect("not poisoned") = chain;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Why a component is not healthy yet.
 #[derive(Debug, Clone)]
 pub struct Unhealthy {

@@ -423,6 +423,11 @@ impl Component {
     pub fn of_unit(unit: &str) -> Option<Component> {
         Component::ALL.iter().copied().find(|c| c.unit() == unit)
     }
+    /// The user Kubernetes' own RBAC grants this component's permissions
+    /// to (`system:kube-scheduler`): its kubeconfig's client certificate's CN.
+    pub fn rbac_user(self) -> String {
+        format!("system:{}", self.name())
+    }
     /// The API server's clients (every other component).
     pub fn clients() -> impl Iterator<Item = Component> {
         Component::ALL.iter().copied().filter(|c| *c != APISERVER)

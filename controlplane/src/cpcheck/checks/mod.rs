@@ -19,6 +19,7 @@ pub use crate::pki::Cert;
 pub use crate::remote::probe::Probe;
 
 mod api;
+mod certs;
 pub mod cluster;
 mod consistency;
 mod health;
@@ -35,6 +36,7 @@ pub fn table(group: Group) -> &'static [Def] {
         Group::Health => health::CHECKS,
         Group::Api => api::CHECKS,
         Group::Consistency => consistency::CHECKS,
+        Group::Certs => certs::CHECKS,
         Group::Rbac => rbac::CHECKS,
         Group::Leader => leader::CHECKS,
         Group::Cluster => cluster::CHECKS,
@@ -286,6 +288,14 @@ mod tests {
                 "host.permissions",
                 Status::Fail,
                 "/var/lib/kubernetes/ca.key is 0644 root:root",
+            ),
+            (
+                "a kubeconfig changed by hand after the controller-manager started",
+                Box::new(|p: &mut Probe| p.files.get_mut("/var/lib/kubernetes/kube-controller-manager.kubeconfig").unwrap().mtime_ns = (p.now as u64 - 10) * 1_000_000_000),
+                none(),
+                "certs.restart.kube-controller-manager",
+                Status::Fail,
+                "restart pending: changed since kube-controller-manager started, read only at start: --kubeconfig /var/lib/kubernetes/kube-controller-manager.kubeconfig",
             ),
             ("etcd unhealthy", Box::new(|p: &mut Probe| p.etcd_health = "{\"health\":\"false\"}".into()), none(), "host.etcd", Status::Fail, "does not answer healthy"),
             (

@@ -56,8 +56,15 @@ pub fn healthy() -> Probe {
         ..Default::default()
     };
     p.now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let file =
-        |mode: u32| RemoteFile { mode: FileMode(mode), owner: "root".into(), group: "root".into(), size: 1, kind: crate::remote::probe::FileType::Regular, sha256: String::new() };
+    let file = |mode: u32| RemoteFile {
+        mode: FileMode(mode),
+        owner: "root".into(),
+        group: "root".into(),
+        size: 1,
+        kind: crate::remote::probe::FileType::Regular,
+        sha256: String::new(),
+        mtime_ns: 0,
+    };
     for f in FILES {
         p.files.insert(f.dest.into(), file(f.mode));
         if f.kind == FileKind::Binary {
@@ -88,6 +95,7 @@ pub fn healthy() -> Probe {
             text: Some(u.text.clone()),
             cmdline: u.flags.argv(u.spec.exec),
             binary_version: Some("Kubernetes v1.20.2".into()),
+            active_enter_unix: p.now as u64 - 500,
             ..Default::default()
         };
         p.units.insert(u.spec.file_name.into(), st);
@@ -176,6 +184,9 @@ pub fn healthz(status: u16) -> kube::Client {
 pub async fn findings(probe: Probe, api: kube::Client, strict: bool) -> BTreeMap<String, (Status, String)> {
     let mut ctx = Ctx::for_tests(strict);
     ctx.desired = desired_units(&Overrides::default());
+    // The apiserver serves the certificate on disk.
+    let tls = ctx.desired.iter().find(|u| u.spec.component == APISERVER).and_then(|u| u.flag("tls-cert-file")).unwrap_or_default();
+    ctx.served = Some(probe.certs.get(tls).and_then(|pem| Cert::from_pem(pem.as_bytes()).ok()).map(|c| vec![c.der]).ok_or_else(|| "no serving certificate".to_string()));
     ctx.host = crate::cpcheck::ready(Ok(probe));
     ctx.api = Ok(api);
     for u in crate::model::UNITS.iter().filter(|u| u.component != APISERVER) {

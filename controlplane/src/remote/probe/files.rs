@@ -79,7 +79,7 @@ impl FileType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct RemoteFile {
     pub mode: FileMode,
     pub owner: String,
@@ -89,6 +89,9 @@ pub struct RemoteFile {
     pub kind: FileType,
     /// Empty unless a regular file and hashes were asked for.
     pub sha256: String,
+    /// Last modified, nanoseconds since the epoch by the server's clock
+    /// (from the stamp; 0 where unknown).
+    pub mtime_ns: u64,
 }
 
 impl RemoteFile {
@@ -380,9 +383,18 @@ fn sum_line(tag: Tag, s: &str) -> Result<(String, String), ProbeError> {
     Ok((sha.to_string(), path(tag, rest.trim_start_matches(' ').trim_start_matches('*'))?))
 }
 
+/// The mtime of a [`STAMP_FMT`] stamp (`dev:ino:size:SECONDS.NANOS:ctime`),
+/// in nanoseconds.
+fn stamp_mtime(stamp: &str) -> Option<u64> {
+    let m = stamp.split(':').nth(3)?;
+    let (secs, nanos) = m.split_once('.').unwrap_or((m, "0"));
+    let nanos = format!("{nanos:0<9}");
+    secs.parse::<u64>().ok()?.checked_mul(1_000_000_000)?.checked_add(nanos.get(..9)?.parse::<u64>().ok()?)
+}
+
 pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe, r: &mut Reading) -> Result<(), ProbeError> {
     match (tag, f) {
-        (Tag::Stat, [file, raw, m, owner, group, size, _stamp]) => {
+        (Tag::Stat, [file, raw, m, owner, group, size, stamp]) => {
             let file = path(tag, file)?;
             let rf = RemoteFile {
                 mode: mode(tag, m)?,
@@ -391,6 +403,7 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe, r: &mut Reading) -> Res
                 size: size.parse().map_err(|_| malformed(tag, "not a size"))?,
                 kind: kind(tag, raw)?,
                 sha256: String::new(),
+                mtime_ns: stamp_mtime(stamp).ok_or_else(|| malformed(tag, "not a stamp"))?,
             };
             p.files.insert(file, rf);
         }
