@@ -187,6 +187,14 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
 
 /// The raw public key of a PEM private key (PKCS#8, or PKCS#1 RSA).
 pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, crate::error::Unusable> {
+    let pkcs8 = private_key_pkcs8(text)?;
+    let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|_| "not a usable private key (PKCS#8: RSA, ECDSA P-256/P-384 or Ed25519)".to_string())?;
+    Ok(kp.public_key_raw().to_vec())
+}
+
+/// A PEM private key as PKCS#8 DER (PKCS#1 RSA wrapped). Errors never
+/// quote the key.
+pub fn private_key_pkcs8(text: &[u8]) -> Result<Vec<u8>, crate::error::Unusable> {
     let s = std::str::from_utf8(text).map_err(|_| "not a PEM private key (not text)".to_string())?;
     let begin = s.lines().find(|l| l.starts_with("-----BEGIN ")).ok_or("not a PEM private key")?;
     let label = begin.trim_start_matches("-----BEGIN ").trim_end_matches("-----");
@@ -195,13 +203,11 @@ pub fn private_key_public_raw(text: &[u8]) -> Result<Vec<u8>, crate::error::Unus
         return Err("the key is encrypted: the control plane needs it unencrypted (openssl pkey -in KEY -out KEY.plain)".into());
     }
     let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| format!("its PEM body is {}", base64_error(e)))?;
-    let pkcs8 = match label {
-        "PRIVATE KEY" => der,
-        "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
-        other => return Err(format!("unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`", pem_label(other)).into()),
-    };
-    let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|_| "not a usable private key (PKCS#8: RSA, ECDSA P-256/P-384 or Ed25519)".to_string())?;
-    Ok(kp.public_key_raw().to_vec())
+    match label {
+        "PRIVATE KEY" => Ok(der),
+        "RSA PRIVATE KEY" => Ok(pkcs1_to_pkcs8(&der)),
+        other => Err(format!("unsupported key format {}: convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`", pem_label(other)).into()),
+    }
 }
 
 /// Does `key` (PEM) hold the private half of `cert`'s public key?

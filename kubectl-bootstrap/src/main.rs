@@ -105,6 +105,11 @@ enum Command {
     },
     /// List the preflight checks: id, whether --ignore-preflight-errors may name it, what it finds.
     PreflightChecks,
+    /// The jumpbox's certificates: check their expiry, renew the leaves from the jumpbox's CA.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Stop and disable the control-plane units and remove what bootstrap placed (etcd stays).
     Reset {
         /// The server(s) to reset.
@@ -134,6 +139,58 @@ enum Command {
         #[arg(long, value_name = "vX.Y")]
         kubernetes_version: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Every certificate the layout ships or a kubeconfig embeds, and the CA: expiry, residual time, authority.
+    Check {
+        /// The jumpbox directory holding the certificates and kubeconfigs.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        assets: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Re-issue the leaf certificates from ASSETS/ca.crt and ca.key (never the CA); then `kubectl bootstrap server` rolls them out.
+    ///
+    /// Subject, names and usages are copied from each current certificate; new keys of the same type and size
+    /// unless --reuse-keys (the service-account key is always kept); kubeconfigs that embed them rewritten;
+    /// the old files kept in ASSETS/.backup/TIME/; each file replaced atomically.
+    Renew {
+        /// The jumpbox directory holding the CA, certificates and kubeconfigs.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        assets: PathBuf,
+        /// Lifetime of the new certificates in days (default: each current certificate's own).
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
+        /// Only these certificates (kube-api-server, service-accounts, kube-controller-manager, kube-scheduler, admin).
+        #[arg(long, value_name = "NAME", num_args = 1..)]
+        only: Vec<String>,
+        /// Keep each certificate's key.
+        #[arg(long)]
+        reuse_keys: bool,
+        /// List what would be re-issued, with old and new expiry; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+}
+
+/// Prints a report as text or JSON: exit 0; an error: its line and code.
+fn print<R: std::fmt::Display + serde::Serialize>(r: Result<R, Error>, output: Format) -> ExitCode {
+    match r {
+        Ok(r) => {
+            match output {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r).expect("a report serializes")),
+                Format::Text => outln!("{r}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// A signal stopped the run: the SSH master, its tunnels and the control
@@ -218,6 +275,11 @@ fn main() -> ExitCode {
                 }
                 Err(sig) => interrupted(sig),
             }
+        }
+        Command::Certs { command: CertsCommand::Check { assets, output } } => print(controlplane::bootstrap::certs::check(&assets), output),
+        Command::Certs { command: CertsCommand::Renew { assets, days, only, reuse_keys, dry_run, output } } => {
+            let o = controlplane::bootstrap::certs::RenewOptions { assets, days, only, reuse_keys, dry_run };
+            print(controlplane::bootstrap::certs::renew(&o), output)
         }
         Command::PreflightChecks => {
             for c in bootstrap::preflight::CHECKS {

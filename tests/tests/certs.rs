@@ -96,6 +96,22 @@ fn the_served_certificate_and_restarts_owed_are_read_from_the_running_plane() {
     for c in &settled.checks {
         assert_eq!(c.status, "PASS", "{c:#?}");
     }
+
+    // Renewed on the jumpbox, rolled by bootstrap: the apiserver serves the new serial, no restart owed.
+    let renewed = bed.dir.join("certs-renewed");
+    testbed::pki::copy_assets(&bed.assets, &renewed).unwrap();
+    let out = std::process::Command::new(e2e::plugin("kubectl-bootstrap")).args(["certs", "renew", "--only", "kube-api-server", "--assets"]).arg(&renewed).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let new = controlplane::pki::Cert::from_pem(&std::fs::read(renewed.join("kube-api-server.crt")).unwrap()).unwrap();
+    let out = e2e::run_bootstrap(&e2e::with_assets(&bed, "root", &renewed));
+    let (stdout, stderr) = text(&out);
+    let restarted = stdout.lines().find_map(|l| l.split_once("restarted: ").map(|x| x.1.to_string())).unwrap_or_default();
+    assert!(out.status.success() && restarted.contains("kube-apiserver.service"), "{stdout}\n{stderr}");
+    let r = certs(&bed);
+    for c in &r.checks {
+        assert_eq!(c.status, "PASS", "{c:#?}");
+    }
+    assert!(r.row("certs.served", None).detail.contains(&format!("serial {}", new.serial())), "{:#?}", r.row("certs.served", None));
 }
 
 /// A directory holding a copy of the bed's assets (its CA), to reissue in.
@@ -103,4 +119,93 @@ fn tempfile_dir(bed: &testbed::Bed) -> std::path::PathBuf {
     let dir = bed.dir.join("certs-e2e");
     testbed::pki::copy_assets(&bed.assets, &dir).unwrap();
     dir
+}
+
+/// `openssl` in `dir`, failing the test with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn cert_of(path: &std::path::Path) -> controlplane::pki::Cert {
+    controlplane::pki::Cert::from_pem(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn renew_cmd(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(e2e::plugin("kubectl-bootstrap"));
+    c.args(["certs", "renew", "--assets"]).arg(dir).args(extra);
+    c.output().unwrap()
+}
+
+/// The guide's keys are RSA: a CA and a serving pair made by openssl, the
+/// rest by the bed's PKI. `certs renew` re-issues every leaf from that CA
+/// with its subject, names and usages, an RSA key of the same size, the
+/// service-account key kept, kubeconfigs rewritten, the old files kept
+/// 0700; a dry run writes nothing; the CA is never touched.
+#[test]
+fn certs_renew_reissues_the_leaves_from_the_jumpbox_ca_and_keeps_the_old_ones() {
+    let dir = std::env::temp_dir().join(format!("certs-renew-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    testbed::pki::generate(&dir, &[("server".into(), "10.240.9.2".parse().unwrap())]).unwrap();
+    openssl(&dir, &["genrsa", "-out", "ca.key", "2048"]);
+    openssl(&dir, &["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=CA", "-days", "3650", "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE"]);
+    openssl(&dir, &["genrsa", "-out", "kube-api-server.key", "2048"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,IP:10.32.0.1,DNS:server.kubernetes.local,IP:10.240.9.2\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n").unwrap();
+    openssl(&dir, &["req", "-new", "-key", "kube-api-server.key", "-subj", "/CN=kubernetes/O=Kubernetes", "-out", "api.csr"]);
+    openssl(&dir, &["x509", "-req", "-in", "api.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "90", "-extfile", "ext.cnf", "-out", "kube-api-server.crt"]);
+    let before = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (ca, sa_key, old_api) = (before("ca.crt"), before("service-accounts.key"), cert_of(&dir.join("kube-api-server.crt")));
+
+    // A dry run lists every leaf and writes nothing.
+    let out = renew_cmd(&dir, &["--dry-run", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["renewed"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(!dir.join(".backup").exists() && before("kube-api-server.crt") == std::fs::read(dir.join("kube-api-server.crt")).unwrap());
+
+    let out = renew_cmd(&dir, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(before("ca.crt"), ca, "the CA is never re-issued");
+    assert_eq!(before("service-accounts.key"), sa_key, "the service-account key is always kept");
+    let ca = controlplane::pki::Cert::from_pem(&ca).unwrap();
+    let api = cert_of(&dir.join("kube-api-server.crt"));
+    assert!(api.signed_by(&ca) && api.serial() != old_api.serial());
+    assert_eq!((api.common_name(), api.organizations(), api.sans()), (old_api.common_name(), old_api.organizations(), old_api.sans()));
+    assert!(api.allows(controlplane::pki::Purpose::Server) && api.allows(controlplane::pki::Purpose::Client));
+    // The same lifetime as the one it replaces (90 days), from now.
+    let ((from, to), (ofrom, oto)) = (api.validity(), old_api.validity());
+    assert!(((to - from) - (oto - ofrom)).abs() < 600, "{:?} vs {:?}", (from, to), (ofrom, oto));
+    // A new RSA key of the same size, matching the certificate.
+    let key = before("kube-api-server.key");
+    assert!(controlplane::pki::key_matches(&api, &key).unwrap());
+    let bits = std::process::Command::new("openssl").args(["rsa", "-in"]).arg(dir.join("kube-api-server.key")).args(["-noout", "-text"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bits.stdout).contains("Private-Key: (2048 bit"), "not a 2048-bit RSA key");
+    // Kubeconfigs embed their new pair, signed by the CA, for the same user.
+    for k in ["kube-scheduler.kubeconfig", "kube-controller-manager.kubeconfig", "admin.kubeconfig"] {
+        let info = controlplane::pki::kubeconfig(&before(k)).unwrap();
+        let c = info.client_cert.unwrap();
+        assert!(controlplane::pki::key_matches(&c, &info.client_key.unwrap()).unwrap(), "{k}");
+        assert!(c.signed_by(&ca), "{k}");
+    }
+    // The old files, kept 0700.
+    let backups: Vec<_> = std::fs::read_dir(dir.join(".backup")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(backups.len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&backups[0]).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(cert_of(&backups[0].join("kube-api-server.crt")).serial(), old_api.serial());
+    assert_eq!(std::fs::metadata(backups[0].join("kube-api-server.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    // No key reached the output.
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+    // A name that is not a leaf is one line, exit 2.
+    let out = renew_cmd(&dir, &["--only", "ca"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.starts_with("error: --only ca: no such certificate (renewable: "), "{}", text(&out).1);
+    // And certs check lists the new expiry.
+    let out = std::process::Command::new(e2e::plugin("kubectl-bootstrap")).args(["certs", "check", "--assets"]).arg(&dir).args(["-o", "json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = v["certificates"].as_array().unwrap().iter().find(|r| r["name"] == "kube-api-server").unwrap().clone();
+    assert!((88..=90).contains(&row["residualDays"].as_i64().unwrap()), "{row}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,6 +20,7 @@ use crate::remote::lock::Lock;
 use crate::remote::{Host, SshOptions};
 use crate::Error;
 
+pub mod certs;
 pub mod desired;
 pub mod phase;
 pub mod plan;
