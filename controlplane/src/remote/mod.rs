@@ -386,13 +386,27 @@ impl Host {
 
     /// Forwards a free local port to `remote_host:remote_port` as seen from
     /// the server, over this connection; returns the local port.
+    ///
+    /// The port is one the kernel just gave out and took back: between that
+    /// and ssh's own bind, any process (another tunnel, any outgoing
+    /// connection) may take it, and the master refuses the forward. A
+    /// refused forward is asked again on another port, three times at most.
     pub async fn forward(&self, remote_host: std::net::IpAddr, remote_port: u16) -> Result<u16, Error> {
-        let local = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map_err(|e| Error::local("cannot pick a local port for the SSH tunnel", e))?.port();
-        self.session
-            .request_port_forward(openssh::ForwardType::Local, (std::net::Ipv4Addr::LOCALHOST, local), (remote_host, remote_port))
-            .await
-            .map_err(|e| Error::ssh(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}", self.destination), e))?;
-        Ok(local)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let local =
+                std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map_err(|e| Error::local("cannot pick a local port for the SSH tunnel", e))?.port();
+            match self.session.request_port_forward(openssh::ForwardType::Local, (std::net::Ipv4Addr::LOCALHOST, local), (remote_host, remote_port)).await {
+                Ok(()) => return Ok(local),
+                Err(openssh::Error::SshMux(_)) if attempt < 3 => continue,
+                Err(e) => {
+                    // What the master said (its refusal), not only that it refused.
+                    let why = std::error::Error::source(&e).map(|s| format!(" ({})", crate::output::redact::line(&s.to_string()))).unwrap_or_default();
+                    return Err(Error::ssh(format!("{}: cannot open an SSH tunnel to {remote_host}:{remote_port}{why}", self.destination), e));
+                }
+            }
+        }
     }
 
     /// The link's throughput to the server (bytes/s), measured as uploads
