@@ -29,9 +29,31 @@ fn checks(v: &Value) -> std::collections::BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// No FAIL, and no WARN but the CIS rows and 1.20's plain-HTTP ports.
+/// No FAIL, and no WARN but the CIS rows, 1.20's plain-HTTP ports, and a
+/// client that lost its leader Lease: a controller-manager or scheduler
+/// whose Lease renewal timed out exits by design ("leaderelection lost")
+/// and systemd starts it again; on two cores shared by several beds and
+/// emulated servers an apiserver just restarted on etcd 3.3 can answer too
+/// late for the 10 s renew deadline. host.unit reports it as a WARN with
+/// the journal's own line, which is what this lets through, and nothing else.
 fn clean(v: &Value) -> Vec<(String, (String, String))> {
-    checks(v).into_iter().filter(|(id, (s, _))| s == "FAIL" || (s == "WARN" && !id.starts_with("cis-") && id != "ports.insecure")).collect()
+    let lost_lease = |id: &str| {
+        v["checks"].as_array().unwrap().iter().any(|c| {
+            c["id"] == id && c["status"] == "WARN" && c["journal"].as_array().is_some_and(|j| j.iter().any(|l| l.as_str().is_some_and(|l| l.contains("leaderelection lost"))))
+        })
+    };
+    let found: Vec<(String, (String, String))> =
+        checks(v).into_iter().filter(|(id, (s, _))| s == "FAIL" || (s == "WARN" && !id.starts_with("cis-") && id != "ports.insecure")).collect();
+    found
+        .into_iter()
+        .filter(|(id, _)| {
+            let tolerated = id.starts_with("host.unit.") && lost_lease(id);
+            if tolerated {
+                eprintln!("{id}: the component lost its leader Lease and systemd started it again (its journal says leaderelection lost)");
+            }
+            !tolerated
+        })
+        .collect()
 }
 
 #[test]
@@ -50,12 +72,13 @@ fn a_debian_11_server_with_systemd_247() {
     let out = run_bootstrap(&with(&args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(json(&out)["restarted"], serde_json::json!(["kube-apiserver.service"]));
+    let warned = json(&out)["warnings"].clone();
     let after = active_since(&bed, "kube-apiserver");
     assert!(restarted_on_request(before, after), "{before:?} → {after:?}\n{}", plane_journals(&bed));
     let check = with(&cpcheck_args(&bed), &["--set", "kube-apiserver.v=3", "-o", "json"]);
     let out = cpcheck(&check);
     let v = json(&out);
-    assert_eq!((out.status.code(), clean(&v)), (Some(0), vec![]), "cpcheck on systemd 247");
+    assert_eq!((out.status.code(), clean(&v)), (Some(0), vec![]), "cpcheck on systemd 247; the flag change warned {warned}\n{}", plane_journals(&bed));
     let c = checks(&v);
     assert!(c["host.userland"].1.starts_with("systemd 247"), "{:?}", c["host.userland"]);
     assert_eq!(c["host.unit.kube-apiserver"].0, "PASS");
