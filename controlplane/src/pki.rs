@@ -125,6 +125,12 @@ impl Cert {
     }
 }
 
+/// A time as certificates' messages give it: RFC 3339, UTC (seconds since
+/// the epoch when out of range).
+pub fn date(t: i64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(t).ok().and_then(|d| d.format(&::time::format_description::well_known::Rfc3339).ok()).unwrap_or_else(|| t.to_string())
+}
+
 /// What a certificate is used for (its extendedKeyUsage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

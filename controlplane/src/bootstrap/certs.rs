@@ -96,10 +96,6 @@ pub struct CheckReport {
     pub certificates: Vec<Row>,
 }
 
-fn rfc3339(t: i64) -> String {
-    ::time::OffsetDateTime::from_unix_timestamp(t).ok().and_then(|d| d.format(&::time::format_description::well_known::Rfc3339).ok()).unwrap_or_else(|| t.to_string())
-}
-
 fn now() -> i64 {
     ::time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -112,7 +108,7 @@ fn row(name: &str, file: &str, c: &Cert) -> Row {
         name: name.to_string(),
         file: file.to_string(),
         subject: crate::output::redact::line(&c.common_name().unwrap_or_default()),
-        expires: rfc3339(to),
+        expires: pki::date(to),
         residual_days: (to - now()).div_euclid(86400),
         authority: crate::output::redact::line(&issuer),
         is_ca: c.is_ca(),
@@ -391,7 +387,7 @@ fn renew_one(assets: &Path, l: &Leaf, o: &RenewOptions, issuer: &rcgen::Issuer<'
             files.push((k.clone(), key_pem.into_bytes(), 0o600));
         }
     }
-    let renewed = Renewed { name: l.name.clone(), file: l.file.clone(), old_expires: rfc3339(old.validity().1), new_expires: rfc3339(new.validity().1), new_key: !keep };
+    let renewed = Renewed { name: l.name.clone(), file: l.file.clone(), old_expires: pki::date(old.validity().1), new_expires: pki::date(new.validity().1), new_key: !keep };
     Ok((renewed, files))
 }
 

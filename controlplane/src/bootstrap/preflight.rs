@@ -416,7 +416,7 @@ fn validity(desired: &Desired, now: i64) -> Vec<Problem> {
             }
         }
     }
-    let date = |t: i64| x509_parser::time::ASN1Time::from_timestamp(t).map(|a| a.to_string()).unwrap_or_else(|_| t.to_string());
+    let date = pki::date;
     let mut p = Vec::new();
     for (name, c) in certs {
         let (from, to) = c.validity();

@@ -62,8 +62,7 @@ struct Served<'a> {
 /// A certificate as the messages name it: serial and expiry.
 fn named(c: &Cert) -> String {
     let (_, to) = c.validity();
-    let until = x509_parser::time::ASN1Time::from_timestamp(to).map(|t| t.to_string()).unwrap_or_else(|_| to.to_string());
-    format!("serial {}, expires {until}", c.serial())
+    format!("serial {}, expires {}", c.serial(), crate::pki::date(to))
 }
 
 fn verdict(s: &Served<'_>) -> Finding {
