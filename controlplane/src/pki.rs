@@ -75,6 +75,19 @@ impl Cert {
         self.x509().verify_signature(Some(ca.public_key())).is_ok()
     }
 
+    /// Does a presented chain (leaf first, DER) vouch for itself: the leaf
+    /// signs itself, or the last certificate of the chain is a root that
+    /// signs itself and each certificate is signed by the next? What a
+    /// component without a --tls-cert-file serves (client-go makes a
+    /// `localhost-ca@TIME` and a leaf it signs, at start).
+    pub fn self_contained(chain: &[Cert]) -> bool {
+        match chain {
+            [] => false,
+            [leaf] => leaf.signed_by(leaf),
+            _ => chain.windows(2).all(|w| w[0].signed_by(&w[1])) && chain.last().is_some_and(|r| r.signed_by(r)),
+        }
+    }
+
     /// Seconds until notAfter (negative when expired).
     pub fn seconds_left(&self) -> i64 {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);

@@ -143,11 +143,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsCommand {
-    /// Every certificate the layout ships or a kubeconfig embeds, and the CA: expiry, residual time, authority.
+    /// Every certificate the layout ships or a kubeconfig embeds, and the CA: expiry, residual time, authority; with --ssh, what each server has and serves.
+    ///
+    /// Exit codes: 0 listed, 2 bad input (an asset missing or unreadable), 3 a server could not be read.
     Check {
         /// The jumpbox directory holding the certificates and kubeconfigs.
         #[arg(long, default_value = ".", value_name = "DIR")]
         assets: PathBuf,
+        /// Also list each server's certificates and what each component's port serves (repeat, or separate with commas).
+        #[arg(long = "ssh", value_name = "DESTINATION", value_delimiter = ',')]
+        servers: Vec<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+        /// How long to wait for each server.
+        #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: std::time::Duration,
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
@@ -276,7 +286,18 @@ fn main() -> ExitCode {
                 Err(sig) => interrupted(sig),
             }
         }
-        Command::Certs { command: CertsCommand::Check { assets, output } } => print(controlplane::bootstrap::certs::check(&assets), output),
+        Command::Certs { command: CertsCommand::Check { assets, servers, ssh, timeout, output } } => {
+            let ran = rt.block_on(interrupt::guard(controlplane::bootstrap::certs::check_servers(&assets, &servers, &(&ssh).into(), timeout)));
+            match ran {
+                Ok(Ok(r)) => {
+                    let code = r.exit_code();
+                    print(Ok(r), output);
+                    ExitCode::from(code)
+                }
+                Ok(Err(e)) => fail(&e),
+                Err(sig) => interrupted(sig),
+            }
+        }
         Command::Certs { command: CertsCommand::Renew { assets, days, only, reuse_keys, dry_run, output } } => {
             let o = controlplane::bootstrap::certs::RenewOptions { assets, days, only, reuse_keys, dry_run };
             print(controlplane::bootstrap::certs::renew(&o), output)

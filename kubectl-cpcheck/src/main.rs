@@ -55,6 +55,9 @@ struct Cli {
     /// How long to wait for the server and the API; no check waits longer (each at most 10s).
     #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = parse_duration)]
     timeout: std::time::Duration,
+    /// A certificate (on the servers, or in the kubeconfig) expiring sooner than this is a warning (certs.expiry); expired fails.
+    #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = parse_duration)]
+    warn_within: std::time::Duration,
     /// More detail: the run's SSH sessions, CPU and peak memory at the end.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         skip: cli.skip.clone(),
         strict: cli.strict,
         timeout: cli.timeout,
+        warn_within: cli.warn_within,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let ran = rt.block_on(interrupt::guard(cpcheck::check(&o)));

@@ -76,6 +76,7 @@ pub fn replies(bed: &Bed) -> Replies {
             certs: guess.certs,
             kubeconfigs: guess.kubeconfigs,
             encryption: guess.encryption,
+            pairs: guess.pairs,
             ..Request::cpcheck()
         },
     );

@@ -36,6 +36,42 @@ fn the_served_certificate_and_restarts_owed_are_read_from_the_running_plane() {
     }
     let first = r.row("certs.served", None).detail.clone();
     assert!(first.contains("port 6443 serves /var/lib/kubernetes/kube-api-server.crt (serial "), "{first}");
+    // The pair compared on the server by its openssl; the clients' ports serve what they made at start.
+    let pair = r.row("certs.pair.kube-apiserver", None).detail.clone();
+    assert_eq!(pair, format!("{SERVING} and {SERVING_KEY} hold the same public key (compared on the server)"));
+    for (c, port) in [("kube-controller-manager", 10257), ("kube-scheduler", 10259)] {
+        let d = &r.row(&format!("certs.served.{c}"), None).detail;
+        assert!(d.starts_with(&format!("port {port} serves a certificate {c} made at start (no --tls-cert-file): self-signed")) && d.contains(", serial "), "{d}");
+    }
+    // Every certificate on the server and in --kubeconfig within a horizon longer than the leaves' year: WARN naming them; the old id still selects it.
+    let mut args = e2e::cpcheck_args(&bed);
+    args.extend(["--only", "consistency.cert-expiry", "--warn-within", "400d", "-o", "json"].map(String::from));
+    let horizon: Cpcheck = report::parse(&e2e::cpcheck(&args).stdout);
+    let row = horizon.row("certs.expiry", None);
+    assert_eq!(row.status, "WARN", "{row:#?}");
+    assert!(row.detail.starts_with("expiring within 400d: ") && row.detail.contains(&format!("--kubeconfig {} (client) (36", bed.kubeconfig.display())), "{row:#?}");
+    assert!(row.detail.contains(&format!("{SERVING} (36")) && !row.detail.contains("/var/lib/kubernetes/ca.crt"), "the CA lives ten years: {row:#?}");
+
+    // certs check with the server: what it has, what each port serves.
+    let out = std::process::Command::new(e2e::plugin("kubectl-bootstrap"))
+        .args(["certs", "check", "--assets"])
+        .arg(&bed.assets)
+        .args(["--ssh", &bed.dest()])
+        .args(bed.plugin_ssh_args())
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let server = &v["servers"][0];
+    let files: Vec<&str> = server["certificates"].as_array().unwrap().iter().map(|r| r["file"].as_str().unwrap()).collect();
+    assert!(files.contains(&SERVING) && files.contains(&CM_KUBECONFIG), "{files:?}");
+    let served = |c: &str| server["served"].as_array().unwrap().iter().find(|r| r["component"] == c).unwrap().clone();
+    let api = served("kube-apiserver");
+    assert_eq!((api["port"].as_u64(), api["sameAsFile"].as_bool(), api["selfSigned"].as_bool()), (Some(6443), Some(true), Some(false)), "{api}");
+    let sched = served("kube-scheduler");
+    assert_eq!((sched["port"].as_u64(), sched["selfSigned"].as_bool(), sched.get("tlsCertFile")), (Some(10259), Some(true), None), "{sched}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"));
 
     // A new matching pair written by hand: a reload is pending, then served.
     let dir = tempfile_dir(&bed);
@@ -66,14 +102,25 @@ fn the_served_certificate_and_restarts_owed_are_read_from_the_running_plane() {
     assert!(row.detail.contains(&format!("--kubelet-client-certificate {SERVING}")) && row.detail.contains(&format!("--kubelet-client-key {SERVING_KEY}")), "{row:#?}");
     assert!(!row.detail.contains("--tls-cert-file") && !row.detail.contains("--tls-private-key-file"), "{row:#?}");
 
-    // A certificate the apiserver will never serve (not its key's), older
-    // than the reload window: FAIL naming 6443.
+    // A certificate the apiserver will never serve (not its key's): FAIL
+    // naming 6443 at once, the pair compared on the server.
     testbed::pki::reissue_apiserver(&dir, testbed::pki::apiserver_sans(bed.address.into())).unwrap();
     put(&bed, SERVING, &std::fs::read(dir.join("kube-api-server.crt")).unwrap(), "0644");
-    bed.ssh(&format!("touch -d '-10 min' {SERVING}")).unwrap();
-    let row = certs(&bed).row("certs.served", None).clone();
+    let r = certs(&bed);
+    let row = r.row("certs.served", None).clone();
     assert_eq!(row.status, "FAIL", "{row:#?}");
-    assert!(row.detail.starts_with("port 6443 serves serial ") && row.detail.contains("(written 6"), "{row:#?}");
+    assert!(row.detail.starts_with("port 6443 serves serial ") && row.detail.contains(&format!("does not match its key {SERVING_KEY}")), "{row:#?}");
+    let row = r.row("certs.pair.kube-apiserver", None).clone();
+    assert!(row.status == "FAIL" && row.detail.starts_with(&format!("{SERVING} does not match its key {SERVING_KEY}")), "{row:#?}");
+    // A pair the server cannot compare (openssl taken away): SKIP with the
+    // reason; the served certificate is judged by the reload window alone.
+    bed.ssh("mv /usr/bin/openssl /usr/bin/openssl.away").unwrap();
+    let r = certs(&bed);
+    bed.ssh("mv /usr/bin/openssl.away /usr/bin/openssl").unwrap();
+    let row = r.row("certs.pair.kube-apiserver", None).clone();
+    assert!(row.status == "SKIP" && row.detail.contains("the server has no openssl"), "{row:#?}");
+    let row = r.row("certs.served", None).clone();
+    assert!(row.detail.contains("its key not compared: the server has no openssl"), "{row:#?}");
 
     // The controller-manager's kubeconfig changed by hand: a restart is owed.
     bed.ssh(&format!("printf '# changed by hand\\n' >> {CM_KUBECONFIG}")).unwrap();
@@ -202,6 +249,24 @@ fn certs_renew_reissues_the_leaves_from_the_jumpbox_ca_and_keeps_the_old_ones() 
     let out = renew_cmd(&dir, &["--only", "ca"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.starts_with("error: --only ca: no such certificate (renewable: "), "{}", text(&out).1);
+    // Without the CA's key (or the CA) renew refuses, naming the file, exit 2, nothing written.
+    std::fs::rename(dir.join("ca.key"), dir.join("ca.key.away")).unwrap();
+    let api_now = before("kube-api-server.crt");
+    let out = renew_cmd(&dir, &[]);
+    let err = text(&out).1;
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("error: {}", dir.join("ca.key").display())), "{err}");
+    assert_eq!(before("kube-api-server.crt"), api_now, "nothing re-issued");
+    std::fs::rename(dir.join("ca.key.away"), dir.join("ca.key")).unwrap();
+    std::fs::rename(dir.join("ca.crt"), dir.join("ca.crt.away")).unwrap();
+    for cmd in [&["certs", "renew", "--assets"][..], &["certs", "check", "--assets"][..]] {
+        let out = std::process::Command::new(e2e::plugin("kubectl-bootstrap")).args(cmd).arg(&dir).output().unwrap();
+        let err = text(&out).1;
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.lines().count() == 1 && err.starts_with(&format!("error: {}", dir.join("ca.crt").display())), "{cmd:?}: {err}");
+    }
+    std::fs::rename(dir.join("ca.crt.away"), dir.join("ca.crt")).unwrap();
     // And certs check lists the new expiry.
     let out = std::process::Command::new(e2e::plugin("kubectl-bootstrap")).args(["certs", "check", "--assets"]).arg(&dir).args(["-o", "json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -94,6 +94,119 @@ pub struct CheckReport {
     pub kind: &'static str,
     pub assets: String,
     pub certificates: Vec<Row>,
+    /// With `--ssh`: what each server has on disk and serves.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerCerts>,
+}
+
+/// One server's certificates: the files the installed units name (and the
+/// layout's), the kubeconfigs' client certificates, and what each
+/// component's port serves.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerCerts {
+    pub server: String,
+    /// Why the server could not be read (then nothing else is listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub certificates: Vec<Row>,
+    pub served: Vec<ServedRow>,
+}
+
+/// What one component's secure port presents.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedRow {
+    pub component: String,
+    pub port: u16,
+    /// The leaf it presents (`file`: `port N`), when the handshake succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Row>,
+    /// Its `--tls-cert-file`, when the unit names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    /// Is the served leaf byte for byte that file's certificate?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_as_file: Option<bool>,
+    /// It vouches for itself: the leaf signs itself, or it presents the CA
+    /// that does (what a component makes at start without a file).
+    pub self_signed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckReport {
+    /// 0, or 3 when a server could not be read.
+    pub fn exit_code(&self) -> u8 {
+        if self.servers.iter().any(|s| s.error.is_some()) {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// `check`, and with `destinations`, what each server has and serves: its
+/// files read by the probe (certificate blocks only), its ports by a TLS
+/// handshake through the SSH connection, as cpcheck reads them.
+pub async fn check_servers(assets: &Path, destinations: &[String], ssh: &crate::remote::SshOptions, timeout: std::time::Duration) -> Result<CheckReport, Error> {
+    let mut report = check(assets)?;
+    let desired = crate::model::overrides::desired_units(&crate::model::overrides::Overrides::default());
+    report.servers = futures::future::join_all(destinations.iter().map(|d| server_certs(d, &desired, ssh, timeout))).await;
+    Ok(report)
+}
+
+/// What one server has on disk and serves (see [`check_servers`]).
+async fn server_certs(dest: &str, desired: &[crate::model::overrides::DesiredUnit], ssh: &crate::remote::SshOptions, timeout: std::time::Duration) -> ServerCerts {
+    {
+        let mut s = ServerCerts { server: dest.to_string(), error: None, certificates: Vec::new(), served: Vec::new() };
+        let read = async {
+            let host = crate::remote::Host::connect(dest, ssh, timeout).await?;
+            let guess = crate::cpcheck::referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
+            let req = crate::remote::probe::Request { layout: true, certs: guess.certs, kubeconfigs: guess.kubeconfigs, ..Default::default() };
+            let p = crate::remote::probe::read(&host, &req).await?;
+            let served = crate::cpcheck::served_chains(&host, desired, None, timeout).await;
+            Ok::<_, Error>((p, served))
+        };
+        match read.await {
+            Err(e) => s.error = Some(e.to_string()),
+            Ok((p, served)) => {
+                let stem = |path: &str| path.rsplit('/').next().unwrap_or(path).trim_end_matches(".crt").trim_end_matches(".kubeconfig").to_string();
+                for (path, pem) in &p.certs {
+                    if let Ok(c) = Cert::from_pem(pem.as_bytes()) {
+                        s.certificates.push(row(&stem(path), path, &c));
+                    }
+                }
+                for (path, (_, pem)) in &p.kubeconfigs {
+                    if let Some(c) = pem.as_ref().and_then(|pem| Cert::from_pem(pem.as_bytes()).ok()) {
+                        s.certificates.push(row(&stem(path), path, &c));
+                    }
+                }
+                s.certificates.sort_by_key(|r| (!r.is_ca, r.residual_days));
+                for (c, chain) in served {
+                    let unit = desired.iter().find(|u| u.spec.component == c);
+                    let port = unit.map(|u| u.serving_port()).unwrap_or(c.serving_port());
+                    let installed = p.units.get(c.unit()).and_then(|u| u.text.as_deref()).and_then(|t| crate::model::Flags::from_unit(t, c.unit()).ok());
+                    let file = installed.as_ref().and_then(|f| f.get("tls-cert-file").map(str::to_string));
+                    let mut r =
+                        ServedRow { component: c.name().to_string(), port, certificate: None, tls_cert_file: file.clone(), same_as_file: None, self_signed: false, error: None };
+                    match chain.map(|ch| ch.into_iter().map(Cert::from_der).collect::<Result<Vec<Cert>, _>>()) {
+                        Err(e) => r.error = Some(e),
+                        Ok(Err(_)) => r.error = Some("presented a certificate that does not parse".into()),
+                        Ok(Ok(certs)) if certs.is_empty() => r.error = Some("presented no certificate".into()),
+                        Ok(Ok(certs)) => {
+                            let leaf = &certs[0];
+                            r.self_signed = Cert::self_contained(&certs);
+                            r.same_as_file = file.as_ref().map(|f| p.certs.get(f).and_then(|t| Cert::from_pem(t.as_bytes()).ok()).is_some_and(|d| d.der == leaf.der));
+                            r.certificate = Some(row(c.name(), &format!("port {port}"), leaf));
+                        }
+                    }
+                    s.served.push(r);
+                }
+            }
+        }
+        s
+    }
 }
 
 fn now() -> i64 {
@@ -144,7 +257,7 @@ pub fn check(assets: &Path) -> Result<CheckReport, Error> {
     }
     rows.sort_by_key(|r| r.residual_days);
     rows.insert(0, row(ca_asset().trim_end_matches(".crt"), &ca_asset(), &ca));
-    Ok(CheckReport { api_version: super::report::API_VERSION, kind: "CertificateCheck", assets: assets.display().to_string(), certificates: rows })
+    Ok(CheckReport { api_version: super::report::API_VERSION, kind: "CertificateCheck", assets: assets.display().to_string(), certificates: rows, servers: Vec::new() })
 }
 
 impl std::fmt::Display for CheckReport {
@@ -154,6 +267,36 @@ impl std::fmt::Display for CheckReport {
             let residual = if r.residual_days < 0 { "expired".to_string() } else { format!("{}d", r.residual_days) };
             let authority = if r.is_ca { "(CA)".to_string() } else { r.authority.clone() };
             writeln!(f, "{:<26} {:<22} {:<14} {:<26} {}", r.name, r.expires, residual, authority, r.file)?;
+        }
+        for s in &self.servers {
+            writeln!(f, "\nSERVER {}", crate::output::redact::line(&s.server))?;
+            if let Some(e) = &s.error {
+                writeln!(f, "  error: {}", crate::output::redact::line(e))?;
+                continue;
+            }
+            writeln!(f, "{:<26} {:<22} {:<14} {:<26} FILE", "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY")?;
+            for r in &s.certificates {
+                let residual = if r.residual_days < 0 { "expired".to_string() } else { format!("{}d", r.residual_days) };
+                let authority = if r.is_ca { "(CA)".to_string() } else { r.authority.clone() };
+                writeln!(f, "{:<26} {:<22} {:<14} {:<26} {}", r.name, r.expires, residual, authority, r.file)?;
+            }
+            writeln!(f, "{:<26} {:<22} {:<14} {:<26} SERVED", "PORT", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY")?;
+            for r in &s.served {
+                let port = format!("{} {}", r.port, r.component);
+                match (&r.certificate, &r.error) {
+                    (Some(c), _) => {
+                        let residual = if c.residual_days < 0 { "expired".to_string() } else { format!("{}d", c.residual_days) };
+                        let authority = if r.self_signed { "(self-signed)".to_string() } else { c.authority.clone() };
+                        let what = match (&r.tls_cert_file, r.same_as_file) {
+                            (Some(file), Some(true)) => format!("= {}", crate::output::redact::line(file)),
+                            (Some(file), _) => format!("NOT {} (a reload or restart is pending: kubectl cpcheck --only certs)", crate::output::redact::line(file)),
+                            (None, _) => "made at start (no --tls-cert-file)".to_string(),
+                        };
+                        writeln!(f, "{:<26} {:<22} {:<14} {:<26} {what}", port, c.expires, residual, authority)?;
+                    }
+                    (None, e) => writeln!(f, "{:<26} error: {}", port, crate::output::redact::line(e.as_deref().unwrap_or("")))?,
+                }
+            }
         }
         Ok(())
     }

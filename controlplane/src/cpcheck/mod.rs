@@ -284,9 +284,14 @@ pub struct Ctx {
     pub api_url: String,
     /// /healthz clients of the controller-manager and scheduler (over SSH).
     pub health: BTreeMap<Component, Result<kube::Client, String>>,
-    /// The chain the apiserver's port presents (through SSH), leaf first;
-    /// None without a server.
-    pub served: Option<Result<Vec<Vec<u8>>, String>>,
+    /// The chain each component's secure port presents (through SSH),
+    /// leaf first; empty without a server.
+    pub served: BTreeMap<Component, Result<Vec<Vec<u8>>, String>>,
+    /// `--warn-within`: a certificate expiring sooner is a warning.
+    pub warn_within: Duration,
+    /// The certificates `--kubeconfig` embeds or names, by what they are
+    /// (`--kubeconfig PATH (client)`), or why they could not be read.
+    pub kubeconfig_certs: Vec<(String, Result<crate::pki::Cert, String>)>,
     /// `--timeout`: no check waits longer.
     pub timeout: Duration,
     /// Every server, for the cluster checks (empty unless several).
@@ -332,13 +337,19 @@ impl Ctx {
             api: Err("no API in this test".into()),
             api_url: String::new(),
             health: BTreeMap::new(),
-            served: None,
+            served: BTreeMap::new(),
+            warn_within: DEFAULT_WARN_WITHIN,
+            kubeconfig_certs: Vec::new(),
             timeout: Duration::from_secs(5),
             servers: Vec::new(),
             endpoint: None,
         }
     }
 }
+
+/// `--warn-within`'s default: certificates expiring within 30 days warn
+/// (kubeadm's `certs check-expiration` and preflight use the same horizon).
+pub const DEFAULT_WARN_WITHIN: Duration = Duration::from_secs(30 * 86400);
 
 /// How long one check may take at most (less when `--timeout` is shorter):
 /// an apiserver whose etcd is down accepts requests and never answers them.
@@ -382,8 +393,21 @@ pub fn catalog() -> Vec<Check> {
     v
 }
 
-/// Checks `--only`/`--skip` name: groups or ids. Unknown ones are bad input.
+/// Ids that moved: (old, new). `--only` and `--skip` still take the old
+/// ones (as the new); CHANGELOG.md says when each moved.
+pub const MOVED: &[(&str, &str)] = &[("consistency.cert-chain", "certs.chain"), ("consistency.cert-expiry", "certs.expiry")];
+
+/// The id `id` is now (itself unless it moved).
+pub fn current_id(id: &str) -> &str {
+    MOVED.iter().find(|(old, _)| *old == id).map(|(_, new)| *new).unwrap_or(id)
+}
+
+/// Checks `--only`/`--skip` name: groups or ids (a moved id as its new
+/// one). Unknown ones are bad input.
 pub fn select(only: &[String], skip: &[String]) -> Result<Vec<Check>, Error> {
+    let only: Vec<String> = only.iter().map(|o| current_id(o).to_string()).collect();
+    let skip: Vec<String> = skip.iter().map(|o| current_id(o).to_string()).collect();
+    let (only, skip) = (&only[..], &skip[..]);
     let all = catalog();
     let groups = || Group::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ");
     for o in only {
@@ -429,6 +453,9 @@ pub fn referenced_by(flags_of: impl Fn(&crate::model::UnitSpec) -> Flags) -> Req
                 req.encryption = Some(v.to_string());
             }
         }
+        if let (Some(c), Some(k)) = (flags.get("tls-cert-file"), flags.get("tls-private-key-file")) {
+            req.pairs.push((c.to_string(), k.to_string()));
+        }
     }
     req.certs = certs;
     req.kubeconfigs = FILES.iter().filter(|f| f.kind == FileKind::Kubeconfig).map(|f| f.dest.to_string()).collect();
@@ -450,6 +477,8 @@ pub struct CheckOptions {
     pub timeout: Duration,
     /// The plane's load-balanced address.
     pub endpoint: Option<Endpoint>,
+    /// A certificate expiring sooner is a warning (`--warn-within`).
+    pub warn_within: Duration,
 }
 
 fn is_loopback(config: &kube::Config) -> bool {
@@ -482,7 +511,7 @@ struct Opened {
     probe: ProbeSlot,
     api: Result<kube::Client, String>,
     health: BTreeMap<Component, Result<kube::Client, String>>,
-    served: Option<Result<Vec<Vec<u8>>, String>>,
+    served: BTreeMap<Component, Result<Vec<Vec<u8>>, String>>,
 }
 
 /// Reads `host`: the first request guesses, from the units the manifests
@@ -497,6 +526,7 @@ async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<pro
         certs: guess.certs.clone(),
         kubeconfigs: guess.kubeconfigs.clone(),
         encryption: guess.encryption.clone(),
+        pairs: guess.pairs.clone(),
         ..Request::cpcheck()
     };
     let mut p = probe::read(&host, &first).await?;
@@ -507,9 +537,10 @@ async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<pro
         certs: more(&guess.certs, &need.certs),
         kubeconfigs: more(&guess.kubeconfigs, &need.kubeconfigs),
         encryption: need.encryption.clone().filter(|e| guess.encryption.as_ref() != Some(e)),
+        pairs: need.pairs.iter().filter(|p| !guess.pairs.contains(p)).cloned().collect(),
         ..Default::default()
     };
-    if !second.paths.is_empty() || !second.certs.is_empty() || !second.kubeconfigs.is_empty() || second.encryption.is_some() {
+    if !second.paths.is_empty() || !second.certs.is_empty() || !second.kubeconfigs.is_empty() || second.encryption.is_some() || !second.pairs.is_empty() {
         probe::run(&host, &second, &mut p).await?;
     }
     Ok(p)
@@ -550,12 +581,25 @@ async fn open(dest: &str, o: &CheckOptions, config: &Result<kube::Config, String
         let host = &host;
         async move { (u.spec.component, health::anonymous_client(host, health::reach_address(u.bind_address()), u.serving_port()).await.map_err(|e| e.to_string())) }
     }));
-    // The certificate the apiserver serves, asked for by the name clients use.
+    // The certificate each component serves: the apiserver's asked for by
+    // the name clients use.
     let sni = config.as_ref().ok().and_then(|c| c.tls_server_name.clone().or_else(|| c.cluster_url.host().map(|h| h.trim_matches(['[', ']']).to_string())));
-    let api_port = desired.iter().find(|u| u.spec.component == APISERVER).map(|u| u.serving_port()).unwrap_or(APISERVER.serving_port());
-    let served = health::served_chain(&host, api_port, sni.as_deref().unwrap_or("kubernetes"), o.timeout.min(std::time::Duration::from_secs(10)));
+    let served = served_chains(&host, desired, sni.as_deref(), o.timeout);
     let (api, health, served) = tokio::join!(connect_api, open_health, served);
-    Ok(Opened { name: dest.to_string(), host: Some(host), probe, api, health: health.into_iter().collect(), served: Some(served.map_err(|e| e.to_string())) })
+    Ok(Opened { name: dest.to_string(), host: Some(host), probe, api, health: health.into_iter().collect(), served })
+}
+
+/// The chain each component's secure port presents on `host`, at the port
+/// and bind address the manifests (and overrides) give it; the apiserver's
+/// asked for by `sni` (the name clients use), the others' by `localhost`.
+pub async fn served_chains(host: &Host, desired: &[DesiredUnit], sni: Option<&str>, timeout: Duration) -> BTreeMap<Component, Result<Vec<Vec<u8>>, String>> {
+    let limit = timeout.min(Duration::from_secs(10));
+    let each = desired.iter().map(|u| async move {
+        let c = u.spec.component;
+        let name = if c == APISERVER { sni.unwrap_or("kubernetes") } else { "localhost" };
+        (c, health::served_chain(host, health::reach_address(u.bind_address()), u.serving_port(), name, limit).await.map_err(|e| e.to_string()))
+    });
+    futures::future::join_all(each).await.into_iter().collect()
 }
 
 /// Runs `checks` on `ctx` with the CIS controls of the benchmark
@@ -640,6 +684,30 @@ async fn credentials(o: &CheckOptions) -> Result<Result<kube::Config, String>, E
     }
 }
 
+/// The certificates the kubeconfig in use holds (its client certificate,
+/// embedded or a file, and its certificate-authority), named by where they
+/// are; an unreadable one with its reason, never its content.
+fn kubeconfig_certs(o: &CheckOptions, config: &Result<kube::Config, String>) -> Vec<(String, Result<crate::pki::Cert, String>)> {
+    let Ok(c) = config else { return Vec::new() };
+    let shown = crate::kube::config::resolve(&o.kube, None).map(|r| r.shown).unwrap_or_else(|_| "the kubeconfig".into());
+    let mut v = Vec::new();
+    let client = if let Some(d) = &c.auth_info.client_certificate_data {
+        use base64::Engine;
+        Some(base64::engine::general_purpose::STANDARD.decode(d.trim()).map_err(|_| "client-certificate-data is not base64".to_string()))
+    } else {
+        c.auth_info.client_certificate.as_ref().map(|p| {
+            crate::local::files::read_regular(std::path::Path::new(p), crate::local::files::SMALL_FILE_LIMIT).map_err(|e| format!("{} {e}", crate::output::redact::line(p)))
+        })
+    };
+    if let Some(pem) = client {
+        v.push((format!("{shown} (client)"), pem.and_then(|p| crate::pki::Cert::from_pem(&p).map_err(|e| e.to_string()))));
+    }
+    for der in c.root_cert.iter().flatten() {
+        v.push((format!("{shown} (certificate-authority)"), crate::pki::Cert::from_der(der.clone()).map_err(|e| e.to_string())));
+    }
+    v
+}
+
 /// Runs the checks `o` asks for and reports them: on every `--ssh` server
 /// (none, one or several) the per-server groups, the others once.
 pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
@@ -648,6 +716,7 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let config = credentials(o).await?;
     let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
     let desired = desired_units(&overrides);
+    let kubeconfig_certs = kubeconfig_certs(o, &config);
     let dests = &o.ssh_destinations;
     let several = dests.len() > 1;
     // The cluster checks need two servers (one with --endpoint: that one),
@@ -666,7 +735,14 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         .into_iter()
         .zip(dests)
         .map(|(r, d)| {
-            r.unwrap_or_else(|e| Opened { name: d.clone(), host: None, probe: ready(Err(e.to_string())), api: Err(e.to_string()), health: BTreeMap::new(), served: None })
+            r.unwrap_or_else(|e| Opened {
+                name: d.clone(),
+                host: None,
+                probe: ready(Err(e.to_string())),
+                api: Err(e.to_string()),
+                health: BTreeMap::new(),
+                served: BTreeMap::new(),
+            })
         })
         .collect();
     if servers.is_empty() {
@@ -678,7 +754,7 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
             probe: ready(Err("no --ssh DESTINATION: host checks need the server".into())),
             api,
             health: BTreeMap::new(),
-            served: None,
+            served: BTreeMap::new(),
         });
     }
     let ctx_of = |s: &Opened| Ctx {
@@ -689,6 +765,8 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
         api_url: api_url.clone(),
         health: s.health.clone(),
         served: s.served.clone(),
+        warn_within: o.warn_within,
+        kubeconfig_certs: kubeconfig_certs.clone(),
         timeout: o.timeout,
         servers: Vec::new(),
         endpoint: None,

@@ -32,13 +32,13 @@ pub async fn anonymous_client(host: &Host, addr: IpAddr, port: u16) -> Result<ku
     kube::Client::try_from(config).map_err(|e| Error::Input(format!("cannot build a health client: {e}")))
 }
 
-/// The certificate chain a TLS server on the server's loopback `port`
+/// The certificate chain a TLS server on the server's `addr`:`port`
 /// presents for `server_name` (SNI), leaf first, through the SSH
 /// connection. Nothing is trusted here: the caller compares the bytes and
 /// verifies the chain itself; the handshake's own signatures are checked.
-pub async fn served_chain(host: &Host, port: u16, server_name: &str, timeout: std::time::Duration) -> Result<Vec<Vec<u8>>, Error> {
+pub async fn served_chain(host: &Host, addr: IpAddr, port: u16, server_name: &str, timeout: std::time::Duration) -> Result<Vec<Vec<u8>>, Error> {
     use rustls::pki_types::ServerName;
-    let local = host.forward(IpAddr::V4(Ipv4Addr::LOCALHOST), port).await?;
+    let local = host.forward(addr, port).await?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let seen = std::sync::Arc::new(Capture { chain: std::sync::Mutex::new(Vec::new()), provider: provider.clone() });
     let config = rustls::ClientConfig::builder_with_provider(provider)

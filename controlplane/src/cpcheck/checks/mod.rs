@@ -431,7 +431,7 @@ mod tests {
                     p.certs.insert("/var/lib/kubernetes/kube-api-server.crt".into(), pki(&["127.0.0.1"]).serving);
                 }),
                 none(),
-                "consistency.cert-chain",
+                "certs.chain",
                 Status::Fail,
                 "not signed by the client CA",
             ),
@@ -442,9 +442,31 @@ mod tests {
                     p.kubeconfigs.clear();
                 }),
                 none(),
-                "consistency.cert-expiry",
+                "certs.expiry",
                 Status::Fail,
                 "no certificates found",
+            ),
+            (
+                "a serving certificate put in place without its key",
+                Box::new(|p: &mut Probe| {
+                    let crt = "/var/lib/kubernetes/kube-api-server.crt";
+                    p.pairs.get_mut(crt).unwrap().1 = crate::remote::probe::pki::PairState::Mismatch;
+                }),
+                none(),
+                "certs.pair.kube-apiserver",
+                Status::Fail,
+                "/var/lib/kubernetes/kube-api-server.crt does not match its key /var/lib/kubernetes/kube-api-server.key",
+            ),
+            (
+                "a server without openssl",
+                Box::new(|p: &mut Probe| {
+                    let crt = "/var/lib/kubernetes/kube-api-server.crt";
+                    p.pairs.get_mut(crt).unwrap().1 = crate::remote::probe::pki::PairState::NoOpenssl;
+                }),
+                none(),
+                "certs.pair.kube-apiserver",
+                Status::Skip,
+                "the server has no openssl",
             ),
             (
                 "a verb taken from the ClusterRole",

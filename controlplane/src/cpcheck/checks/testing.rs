@@ -41,6 +41,14 @@ pub fn pki(serving_names: &[&str]) -> Pki {
     Pki { ca, serving, client }
 }
 
+/// A self-signed certificate, as the controller-manager and scheduler make
+/// one at start without a --tls-cert-file (DER).
+pub fn self_signed() -> Vec<u8> {
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "localhost@1700000000");
+    p.self_signed(&KeyPair::generate().unwrap()).unwrap().der().to_vec()
+}
+
 /// A server where everything is as bootstrap leaves it.
 pub fn healthy() -> Probe {
     let pki = pki(&["127.0.0.1", SERVICE_IP, "server.kubernetes.local", "10.240.1.2"]);
@@ -79,6 +87,12 @@ pub fn healthy() -> Probe {
                 p.kubeconfigs.insert(f.dest.into(), ("https://server.kubernetes.local:6443".into(), Some(pki.client.clone())));
             }
             _ => {}
+        }
+    }
+    // The serving pair the apiserver's unit names belongs together.
+    for u in desired_units(&Overrides::default()) {
+        if let (Some(c), Some(k)) = (u.flag("tls-cert-file"), u.flag("tls-private-key-file")) {
+            p.pairs.insert(c.into(), (k.into(), crate::remote::probe::pki::PairState::Match));
         }
     }
     for d in DIRECTORIES {
@@ -186,7 +200,11 @@ pub async fn findings(probe: Probe, api: kube::Client, strict: bool) -> BTreeMap
     ctx.desired = desired_units(&Overrides::default());
     // The apiserver serves the certificate on disk.
     let tls = ctx.desired.iter().find(|u| u.spec.component == APISERVER).and_then(|u| u.flag("tls-cert-file")).unwrap_or_default();
-    ctx.served = Some(probe.certs.get(tls).and_then(|pem| Cert::from_pem(pem.as_bytes()).ok()).map(|c| vec![c.der]).ok_or_else(|| "no serving certificate".to_string()));
+    ctx.served.insert(APISERVER, probe.certs.get(tls).and_then(|pem| Cert::from_pem(pem.as_bytes()).ok()).map(|c| vec![c.der]).ok_or_else(|| "no serving certificate".to_string()));
+    // The others serve a self-signed certificate made at start.
+    for u in crate::model::UNITS.iter().filter(|u| u.component != APISERVER) {
+        ctx.served.insert(u.component, Ok(vec![self_signed()]));
+    }
     ctx.host = crate::cpcheck::ready(Ok(probe));
     ctx.api = Ok(api);
     for u in crate::model::UNITS.iter().filter(|u| u.component != APISERVER) {

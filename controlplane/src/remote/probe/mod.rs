@@ -14,7 +14,8 @@
 //!   attributed to a unit by socket inode against the unit's MainPID;
 //! - [`etcd`]: the local member's health and the member list;
 //! - [`pki`]: certificate blocks, kubeconfigs' server and client
-//!   certificate, the encryption config's provider names;
+//!   certificate, the encryption config's provider names, whether a serving
+//!   certificate and its key belong together;
 //! - [`upload`]: leftover temp files, the pending-work marker, free space.
 //!
 //! The reply is lines `TAG<TAB>FIELD…`: tags are [`Tag`]s, fields are
@@ -80,6 +81,8 @@ pub struct Request {
     pub kubeconfigs: Vec<String>,
     /// The encryption config whose provider names to read.
     pub encryption: Option<String>,
+    /// (certificate, key) pairs whose public halves to compare on the server.
+    pub pairs: Vec<(String, String)>,
     /// etcd's member list (v3 gateway on the local member).
     pub etcd_members: bool,
     /// Journal lines that say why a unit's process ended.
@@ -154,6 +157,7 @@ pub enum Tag {
     KubeconfigServer,
     KubeconfigCert,
     Provider,
+    Pair,
     Pending,
     Stale,
     Disk,
@@ -195,6 +199,7 @@ impl Tag {
         Tag::KubeconfigServer,
         Tag::KubeconfigCert,
         Tag::Provider,
+        Tag::Pair,
         Tag::Pending,
         Tag::Stale,
         Tag::Disk,
@@ -237,6 +242,7 @@ impl Tag {
             Tag::KubeconfigServer => "kcserver",
             Tag::KubeconfigCert => "kccert",
             Tag::Provider => "provider",
+            Tag::Pair => "pair",
             Tag::Pending => "pending",
             Tag::Stale => "stale",
             Tag::Disk => "disk",
@@ -311,6 +317,8 @@ pub struct Probe {
     pub kubeconfigs: BTreeMap<String, (String, Option<String>)>,
     /// Provider names of the encryption config, in order.
     pub encryption_providers: Vec<String>,
+    /// certificate path → (its key's path, whether they belong together).
+    pub pairs: BTreeMap<String, (String, pki::PairState)>,
     /// The first 20 bytes of each of the layout's binaries (their ELF
     /// header: which machine they are built for).
     pub heads: BTreeMap<String, Vec<u8>>,

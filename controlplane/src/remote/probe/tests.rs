@@ -126,6 +126,7 @@ fn replies_recorded_from_a_server_parse_into_every_field() {
     assert_eq!(c.fingerprints.len(), FILES.len(), "every file fingerprinted");
     assert!(!c.certs.is_empty() && c.kubeconfigs.values().all(|(server, cert)| server.starts_with("https://") && cert.is_some()));
     assert_eq!(c.encryption_providers.first().map(String::as_str), Some("aescbc"));
+    assert!(!c.pairs.is_empty() && c.pairs.values().all(|(k, st)| k.ends_with(".key") && *st == super::pki::PairState::Match), "{:?}", c.pairs);
     assert!(c.units.values().all(|u| u.binary_version.as_deref().is_some_and(|v| v.starts_with("Kubernetes v"))));
     let crashes = c.units[scheduler.file_name].crashes.as_ref().unwrap();
     assert!(crashes.iter().any(|l| l.contains("status=9/KILL")), "{crashes:?}");
