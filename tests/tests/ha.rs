@@ -127,6 +127,58 @@ fn ha_from_nothing_then_a_no_op_a_rolling_change_and_a_rollout_stopped_by_a_fail
     assert_eq!(ready_count(&c), 3);
     let units: Vec<String> = c.servers.iter().map(|s| s.ssh("sha256sum /etc/systemd/system/kube-apiserver.service").unwrap()).collect();
     assert!(units.windows(2).all(|w| w[0] == w[1]), "{units:?}");
+
+    // Every leaf renewed on the jumpbox, then rolled while /readyz is polled:
+    // one server at a time, N-1 ready throughout, every apiserver serving
+    // the new certificate after, no restart owed anywhere.
+    let renewed = c.dir.join("renewed");
+    testbed::pki::copy_assets(&c.assets, &renewed).unwrap();
+    let renew = |extra: &[&str]| Command::new(plugin("kubectl-bootstrap")).args(["certs", "renew", "--assets"]).arg(&renewed).args(extra).output().unwrap();
+    let old_api = controlplane::pki::Cert::from_pem(&std::fs::read(renewed.join("kube-api-server.crt")).unwrap()).unwrap();
+    let out = renew(&[]);
+    assert!(out.status.success(), "renew: {:?}", text(&out));
+    let new_api = controlplane::pki::Cert::from_pem(&std::fs::read(renewed.join("kube-api-server.crt")).unwrap()).unwrap();
+    assert_ne!(new_api.serial(), old_api.serial());
+    let backup: Vec<_> = std::fs::read_dir(renewed.join(".backup")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(backup.len(), 1);
+    let kept = controlplane::pki::Cert::from_pem(&std::fs::read(backup[0].join("kube-api-server.crt")).unwrap()).unwrap();
+    assert_eq!(kept.serial(), old_api.serial(), "the old certificate is in the backup");
+    let mut renewed_args = args.clone();
+    let i = renewed_args.iter().position(|a| a == "--assets").unwrap();
+    renewed_args[i + 1] = renewed.display().to_string();
+    let poller = ReadyPoller::start(c.servers.iter().map(|s| s.address).collect());
+    let t = std::time::Instant::now();
+    let out = run_bootstrap(&with(&renewed_args, &["--set", "kube-apiserver.v=3", "-o", "json"]));
+    let roll = t.elapsed();
+    let answers = poller.stop();
+    let samples = ready_counts(&answers);
+    assert!(out.status.success(), "renew-and-roll: {:?}", text(&out));
+    let v: ClusterRun = report::parse(&out.stdout);
+    assert_eq!(v.rollout, "rolling");
+    // Apiservers first (one pass), then their clients (another), each pass one server at a time, in order.
+    let passes: Vec<(Option<u32>, Vec<usize>)> = v.waves.iter().filter(|w| w.part == "pass").map(|w| (w.pass, w.servers.clone())).collect();
+    assert_eq!(passes.iter().map(|p| p.1.clone()).collect::<Vec<_>>(), [[0], [1], [2], [0], [1], [2]].map(|s| s.to_vec()), "{:#?}", v.waves);
+    assert_eq!(passes.iter().map(|p| p.0).collect::<Vec<_>>(), [Some(0), Some(0), Some(0), Some(1), Some(1), Some(1)], "{:#?}", v.waves);
+    let min = *samples.iter().min().unwrap();
+    eprintln!("renew-and-roll: {:.1}s, {} /readyz samples every 100 ms, minimum ready {min} of 3", roll.as_secs_f64(), samples.len());
+    assert!(min >= 2, "at some sample fewer than N-1 apiservers were ready: {samples:?}");
+    let mut cp = c.cpcheck_args();
+    cp.extend(["--only", "certs", "-o", "json"].map(String::from));
+    let r: Cpcheck = report::parse(&cpcheck(&cp).stdout);
+    for s in &c.servers {
+        let served = r.row("certs.served", Some(&s.dest()));
+        assert!(served.status == "PASS" && served.detail.contains(&format!("serial {}", new_api.serial())), "{}: {served:#?}", s.dest());
+        for comp in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            let row = r.row(&format!("certs.restart.{comp}"), Some(&s.dest()));
+            assert_eq!(row.status, "PASS", "{}: no restart owed: {row:#?}", s.dest());
+        }
+    }
+    // A second dry run lists the new expiries as the current ones.
+    let out = renew(&["--dry-run", "-o", "json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api = j["renewed"].as_array().unwrap().iter().find(|r| r["name"] == "kube-api-server").unwrap().clone();
+    assert_eq!(api["oldExpires"].as_str(), Some(controlplane::pki::date(new_api.validity().1).as_str()), "{api}");
 }
 
 #[test]

@@ -552,6 +552,23 @@ mod tests {
         }
     }
 
+    /// A moved id's new one exists, its old one no longer does, and
+    /// `--only`/`--skip` take the old one as the new.
+    #[test]
+    fn moved_ids_point_at_checks_that_exist() {
+        let all: Vec<String> = crate::cpcheck::catalog().into_iter().map(|c| c.id).collect();
+        for (old, new) in crate::cpcheck::MOVED {
+            assert!(all.iter().any(|i| i == new) && !all.iter().any(|i| i == old), "{old} → {new}");
+            let picked = crate::cpcheck::select(&[old.to_string()], &[]).unwrap();
+            assert_eq!(picked.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [*new]);
+            assert!(!crate::cpcheck::select(&[], &[old.to_string()]).unwrap().is_empty());
+        }
+        let changelog = include_str!("../../../../CHANGELOG.md");
+        for (old, new) in crate::cpcheck::MOVED {
+            assert!(changelog.contains(&format!("`{old}` is now `{new}`")), "CHANGELOG.md says {old} moved to {new}");
+        }
+    }
+
     #[test]
     fn first_difference_names_the_line() {
         assert_eq!(first_difference("a\nb\nc\n", "a\nb\nc\n"), None);
