@@ -17,6 +17,7 @@
 
 pub mod bootstrap;
 pub mod cpcheck;
+pub mod diagnose;
 pub mod error;
 pub mod kube;
 pub mod local;

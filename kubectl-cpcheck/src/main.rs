@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use cli::{parse_duration, KubeArgs, OverrideArgs, SshArgs};
 use controlplane::cpcheck::{self, CheckOptions};
 use controlplane::local::interrupt;
@@ -21,9 +21,12 @@ use controlplane::{errln, out, outln};
     name = "kubectl cpcheck",
     bin_name = "kubectl cpcheck",
     version = controlplane::version_line(),
-    after_help = "`kubectl cpcheck completion bash|zsh|fish` prints a completion script for the kubectl-cpcheck executable."
+    after_help = "`kubectl cpcheck completion bash|zsh|fish` prints a completion script for the kubectl-cpcheck executable.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Check the host too, over SSH: user@host, ssh://user@host:port or a Host alias. Repeat it (or separate with commas)
     /// for every server of an HA plane: host checks then run on each, cluster checks across them.
     #[arg(long = "ssh", value_name = "DESTINATION", value_delimiter = ',')]
@@ -58,9 +61,39 @@ struct Cli {
     /// A certificate (on the servers, or in the kubeconfig) expiring sooner than this is a warning (certs.expiry); expired fails.
     #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = parse_duration)]
     warn_within: std::time::Duration,
+    /// How far back the components' journals are searched for known failures (diagnose.*, and the cause of a failing unit); never before a running unit's current start.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    journal_since: std::time::Duration,
+    /// Also write a support bundle here (FILE.tar.gz, 0600): every server's units, configs, file list, status, journals, certificates' metadata, the plane's health, Leases, Endpoints, events, and this report; no secret. The exit code stays cpcheck's (2 when it cannot be written).
+    #[arg(long, value_name = "FILE.tar.gz")]
+    bundle: Option<std::path::PathBuf>,
     /// More detail: the run's SSH sessions, CPU and peak memory at the end.
     #[arg(short = 'v', long)]
     verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// What a check (or a failure signature) checks, why it matters, how to fix it, where it comes from.
+    ///
+    /// Exit codes: 0 explained, 2 no such id.
+    Explain {
+        /// A check id (`kubectl cpcheck --list`) or a failure signature's (`explain --list`).
+        #[arg(required_unless_present = "list")]
+        id: Option<String>,
+        /// List the failure signatures looked for in the components' journals (diagnose.*).
+        #[arg(long)]
+        list: bool,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: ExplainFormat,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExplainFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,11 +103,45 @@ enum Format {
     Junit,
 }
 
+/// `kubectl cpcheck explain`.
+fn explain(id: Option<&str>, list: bool, output: ExplainFormat) -> ExitCode {
+    use controlplane::cpcheck::explain;
+    if list {
+        let rows = explain::signatures();
+        match output {
+            ExplainFormat::Json => outln!("{}", explain::signatures_json()),
+            ExplainFormat::Text => {
+                for (id, c, t) in rows {
+                    outln!("{:<26} {:<54} {t}", id, c);
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let id = id.unwrap_or_default();
+    match explain::explain(id) {
+        Some(e) => {
+            match output {
+                ExplainFormat::Json => outln!("{}", e.json()),
+                ExplainFormat::Text => outln!("{e}"),
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            errln!("error: {}: no check or failure signature has that id (kubectl cpcheck --list, kubectl cpcheck explain --list)", controlplane::output::redact::line(id));
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if let Some(code) = cli::plugin::early(<Cli as clap::CommandFactory>::command()) {
         return code;
     }
     let cli = Cli::parse();
+    if let Some(Sub::Explain { id, list, output }) = &cli.command {
+        return explain(id.as_deref(), *list, *output);
+    }
 
     if cli.list {
         return match cpcheck::select(&cli.only, &cli.skip) {
@@ -101,6 +168,8 @@ fn main() -> ExitCode {
         strict: cli.strict,
         timeout: cli.timeout,
         warn_within: cli.warn_within,
+        journal_since: cli.journal_since,
+        bundle: cli.bundle.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let ran = rt.block_on(interrupt::guard(cpcheck::check(&o)));

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 pub use testbed::{Bed, BedOptions, Cluster, Os};
 
+pub mod diagnose_bed;
 pub mod faults;
 pub mod probe_bed;
 pub mod report;
@@ -286,4 +287,10 @@ pub fn release_plugins(target: &str) -> PathBuf {
     assert!(st.success(), "building the plugins for {target} failed");
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
     target_dir.join(target).join("release")
+}
+
+/// The first needle of the failure signature `id` (what the server's
+/// prefilter keeps its lines by).
+pub fn diagnose_needle(id: &str) -> &'static str {
+    controlplane::diagnose::signature(id).and_then(|s| s.needles.first().copied()).unwrap_or("")
 }

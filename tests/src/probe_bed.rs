@@ -77,6 +77,7 @@ pub fn replies(bed: &Bed) -> Replies {
             kubeconfigs: guess.kubeconfigs,
             encryption: guess.encryption,
             pairs: guess.pairs,
+            signatures: Some(600),
             ..Request::cpcheck()
         },
     );

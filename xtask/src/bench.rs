@@ -433,7 +433,14 @@ fn renew_and_roll(bin: &Path, c: &Cluster, rows: &mut Vec<Row>) -> Result<()> {
         if !rolled.out.status.success() {
             bail!("round {}: the renewed certificates' roll failed: {}", round + 1, String::from_utf8_lossy(&rolled.out.stderr));
         }
-        println!("  round {}: rolling flag change {:.1}s; certs renew {:.2}s; its roll {:.1}s (ratio {:.2})", round + 1, flag.wall, renew.wall, rolled.wall, (renew.wall + rolled.wall) / flag.wall);
+        println!(
+            "  round {}: rolling flag change {:.1}s; certs renew {:.2}s; its roll {:.1}s (ratio {:.2})",
+            round + 1,
+            flag.wall,
+            renew.wall,
+            rolled.wall,
+            (renew.wall + rolled.wall) / flag.wall
+        );
         ratios.push((renew.wall + rolled.wall) / flag.wall);
         renews.push(renew.wall);
     }

@@ -107,6 +107,14 @@ pub fn run(seed: Option<u64>, cuts: usize, sigints: usize) -> Result<()> {
     if !failed.is_empty() {
         md.push_str(&format!("\nFailed tests: {}\n", failed.join(", ")));
     }
+    // `cargo xtask diagnose`'s section stays.
+    if let Ok(old) = std::fs::read_to_string(root.join("RELIABILITY.md")) {
+        if let (Some(a), Some(b)) = (old.find(crate::DIAGNOSE_BEGIN), old.find(crate::DIAGNOSE_END)) {
+            md.push('\n');
+            md.push_str(&old[a..b + crate::DIAGNOSE_END.len()]);
+            md.push('\n');
+        }
+    }
     std::fs::write(root.join("RELIABILITY.md"), &md)?;
     eprintln!("[faults] wrote RELIABILITY.md: {converged}/{} converged, {corrupt} corrupt, {temps} temps, {leftovers} leftovers, {table} hostile inputs", applied.len());
     if !problems.is_empty() || !failed.is_empty() || !out.status.success() || !attacks_out.status.success() {

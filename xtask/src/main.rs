@@ -60,6 +60,12 @@ enum Cmd {
     /// Record the probe's replies from a real server prepared so that every
     /// fact fires (controlplane/src/remote/probe/recorded/): the unit tests' replies.
     ProbeReply,
+    /// Every failure signature reproduced on a bed, as the guide's readers break a plane, `rounds` times:
+    /// how long until cpcheck names the cause, and until it clears after the fix; writes RELIABILITY.md's section.
+    Diagnose {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The local demo: bed up, build the plugins, bootstrap the bed, check it.
     Demo {
         /// Leave the bed running afterwards.
@@ -205,6 +211,53 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// RELIABILITY.md's diagnose section lies between these.
+pub const DIAGNOSE_BEGIN: &str = "<!-- diagnose:begin -->";
+pub const DIAGNOSE_END: &str = "<!-- diagnose:end -->";
+
+/// `cargo xtask diagnose`: every signature reproduced `rounds` times on
+/// one bed; medians written between the markers of RELIABILITY.md.
+fn diagnose(rounds: usize) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let started = std::time::Instant::now();
+    let bed = e2e::bootstrapped("xdiagnose");
+    let cases = e2e::diagnose_bed::cases();
+    let mut rows = Vec::new();
+    for case in &cases {
+        let (mut named, mut cleared, mut detail) = (Vec::new(), Vec::new(), String::new());
+        for round in 0..rounds {
+            let m = e2e::diagnose_bed::reproduce(&bed, case);
+            eprintln!("[diagnose] {} round {}: named after {:.1}s, cleared {:.1}s after the fix", m.id, round + 1, m.detected.as_secs_f64(), m.cleared.as_secs_f64());
+            named.push(m.detected.as_secs_f64());
+            cleared.push(m.cleared.as_secs_f64());
+            detail = m.detail;
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        rows.push(format!("| `{}` | {} of {rounds} | {:.1} s | {:.1} s | {} |", case.id, named.len(), median(named), median(cleared), detail.replace('|', "\\|")));
+    }
+    let mut md = format!(
+        "{DIAGNOSE_BEGIN}\n## Failures that explain themselves\n\nFrom `cargo xtask diagnose` ({:.0} s, {rounds} rounds of each signature on one bed; README's test command runs one round, tests/tests/diagnose.rs). Each round: break the plane by hand as the guide's readers do (tests/src/diagnose_bed.rs), poll `kubectl cpcheck` every 2 s until `diagnose.ID` names the cause (a failing unit's row names it too), then the reader's own step and `kubectl bootstrap server`, and poll until the row passes again.\n\n| signature | named | named after (median) | cleared after the fix (median) | what cpcheck said (last round) |\n| --- | --- | --- | --- | --- |\n",
+        started.elapsed().as_secs_f64()
+    );
+    for r in rows {
+        md.push_str(&r);
+        md.push('\n');
+    }
+    md.push_str(DIAGNOSE_END);
+    let path = root.join("RELIABILITY.md");
+    let text = std::fs::read_to_string(&path)?;
+    let kept = match (text.find(DIAGNOSE_BEGIN), text.find(DIAGNOSE_END)) {
+        (Some(a), Some(b)) => format!("{}{md}{}", &text[..a], &text[b + DIAGNOSE_END.len()..]),
+        _ => format!("{}\n{md}\n", text.trim_end()),
+    };
+    std::fs::write(&path, kept)?;
+    eprintln!("[diagnose] wrote RELIABILITY.md");
+    Ok(())
+}
+
 /// `cargo xtask probe-reply`: a bed, bootstrapped and prepared so that
 /// every fact fires, read three ways; the replies written where the probe's
 /// unit tests read them.
@@ -345,6 +398,7 @@ fn main() -> ExitCode {
         Cmd::Dist { out } => release::dist(out),
         Cmd::Demo { keep, servers, arch } => demo(keep, servers, arch),
         Cmd::ProbeReply => probe_reply(),
+        Cmd::Diagnose { rounds } => diagnose(rounds),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

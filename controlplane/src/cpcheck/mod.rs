@@ -8,8 +8,10 @@
 //! one place ([`open`]); the groups that read a server run on each (one
 //! server is N = 1), the others once for the plane.
 
+pub mod bundle;
 pub mod checks;
 pub mod cis;
+pub mod explain;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -62,13 +64,14 @@ pub enum Group {
     Rbac,
     Leader,
     Cluster,
+    Diagnose,
     Cis,
 }
 
 impl Group {
     /// Every group, in report order.
     pub const ALL: &'static [Group] =
-        &[Group::Host, Group::Ports, Group::Health, Group::Api, Group::Consistency, Group::Certs, Group::Rbac, Group::Leader, Group::Cluster, Group::Cis];
+        &[Group::Host, Group::Ports, Group::Health, Group::Api, Group::Consistency, Group::Certs, Group::Rbac, Group::Leader, Group::Cluster, Group::Diagnose, Group::Cis];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +84,7 @@ impl Group {
             Group::Rbac => "rbac",
             Group::Leader => "leader",
             Group::Cluster => "cluster",
+            Group::Diagnose => "diagnose",
             Group::Cis => "cis",
         }
     }
@@ -92,7 +96,7 @@ impl Group {
     /// Does it read one server (and so run on each of several)? The others
     /// are about the plane and run once.
     pub fn per_server(self) -> bool {
-        matches!(self, Group::Host | Group::Ports | Group::Health | Group::Consistency | Group::Certs | Group::Cis)
+        matches!(self, Group::Host | Group::Ports | Group::Health | Group::Consistency | Group::Certs | Group::Diagnose | Group::Cis)
     }
 }
 
@@ -172,6 +176,8 @@ pub enum Item {
     /// name and `-config`).
     Config,
     Cis(cis::Row),
+    /// A failure signature (its id ends with the signature's).
+    Signature(&'static crate::diagnose::Signature),
 }
 
 impl Item {
@@ -190,6 +196,7 @@ impl Item {
             Item::Role(r) => Some(r.name.to_string()),
             Item::Binding(b) => Some(b.name.to_string()),
             Item::Path(p) => Some(p.to_string()),
+            Item::Signature(s) => Some(s.id.to_string()),
             Item::Config => crate::model::placed(crate::model::SCHEDULER_CONFIG.manifest).and_then(|f| f.restarts.first()).map(|c| format!("{c}-config")),
         }
     }
@@ -222,6 +229,8 @@ pub enum Each {
     Path(&'static [&'static str]),
     /// The compiled-in scheduler config.
     Config,
+    /// Every failure signature (`crate::diagnose`).
+    Signature,
 }
 
 /// A row of a group's table: a named function and what it is for.
@@ -254,6 +263,7 @@ impl Def {
             Each::Binding => crate::model::CLUSTER_ROLE_BINDINGS.iter().map(Item::Binding).collect(),
             Each::Path(v) => v.iter().map(|p| Item::Path(p)).collect(),
             Each::Config => vec![Item::Config],
+            Each::Signature => crate::diagnose::SIGNATURES.iter().map(Item::Signature).collect(),
         };
         items
             .into_iter()
@@ -350,6 +360,9 @@ impl Ctx {
 /// `--warn-within`'s default: certificates expiring within 30 days warn
 /// (kubeadm's `certs check-expiration` and preflight use the same horizon).
 pub const DEFAULT_WARN_WITHIN: Duration = Duration::from_secs(30 * 86400);
+
+/// `--journal-since`'s default.
+pub const DEFAULT_JOURNAL_SINCE: Duration = Duration::from_secs(600);
 
 /// How long one check may take at most (less when `--timeout` is shorter):
 /// an apiserver whose etcd is down accepts requests and never answers them.
@@ -479,6 +492,11 @@ pub struct CheckOptions {
     pub endpoint: Option<Endpoint>,
     /// A certificate expiring sooner is a warning (`--warn-within`).
     pub warn_within: Duration,
+    /// How far back the journals are searched for failure signatures
+    /// (`--journal-since`; never before a running unit's current start).
+    pub journal_since: Duration,
+    /// Write a support bundle here (`--bundle`).
+    pub bundle: Option<std::path::PathBuf>,
 }
 
 fn is_loopback(config: &kube::Config) -> bool {
@@ -517,7 +535,7 @@ struct Opened {
 /// Reads `host`: the first request guesses, from the units the manifests
 /// (and overrides) install, what they reference; only what the installed
 /// units reference beyond that (drift) takes a second round trip.
-async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<probe::HmacKey>) -> Result<Probe, Error> {
+async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<probe::HmacKey>, journal_since: Duration) -> Result<Probe, Error> {
     let guess = referenced_by(|u| desired.iter().find(|d| d.spec.file_name == u.file_name).map(|d| d.flags.clone()).unwrap_or_default());
     let first = Request {
         etcd_members: key.is_some(),
@@ -527,6 +545,7 @@ async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<pro
         kubeconfigs: guess.kubeconfigs.clone(),
         encryption: guess.encryption.clone(),
         pairs: guess.pairs.clone(),
+        signatures: Some(journal_since.as_secs()),
         ..Request::cpcheck()
     };
     let mut p = probe::read(&host, &first).await?;
@@ -550,7 +569,8 @@ async fn read_server(host: Arc<Host>, desired: Vec<DesiredUnit>, key: Option<pro
 /// started at once (checks that need no host start before the read ends).
 async fn open(dest: &str, o: &CheckOptions, config: &Result<kube::Config, String>, desired: &[DesiredUnit], tunnel: bool, key: Option<probe::HmacKey>) -> Result<Opened, Error> {
     let host = Arc::new(Host::connect(dest, &o.ssh, o.timeout).await?);
-    let read = read_server(host.clone(), desired.to_vec(), key);
+    let journal_since = if o.journal_since.is_zero() { DEFAULT_JOURNAL_SINCE } else { o.journal_since };
+    let read = read_server(host.clone(), desired.to_vec(), key, journal_since);
     let probe: ProbeSlot = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
         match tokio::spawn(read).await {
             Ok(r) => r.map(Arc::new).map_err(|e| e.to_string()),
@@ -713,6 +733,9 @@ fn kubeconfig_certs(o: &CheckOptions, config: &Result<kube::Config, String>) -> 
 pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let overrides = Overrides::from_sources(&o.overrides)?;
     let registry = select(&o.only, &o.skip)?;
+    if let Some(b) = &o.bundle {
+        bundle::preflight(b)?;
+    }
     let config = credentials(o).await?;
     let api_url = config.as_ref().map(|c| c.cluster_url.to_string()).unwrap_or_default();
     let desired = desired_units(&overrides);
@@ -792,8 +815,18 @@ pub async fn check(o: &CheckOptions) -> Result<Report, Error> {
     let cluster = plane(&servers, &config, ctx_of, several, &config_endpoint(o, &config)).await;
     results.extend(run(&cluster, &once, &o.skip).await);
     drop(cluster);
+    let report = Report::new(results, cis_info);
+    if let Some(path) = &o.bundle {
+        let mut views = Vec::new();
+        for s in &servers {
+            views.push(bundle::Server { name: &s.name, host: s.host.clone(), probe: s.probe.clone().await, served: &s.served });
+        }
+        let api = servers.iter().find_map(|s| s.api.as_ref().ok());
+        bundle::write(path, &views, api, &report).await?;
+        drop(views);
+    }
     futures::future::join_all(servers.into_iter().filter_map(|s| s.host).filter_map(|h| Arc::try_unwrap(h).ok()).map(Host::close)).await;
-    Ok(Report::new(results, cis_info))
+    Ok(report)
 }
 
 fn config_endpoint(o: &CheckOptions, config: &Result<kube::Config, String>) -> Option<(Endpoint, Result<kube::Client, String>)> {

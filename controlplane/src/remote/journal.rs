@@ -37,6 +37,41 @@ pub fn crash_script(unit: &str, since: Option<f64>, token: &str) -> String {
     )
 }
 
+/// At most this many of a unit's last journal lines are searched for
+/// failure signatures (an unknown flag prints its error, then hundreds of
+/// lines of usage).
+pub const SEARCHED: usize = 5000;
+
+/// Lines that are never a failure's message, left out on the server so
+/// they do not crowd the candidates out: klog's flag dump at -v=1 and
+/// above (`FLAG: --…`), and a Go traceback (goroutine headers, indented
+/// frames) that follows a fatal line.
+pub const NOT_MESSAGES: &str = "\\] FLAG: --|\\]: goroutine [0-9]+ \\[|\\]: [[:space:]]";
+
+/// Shell printing the lines of the last [`SEARCHED`] of the journal of the
+/// unit named by the shell word `unit`, within the last `window` seconds
+/// (server clock), that hold a failure signature's needle
+/// ([`crate::diagnose::needles`]): the last [`SENT`]. A failing journalctl
+/// prints `token STATUS`.
+pub fn signature_script(unit: &str, window: u64, token: &str) -> String {
+    let needles: String = crate::diagnose::needles().iter().map(|n| format!(" -e {}", q(n))).collect();
+    format!(
+        "{{ LC_ALL=C journalctl -u {unit} --since @$(( $(date +%s) - {window} )) -n {SEARCHED} -o short-iso --no-pager -q || echo \"{token} $?\"; }} | LC_ALL=C grep -a -F{needles} -e {} | LC_ALL=C grep -a -v -E {} | tail -n {SENT}",
+        q(&format!("{token} ")),
+        q(NOT_MESSAGES)
+    )
+}
+
+/// The lines [`signature_script`] sent, escaped, those that may hold a
+/// secret dropped. Err when the script says journalctl failed.
+pub fn signature_lines(journal: &[u8], token: &str) -> Result<Vec<String>, crate::remote::BadReply> {
+    let text = String::from_utf8_lossy(journal);
+    if let Some(status) = text.lines().find_map(|l| l.strip_prefix(token).and_then(|r| r.strip_prefix(' '))) {
+        return Err(format!("journalctl failed (exit {})", crate::output::redact::line(status.trim())).into());
+    }
+    Ok(text.lines().filter(|l| !may_hold_secret(l)).map(crate::output::redact::line).collect())
+}
+
 /// [`crash_script`] for the unit `unit`.
 pub fn crash_script_for(unit: &str, since: Option<f64>, token: &str) -> String {
     crash_script(&q(unit), since, token)
@@ -71,20 +106,26 @@ pub fn is_crash(msg: &str) -> bool {
 
 /// Could `line` hold a secret? A PEM private key, a JWT (`eyJ…`), a bearer
 /// token, or a base64 run of 40 characters or more: such a line is never
-/// printed.
+/// printed. A run counts as base64 when it mixes upper and lower case with
+/// digits or `+` (random bytes do, with odds of a miss below 1 in 1,000
+/// at 40 characters); a Go package path
+/// (`k8s.io/kubernetes/pkg/scheduler/apis/config/scheme`) does not.
 pub fn may_hold_secret(line: &str) -> bool {
     if line.contains("PRIVATE KEY") || line.to_ascii_lowercase().contains("bearer ") || line.contains("eyJ") {
         return true;
     }
-    let mut run = 0usize;
+    let (mut run, mut upper, mut lower, mut digit) = (0usize, false, false, false);
     for c in line.bytes() {
         if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
             run += 1;
-            if run >= 40 {
+            upper |= c.is_ascii_uppercase();
+            lower |= c.is_ascii_lowercase();
+            digit |= c.is_ascii_digit() || c == b'+';
+            if run >= 40 && upper && lower && digit {
                 return true;
             }
         } else {
-            run = 0;
+            (run, upper, lower, digit) = (0, false, false, false);
         }
     }
     false
@@ -137,6 +178,34 @@ mod tests {
         assert_eq!(crash_lines(b"x\ntok 1\n", "tok").unwrap_err().to_string(), "journalctl failed (exit 1)");
     }
 
+    /// The server sends a signature's candidate lines, never the flag dump
+    /// or a traceback's lines (which would crowd them out), and a failing
+    /// journalctl is reported (this machine's sh and grep, a stand-in
+    /// journalctl first on PATH).
+    #[test]
+    fn the_signature_prefilter_keeps_messages_and_drops_flag_dumps_and_tracebacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("journalctl");
+        let journal = "2026-12-02T05:49:01+0000 server kube-controller-manager[614]: I1202 05:49:01.1 614 flags.go:59] FLAG: --cloud-provider=\"\"\n\
+2026-12-02T05:49:02+0000 server kube-controller-manager[614]: F1202 05:49:02.091325 614 controllermanager.go:250] error starting controllers: open /var/lib/kubernetes/ca.key: no such file or directory\n\
+2026-12-02T05:49:02+0000 server kube-controller-manager[614]: goroutine 401 [select]:\n\
+2026-12-02T05:49:02+0000 server kube-controller-manager[614]:         /src/k8s.io/cloudprovider/x.go:1 +0x40\n";
+        std::fs::write(&fake, format!("#!/bin/sh\ncat <<'EOF'\n{journal}EOF\n[ -z \"$FAIL\" ] || exit 4\n")).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let run = |fail: bool| {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(signature_script("'x.service'", 600, "tok9")).env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()));
+            if fail {
+                c.env("FAIL", "1");
+            }
+            c.output().unwrap()
+        };
+        let got = signature_lines(&run(false).stdout, "tok9").unwrap();
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].contains("ca.key: no such file or directory"));
+        assert_eq!(signature_lines(&run(true).stdout, "tok9").unwrap_err().to_string(), "journalctl failed (exit 4)");
+    }
+
     #[test]
     fn lines_that_may_hold_a_secret_never_pass() {
         for l in [
@@ -150,6 +219,10 @@ mod tests {
         }
         assert!(!may_hold_secret("F1201 21:50:21.200000     311 storage_decorator.go:57] Unable to create storage backend"));
         assert!(!may_hold_secret("kube-apiserver.service: Main process exited, code=exited, status=255/EXCEPTION"));
+        // A Go package path is not base64 (a real line, scheduler config of another release).
+        assert!(!may_hold_secret("no kind \"KubeSchedulerConfiguration\" is registered for version \"kubescheduler.config.k8s.io/v1\" in scheme \"k8s.io/kubernetes/pkg/scheduler/apis/config/scheme/scheme.go:30\""));
+        // 30 random bytes in base64 (a Secret's data, a token) are.
+        assert!(may_hold_secret("token=3q2+7wAAAAEAAgADAAQABQAGAAcACAAJAAoACwAMAA0ADgAP"));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct UnitStatus {
     /// why its process ended (escaped), or why they could not be read.
     #[serde(skip)]
     pub crashes: Result<Vec<String>, String>,
+    /// Journal lines (escaped, within the window asked) that may show a
+    /// known failure (`crate::diagnose`), or why they could not be read.
+    #[serde(skip)]
+    pub signature_lines: Result<Vec<String>, String>,
 }
 
 impl Default for UnitStatus {
@@ -71,6 +75,7 @@ impl Default for UnitStatus {
             interpreter: None,
             binary_version: None,
             crashes: Ok(Vec::new()),
+            signature_lines: Ok(Vec::new()),
         }
     }
 }

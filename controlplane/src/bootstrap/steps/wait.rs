@@ -171,10 +171,18 @@ async fn stuck(host: &Host, bad: &[Unhealthy], baseline: &BTreeMap<Component, u3
         return Ok(());
     }
     let culprits: Vec<&Unhealthy> = if looping.is_empty() { bad.iter().collect() } else { looping };
+    // What their journals say since the wait began (and a minute before:
+    // the start it waits on), matched against the known failures.
+    let window = start.elapsed().as_secs() + 60;
+    let said = probe::read(host, &Request { signatures: Some(window), ..Request::units() }).await.ok();
     let mut msg = String::new();
     for b in culprits {
         let reason = if timed_out { format!("not healthy after {}s", timeout.as_secs()) } else { "keeps restarting".to_string() };
         msg.push_str(&format!("{} {reason} ({})\n", b.component, b.why));
+        let lines = said.as_ref().and_then(|p| p.units.get(b.component.unit())).and_then(|u| u.signature_lines.as_ref().ok());
+        if let Some(cause) = lines.and_then(|l| l.iter().rev().find_map(|l| crate::diagnose::match_line(b.component, l))) {
+            msg.push_str(&format!("cause [diagnose.{}]: {}\nfix: {}\n", cause.id, cause.cause, cause.fix));
+        }
         msg.push_str(&diagnose(host, b.component).await);
         msg.push('\n');
     }

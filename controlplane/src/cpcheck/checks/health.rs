@@ -15,7 +15,7 @@ fn path(i: Item) -> &'static str {
     }
 }
 
-fn apiserver<'a>(_: &'a Ctx, client: &'a kube::Client, i: Item) -> futures::future::BoxFuture<'a, Finding> {
+fn apiserver<'a>(ctx: &'a Ctx, client: &'a kube::Client, i: Item) -> futures::future::BoxFuture<'a, Finding> {
     let path = path(i);
     async move {
         let (status, body) = endpoints::get(client, &format!("/{path}?verbose")).await;
@@ -28,7 +28,11 @@ fn apiserver<'a>(_: &'a Ctx, client: &'a kube::Client, i: Item) -> futures::futu
         } else {
             failing.iter().map(|f| format!("[-]{f} failed")).collect::<Vec<_>>().join(", ")
         };
-        Finding::fail(format!("/{path}: {what}"), format!("journalctl -u {}; a failing etcd check means etcd is down or unreachable", APISERVER.unit()))
+        with_cause(
+            Finding::fail(format!("/{path}: {what}"), format!("journalctl -u {}; a failing etcd check means etcd is down or unreachable", APISERVER.unit())),
+            ctx.host(),
+            APISERVER,
+        )
     }
     .boxed()
 }
@@ -45,7 +49,7 @@ fn healthz(ctx: &Ctx, i: Item) -> futures::future::BoxFuture<'_, Finding> {
                     Finding::pass(format!("/healthz {}", body.trim()))
                 } else {
                     let why = if status == 0 { body.lines().next().unwrap_or("").to_string() } else { format!("HTTP {status}") };
-                    Finding::fail(format!("/healthz: {why}"), format!("systemctl status {c}; journalctl -u {c}"))
+                    with_cause(Finding::fail(format!("/healthz: {why}"), format!("systemctl status {c}; journalctl -u {c}")), ctx.host(), c)
                 }
             }
         }

@@ -43,7 +43,7 @@ fn unit_active(_: &Ctx, h: &Probe, i: Item) -> Finding {
         )
         .with_journal(&crashes)
     } else {
-        Finding::fail(detail, format!("systemctl enable --now {f}; journalctl -u {f}")).with_journal(&crashes)
+        with_cause(Finding::fail(detail, format!("systemctl enable --now {f}; journalctl -u {f}")).with_journal(&crashes), Some(h), i.component())
     }
 }
 

@@ -22,6 +22,7 @@ mod api;
 mod certs;
 pub mod cluster;
 mod consistency;
+mod diagnose;
 mod health;
 mod host;
 mod leader;
@@ -40,6 +41,7 @@ pub fn table(group: Group) -> &'static [Def] {
         Group::Rbac => rbac::CHECKS,
         Group::Leader => leader::CHECKS,
         Group::Cluster => cluster::CHECKS,
+        Group::Diagnose => diagnose::CHECKS,
         Group::Cis => &[],
     }
 }
@@ -84,6 +86,44 @@ pub fn first_difference(installed: &str, expected: &str) -> Option<(usize, Strin
     (0..a.len().max(b.len()))
         .find(|&i| a.get(i) != b.get(i))
         .map(|i| (i + 1, a.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into()), b.get(i).map(|s| s.trim().to_string()).unwrap_or("<end of file>".into())))
+}
+
+/// The journal lines of `c` that count: its current process's while it
+/// runs and systemd has not restarted it by itself since it was last
+/// started on request (what a fixed and restarted unit said before no
+/// longer counts); else — down, or crash-looping (a component that fails
+/// only after winning its leader election runs for seconds before it
+/// exits) — every line the probe read, its current and previous
+/// invocations within `--journal-since`.
+pub fn counted_lines(h: &Probe, c: Component) -> Result<Vec<String>, String> {
+    let Some(st) = h.units.get(c.unit()) else { return Ok(Vec::new()) };
+    let lines = st.signature_lines.clone()?;
+    if st.active == ActiveState::Active && st.main_pid > 0 && st.restarts == 0 {
+        // The current invocation's own lines: its process's (the journal
+        // stamps whole seconds; a restart within the second of an old line
+        // would let it through).
+        let own = format!("[{}]: ", st.main_pid);
+        return Ok(lines.into_iter().filter(|l| l.contains(&own)).collect());
+    }
+    Ok(lines)
+}
+
+/// A failing finding about `c`, with the cause its journal shows (the
+/// latest line that matches a signature) named first and its fix.
+pub fn with_cause(f: Finding, h: Option<&Probe>, c: Component) -> Finding {
+    if f.status != super::Status::Fail {
+        return f;
+    }
+    let Some(lines) = h.and_then(|h| counted_lines(h, c).ok()) else { return f };
+    let latest = lines.iter().rev().find_map(|l| crate::diagnose::match_line(c, l));
+    match latest {
+        None => f,
+        Some(cause) => {
+            let mut journal = vec![cause.line.clone()];
+            journal.extend(f.journal.iter().cloned());
+            Finding { detail: format!("{}; cause [diagnose.{}]: {}", f.detail, cause.id, cause.cause), remediation: Some(cause.fix), journal, ..f }
+        }
+    }
 }
 
 /// Every check but the CIS ones (see `cpcheck::cis`), in report order.
@@ -296,6 +336,39 @@ mod tests {
                 "certs.restart.kube-controller-manager",
                 Status::Fail,
                 "restart pending: changed since kube-controller-manager started, read only at start: --kubeconfig /var/lib/kubernetes/kube-controller-manager.kubeconfig",
+            ),
+            (
+                "a scheduler that exits at start on a flag this release does not know",
+                Box::new(|p: &mut Probe| {
+                    let u = p.units.get_mut("kube-scheduler.service").unwrap();
+                    u.active = ActiveState::Failed;
+                    u.signature_lines = Ok(vec![
+                        "2026-12-02T05:10:01+0000 server kube-scheduler[1]: I1202 05:10:01.1 1 flags.go:59] FLAG: --v=\"2\"".into(),
+                        "2026-12-02T05:10:01+0000 server kube-scheduler[1]: Error: unknown flag: --no-such-flag".into(),
+                    ]);
+                }),
+                none(),
+                "host.unit.kube-scheduler",
+                Status::Fail,
+                "failed, enabled, 0 restart(s); cause [diagnose.unknown-flag]: this release does not know the flag --no-such-flag",
+            ),
+            (
+                "401s in a running scheduler's journal (its own process)",
+                Box::new(|p: &mut Probe| {
+                    let started = p.units["kube-scheduler.service"].active_enter_unix as i64;
+                    let at = |t: i64| {
+                        ::time::OffsetDateTime::from_unix_timestamp(t)
+                            .unwrap()
+                            .format(::time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+0000"))
+                            .unwrap()
+                    };
+                    p.units.get_mut("kube-scheduler.service").unwrap().signature_lines =
+                        Ok(vec![format!("{} server kube-scheduler[100]: E1202 r.go:1] Failed to watch *v1.Pod: failed to list *v1.Pod: Unauthorized", at(started + 5))]);
+                }),
+                none(),
+                "diagnose.client-unauthorized",
+                Status::Warn,
+                "kube-scheduler: the apiserver refuses this component's client certificate (Unauthorized)",
             ),
             ("etcd unhealthy", Box::new(|p: &mut Probe| p.etcd_health = "{\"health\":\"false\"}".into()), none(), "host.etcd", Status::Fail, "does not answer healthy"),
             (

@@ -87,6 +87,9 @@ pub struct Request {
     pub etcd_members: bool,
     /// Journal lines that say why a unit's process ended.
     pub journals: Journals,
+    /// Journal lines of every component within this many seconds that may
+    /// show a known failure (`crate::diagnose`).
+    pub signatures: Option<u64>,
     /// Fingerprints of the layout's files to compare across servers: the
     /// sha256 of a public file, an HMAC-SHA256 under this run's random key
     /// of a secret one (the key goes on stdin, never on a command line).
@@ -148,6 +151,7 @@ pub enum Tag {
     Props,
     Cmdline,
     Journal,
+    Signatures,
     Listen,
     UnitSockets,
     Holder,
@@ -190,6 +194,7 @@ impl Tag {
         Tag::Props,
         Tag::Cmdline,
         Tag::Journal,
+        Tag::Signatures,
         Tag::Listen,
         Tag::UnitSockets,
         Tag::Holder,
@@ -233,6 +238,7 @@ impl Tag {
             Tag::Props => "props",
             Tag::Cmdline => "cmdline",
             Tag::Journal => "journal",
+            Tag::Signatures => "sig",
             Tag::Listen => "listen",
             Tag::UnitSockets => "usock",
             Tag::Holder => "holder",
@@ -352,7 +358,7 @@ impl Probe {
 }
 
 /// Shell words for a list of paths.
-pub(crate) fn list<S: AsRef<str>>(v: &[S]) -> String {
+pub fn list<S: AsRef<str>>(v: &[S]) -> String {
     v.iter().map(|p| super::shell_quote(p.as_ref())).collect::<Vec<_>>().join(" ")
 }
 

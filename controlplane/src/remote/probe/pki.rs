@@ -71,7 +71,13 @@ pub(crate) fn script(req: &Request) -> String {
     if !req.pairs.is_empty() {
         // Only the word of the comparison is printed; the public halves
         // stay in the shell's variables, the key in openssl's memory.
-        let each: String = req.pairs.iter().map(|(c, k)| format!("pair {} {}\n", crate::remote::shell_quote(c), crate::remote::shell_quote(k))).collect();
+        // Each pair in the background: two openssl processes.
+        let each: String = req
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (c, k))| super::background(&format!("pair-{i}"), &format!("pair {} {}", crate::remote::shell_quote(c), crate::remote::shell_quote(k))))
+            .collect();
         s.push_str(&format!(
             "pair() {{ [ -f \"$1\" ] && [ ! -L \"$1\" ] && [ -f \"$2\" ] && [ ! -L \"$2\" ] || return 0\n\
                if ! command -v openssl >/dev/null 2>&1; then r=no-openssl\n\

@@ -11,7 +11,7 @@ use super::{b64, malformed, Journals, Probe, ProbeError, Request, Tag};
 use crate::model::{Component, UNITS};
 use crate::remote::systemd;
 
-pub(crate) const TAGS: &[Tag] = &[Tag::Props, Tag::Cmdline, Tag::Journal];
+pub(crate) const TAGS: &[Tag] = &[Tag::Props, Tag::Cmdline, Tag::Journal, Tag::Signatures];
 
 /// The line a failing journalctl leaves in the (base64) journal blocks: no
 /// journal line can forge it.
@@ -44,6 +44,17 @@ pub(crate) fn script(req: &Request) -> String {
             None,
         )),
         Journals::Since(units, since) => s.push_str(&each(&super::list(&units.iter().map(|c| c.unit()).collect::<Vec<_>>()), Some(*since))),
+    }
+    // Journal lines that may show a known failure (diagnose), base64.
+    // Each unit's in the background (journalctl reads thousands of lines).
+    if let Some(window) = req.signatures {
+        for c in Component::ALL {
+            let u = crate::remote::shell_quote(c.unit());
+            s.push_str(&super::background(
+                &format!("sig-{}", c.name()),
+                &format!("echo \"sig${{T}}\"{u}\"${{T}}$({} | base64 -w0)\"", crate::remote::journal::signature_script(&u, window, JOURNAL_FAILED)),
+            ));
+        }
     }
     s
 }
@@ -100,6 +111,11 @@ pub(crate) fn parse(tag: Tag, f: &[&str], p: &mut Probe) -> Result<(), ProbeErro
             let u = unit(tag, name)?;
             let crashes = crate::remote::journal::crash_lines(&b64(tag, b)?, JOURNAL_FAILED);
             p.units.entry(u.to_string()).or_default().crashes = crashes.map_err(|e| e.0);
+        }
+        (Tag::Signatures, [name, b]) => {
+            let u = unit(tag, name)?;
+            let lines = crate::remote::journal::signature_lines(&b64(tag, b)?, JOURNAL_FAILED);
+            p.units.entry(u.to_string()).or_default().signature_lines = lines.map_err(|e| e.0);
         }
         (t, f) => return Err(malformed(t, format!("{} fields", f.len()))),
     }
