@@ -137,11 +137,11 @@ pub const SIGNATURES: &[Signature] = &[
     },
     Signature {
         id: "server-untrusted",
-        title: "every certificate presented is signed by the CA its peer trusts",
-        components: ALL,
+        title: "the apiserver's certificate is signed by the CA the controller-manager and scheduler trust",
+        components: &[CM, SCHED],
         needles: &["certificate signed by unknown authority"],
         pattern: r"x509: certificate signed by unknown authority",
-        cause: "a certificate presented to this component is not signed by the CA it trusts (its kubeconfig's certificate-authority-data, or --client-ca-file)",
+        cause: "the apiserver's serving certificate is not signed by the CA this component's kubeconfig trusts (its certificate-authority-data)",
         fix: "issue every certificate from the one CA (ca.crt) and embed that CA in the kubeconfigs: kubectl bootstrap certs check lists each one's authority",
         why: "every TLS connection between the two fails",
         source: "the guide's step 04 (one CA) and crypto/x509 (UnknownAuthorityError)",
@@ -260,7 +260,7 @@ mod tests {
             (CM, "2026-12-02T05:49:02+0000 server kube-controller-manager[614]: F1202 05:49:02.091325     614 controllermanager.go:250] error starting controllers: failed to start kubernetes.io/kubelet-serving certificate controller: error reading CA cert file \"/var/lib/kubernetes/ca.crt\": open /var/lib/kubernetes/ca.key: no such file or directory", "file-unreadable", "/var/lib/kubernetes/ca.key: no such file or directory"),
             (SCHED, "2026-12-02T05:10:01+0000 server kube-scheduler[1]: Error: unknown flag: --no-such-flag", "unknown-flag", "this release does not know the flag --no-such-flag"),
             (SCHED, "2026-12-02T05:10:01+0000 server kube-scheduler[1]: E1202 05:10:01.1 1 reflector.go:138] Failed to watch *v1.Pod: failed to list *v1.Pod: Unauthorized", "client-unauthorized", "refuses this component's client certificate (Unauthorized)"),
-            (CM, "2026-12-02T05:10:01+0000 server kube-controller-manager[1]: E1202 x.go:1] Get \"https://127.0.0.1:6443/api\": x509: certificate signed by unknown authority", "server-untrusted", "not signed by the CA it trusts"),
+            (CM, "2026-12-02T05:10:01+0000 server kube-controller-manager[1]: E1202 x.go:1] Get \"https://127.0.0.1:6443/api\": x509: certificate signed by unknown authority", "server-untrusted", "not signed by the CA this component's kubeconfig trusts"),
         ];
         for (c, line, id, cause) in cases {
             assert!(!crate::remote::journal::may_hold_secret(line), "{id}: {line}");

@@ -133,7 +133,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             id: "server-untrusted",
             unit: "kube-controller-manager.service",
-            names: "not signed by the CA it trusts",
+            names: "not signed by the CA this component's kubeconfig trusts",
             break_it: |b| {
                 let (ca, _, _) = foreign_pair(b);
                 ssh(b, &format!("sed -i 's#certificate-authority-data: .*#certificate-authority-data: {ca}#' {CM_KUBECONFIG} && systemctl restart kube-controller-manager"))
@@ -179,7 +179,7 @@ pub fn reproduce(bed: &Bed, case: &Case) -> Measured {
     let held = || {
         let needle = crate::diagnose_needle(case.id);
         bed.ssh(&format!(
-            "echo lines in the window: $(journalctl -u {u} --since @$(( $(date +%s) - 600 )) -n 5000 -q --no-pager | wc -l); echo holding the needle: $(journalctl -u {u} --since @$(( $(date +%s) - 600 )) -n 5000 -q --no-pager | grep -c -F {n}); echo sent: $({} | grep -c -F {n})",
+            "echo lines in the window: $(journalctl -u {u} --since @$(( $(date +%s) - 600 )) -q --no-pager | wc -l); echo holding the needle: $(journalctl -u {u} --since @$(( $(date +%s) - 600 )) -q --no-pager | grep -c -F {n}); echo sent: $({} | grep -c -F {n})",
             controlplane::remote::journal::signature_script(case.unit, 600, "tok"),
             u = case.unit,
             n = controlplane::remote::shell_quote(needle)

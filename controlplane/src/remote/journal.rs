@@ -37,16 +37,20 @@ pub fn crash_script(unit: &str, since: Option<f64>, token: &str) -> String {
     )
 }
 
-/// At most this many of a unit's last journal lines are searched for
-/// failure signatures (an unknown flag prints its error, then hundreds of
-/// lines of usage).
+/// At most this many of a unit's last message lines (tracebacks and the
+/// flag dump left out: [`NOT_MESSAGES`]) are searched for failure
+/// signatures (an unknown flag prints its error, then hundreds of lines of
+/// usage)…
 pub const SEARCHED: usize = 5000;
+/// …of at most this many journal lines read.
+pub const READ: usize = 50_000;
 
 /// Lines that are never a failure's message, left out on the server so
-/// they do not crowd the candidates out: klog's flag dump at -v=1 and
-/// above (`FLAG: --…`), and a Go traceback (goroutine headers, indented
-/// frames) that follows a fatal line.
-pub const NOT_MESSAGES: &str = "\\] FLAG: --|\\]: goroutine [0-9]+ \\[|\\]: [[:space:]]";
+/// they do not crowd the messages out: klog's flag dump at -v=1 and
+/// above (`FLAG: --…`), and the Go traceback of every goroutine that
+/// follows a fatal line (headers, `pkg.func(0x…)` frames, indented file
+/// lines, `created by`; thousands of lines per crash), and indented usage.
+pub const NOT_MESSAGES: &str = "\\] FLAG: --|\\]: goroutine [0-9]+ \\[|\\]: [[:space:]]|\\]: [^ ]+\\(|\\]: created by ";
 
 /// Shell printing the lines of the last [`SEARCHED`] of the journal of the
 /// unit named by the shell word `unit`, within the last `window` seconds
@@ -56,9 +60,9 @@ pub const NOT_MESSAGES: &str = "\\] FLAG: --|\\]: goroutine [0-9]+ \\[|\\]: [[:s
 pub fn signature_script(unit: &str, window: u64, token: &str) -> String {
     let needles: String = crate::diagnose::needles().iter().map(|n| format!(" -e {}", q(n))).collect();
     format!(
-        "{{ LC_ALL=C journalctl -u {unit} --since @$(( $(date +%s) - {window} )) -n {SEARCHED} -o short-iso --no-pager -q || echo \"{token} $?\"; }} | LC_ALL=C grep -a -F{needles} -e {} | LC_ALL=C grep -a -v -E {} | tail -n {SENT}",
-        q(&format!("{token} ")),
-        q(NOT_MESSAGES)
+        "{{ LC_ALL=C journalctl -u {unit} --since @$(( $(date +%s) - {window} )) -n {READ} -o short-iso --no-pager -q || echo \"{token} $?\"; }} | LC_ALL=C grep -a -v -E {} | tail -n {SEARCHED} | LC_ALL=C grep -a -F{needles} -e {} | tail -n {SENT}",
+        q(NOT_MESSAGES),
+        q(&format!("{token} "))
     )
 }
 
@@ -189,6 +193,8 @@ mod tests {
         let journal = "2026-12-02T05:49:01+0000 server kube-controller-manager[614]: I1202 05:49:01.1 614 flags.go:59] FLAG: --cloud-provider=\"\"\n\
 2026-12-02T05:49:02+0000 server kube-controller-manager[614]: F1202 05:49:02.091325 614 controllermanager.go:250] error starting controllers: open /var/lib/kubernetes/ca.key: no such file or directory\n\
 2026-12-02T05:49:02+0000 server kube-controller-manager[614]: goroutine 401 [select]:\n\
+2026-12-02T05:49:02+0000 server kube-controller-manager[614]: k8s.io/kubernetes/vendor/k8s.io/cloudprovider.(*T).f(0xc000010001, 0x9e)\n\
+2026-12-02T05:49:02+0000 server kube-controller-manager[614]: created by k8s.io/kubernetes/vendor/k8s.io/cloudprovider.New\n\
 2026-12-02T05:49:02+0000 server kube-controller-manager[614]:         /src/k8s.io/cloudprovider/x.go:1 +0x40\n";
         std::fs::write(&fake, format!("#!/bin/sh\ncat <<'EOF'\n{journal}EOF\n[ -z \"$FAIL\" ] || exit 4\n")).unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -89,19 +89,15 @@ pub fn first_difference(installed: &str, expected: &str) -> Option<(usize, Strin
 }
 
 /// The journal lines of `c` that count: its current process's while it
-/// runs and systemd has not restarted it by itself since it was last
-/// started on request (what a fixed and restarted unit said before no
-/// longer counts); else — down, or crash-looping (a component that fails
-/// only after winning its leader election runs for seconds before it
-/// exits) — every line the probe read, its current and previous
-/// invocations within `--journal-since`.
+/// runs (what a fixed and restarted unit said before no longer counts:
+/// systemd keeps NRestarts across a `systemctl restart`, so only the
+/// process tells invocations apart); else — down, or between two starts of
+/// a crash loop — every line the probe read, its previous invocations
+/// within `--journal-since`.
 pub fn counted_lines(h: &Probe, c: Component) -> Result<Vec<String>, String> {
     let Some(st) = h.units.get(c.unit()) else { return Ok(Vec::new()) };
     let lines = st.signature_lines.clone()?;
-    if st.active == ActiveState::Active && st.main_pid > 0 && st.restarts == 0 {
-        // The current invocation's own lines: its process's (the journal
-        // stamps whole seconds; a restart within the second of an old line
-        // would let it through).
+    if st.active == ActiveState::Active && st.main_pid > 0 {
         let own = format!("[{}]: ", st.main_pid);
         return Ok(lines.into_iter().filter(|l| l.contains(&own)).collect());
     }

@@ -128,6 +128,9 @@ fn replies_recorded_from_a_server_parse_into_every_field() {
     assert_eq!(c.encryption_providers.first().map(String::as_str), Some("aescbc"));
     assert!(!c.pairs.is_empty() && c.pairs.values().all(|(k, st)| k.ends_with(".key") && *st == super::pki::PairState::Match), "{:?}", c.pairs);
     assert!(c.units.values().all(|u| u.binary_version.as_deref().is_some_and(|v| v.starts_with("Kubernetes v"))));
+    // Every component's journal was searched for failure signatures (the
+    // killed scheduler's lines: none is a signature's, all are read fine).
+    assert!(UNITS.iter().all(|u| c.units[u.file_name].signature_lines.is_ok()), "{:?}", c.units.values().map(|u| &u.signature_lines).collect::<Vec<_>>());
     let crashes = c.units[scheduler.file_name].crashes.as_ref().unwrap();
     assert!(crashes.iter().any(|l| l.contains("status=9/KILL")), "{crashes:?}");
 
