@@ -94,7 +94,7 @@ pub fn first_difference(installed: &str, expected: &str) -> Option<(usize, Strin
 /// process tells invocations apart); else — down, or between two starts of
 /// a crash loop — every line the probe read, its previous invocations
 /// within `--journal-since`.
-pub fn counted_lines(h: &Probe, c: Component) -> Result<Vec<String>, String> {
+pub(crate) fn counted_lines(h: &Probe, c: Component) -> Result<Vec<String>, String> {
     let Some(st) = h.units.get(c.unit()) else { return Ok(Vec::new()) };
     let lines = st.signature_lines.clone()?;
     if st.active == ActiveState::Active && st.main_pid > 0 {
