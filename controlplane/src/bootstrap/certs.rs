@@ -260,13 +260,26 @@ pub fn check(assets: &Path) -> Result<CheckReport, Error> {
     Ok(CheckReport { api_version: super::report::API_VERSION, kind: "CertificateCheck", assets: assets.display().to_string(), certificates: rows, servers: Vec::new() })
 }
 
+/// One certificate as `certs check` lists it: name, expiry, residual time,
+/// authority, file.
+fn write_row(f: &mut std::fmt::Formatter<'_>, r: &Row) -> std::fmt::Result {
+    writeln!(f, "{:<26} {:<22} {:<14} {:<26} {}", r.name, r.expires, residual(r.residual_days), if r.is_ca { "(CA)" } else { r.authority.as_str() }, r.file)
+}
+
+/// Days left as the tables show them.
+fn residual(days: i64) -> String {
+    if days < 0 {
+        "expired".to_string()
+    } else {
+        format!("{days}d")
+    }
+}
+
 impl std::fmt::Display for CheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{:<26} {:<22} {:<14} {:<26} FILE", "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY")?;
         for r in &self.certificates {
-            let residual = if r.residual_days < 0 { "expired".to_string() } else { format!("{}d", r.residual_days) };
-            let authority = if r.is_ca { "(CA)".to_string() } else { r.authority.clone() };
-            writeln!(f, "{:<26} {:<22} {:<14} {:<26} {}", r.name, r.expires, residual, authority, r.file)?;
+            write_row(f, r)?;
         }
         for s in &self.servers {
             writeln!(f, "\nSERVER {}", crate::output::redact::line(&s.server))?;
@@ -276,23 +289,20 @@ impl std::fmt::Display for CheckReport {
             }
             writeln!(f, "{:<26} {:<22} {:<14} {:<26} FILE", "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY")?;
             for r in &s.certificates {
-                let residual = if r.residual_days < 0 { "expired".to_string() } else { format!("{}d", r.residual_days) };
-                let authority = if r.is_ca { "(CA)".to_string() } else { r.authority.clone() };
-                writeln!(f, "{:<26} {:<22} {:<14} {:<26} {}", r.name, r.expires, residual, authority, r.file)?;
+                write_row(f, r)?;
             }
             writeln!(f, "{:<26} {:<22} {:<14} {:<26} SERVED", "PORT", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY")?;
             for r in &s.served {
                 let port = format!("{} {}", r.port, r.component);
                 match (&r.certificate, &r.error) {
                     (Some(c), _) => {
-                        let residual = if c.residual_days < 0 { "expired".to_string() } else { format!("{}d", c.residual_days) };
                         let authority = if r.self_signed { "(self-signed)".to_string() } else { c.authority.clone() };
                         let what = match (&r.tls_cert_file, r.same_as_file) {
                             (Some(file), Some(true)) => format!("= {}", crate::output::redact::line(file)),
                             (Some(file), _) => format!("NOT {} (a reload or restart is pending: kubectl cpcheck --only certs)", crate::output::redact::line(file)),
                             (None, _) => "made at start (no --tls-cert-file)".to_string(),
                         };
-                        writeln!(f, "{:<26} {:<22} {:<14} {:<26} {what}", port, c.expires, residual, authority)?;
+                        writeln!(f, "{:<26} {:<22} {:<14} {:<26} {what}", port, c.expires, residual(c.residual_days), authority)?;
                     }
                     (None, e) => writeln!(f, "{:<26} error: {}", port, crate::output::redact::line(e.as_deref().unwrap_or("")))?,
                 }
