@@ -654,14 +654,18 @@ async fn run_with_cis(ctx: &Ctx, checks: &[&Check], o: &CheckOptions) -> (Vec<Ch
     (results, cis)
 }
 
-/// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, --timeout)`;
-/// `skip` ids are reported as SKIP.
+/// Runs `checks` concurrently, each bounded by `min(CHECK_TIMEOUT, --timeout)`
+/// from the moment what the server read is in (the read is bounded by
+/// `--timeout` itself: on a slow server, an emulated one, it may take longer
+/// than a check's own work, which must not be blamed for it); `skip` ids
+/// are reported as SKIP.
 pub async fn run(ctx: &Ctx, checks: &[&Check], skip: &[String]) -> Vec<CheckResult> {
     let limit = ctx.timeout.min(CHECK_TIMEOUT);
     let futs = checks.iter().map(|c| async move {
         let finding = if skip.iter().any(|s| s == &c.id) {
             Finding::skip("skipped by --skip")
         } else {
+            let _ = ctx.probe().await;
             match c.run {
                 Run::Host(f) => match ctx.probe().await {
                     Ok(h) => f(ctx, &h, c.item),
@@ -873,4 +877,36 @@ async fn plane(
         ctx.servers = views;
     }
     ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waits_for_the_read(ctx: &Ctx, _: Item) -> BoxFuture<'_, Finding> {
+        futures::FutureExt::boxed(async move {
+            match ctx.probe().await {
+                Ok(_) => Finding::pass("read"),
+                Err(e) => Finding::skip(e),
+            }
+        })
+    }
+
+    /// A server that takes longer to read than a check may take (an
+    /// emulated arm64 server on a busy machine: CI failed five certs rows
+    /// with "no answer within 10s" that way) is not blamed on the checks:
+    /// their bound starts once the read is in.
+    #[tokio::test]
+    async fn a_slow_read_of_the_server_does_not_time_the_checks_out() {
+        let mut ctx = Ctx::for_tests(false);
+        ctx.timeout = Duration::from_millis(200);
+        ctx.host = futures::FutureExt::shared(futures::FutureExt::boxed(async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Err::<Arc<Probe>, String>("read after 600ms".into())
+        }));
+        let check = Check { id: "t.slow-read".into(), group: Group::Certs, title: "t".into(), item: Item::One, run: Run::Async(waits_for_the_read) };
+        let got = run(&ctx, &[&check], &[]).await;
+        assert_eq!(got[0].finding.status, Status::Skip, "{:?}", got[0].finding);
+        assert_eq!(got[0].finding.detail, "read after 600ms");
+    }
 }
