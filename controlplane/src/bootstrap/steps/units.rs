@@ -43,7 +43,19 @@ pub async fn run(x: &mut Exec<'_>, a: &Action) -> Result<(), Error> {
         Action::Start { unit, .. } | Action::Restart { unit, .. } => Some(*unit),
         _ => None,
     };
-    let out = x.host.sh_ok(&script).await?;
+    let out = match x.host.sh_ok(&script).await {
+        Ok(out) => out,
+        // A start that failed or did not finish (an old process that does
+        // not stop: an apiserver whose etcd is gone waits on it to shut
+        // down) says why, as the wait step does: the known cause and fix
+        // read from the unit's journal, above its status and journal tail.
+        Err(Error::Server(e)) if started.is_some() => {
+            let u = started.expect("a start");
+            let why = super::wait::explain(x.host, &[u], x.timeout.as_secs() + 60).await.concat();
+            return Err(Error::Server(format!("{e}\n{}", why.trim_end())));
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(u) = started {
         let g = systemd::parse_generations(&out, 1).map_err(|e| Error::Server(format!("{}: after starting {}: {e}", x.host.destination, u.unit())))?;
         x.generations.insert(u, g.into_iter().next().expect("one unit"));

@@ -174,19 +174,40 @@ async fn stuck(host: &Host, bad: &[Unhealthy], baseline: &BTreeMap<Component, u3
     // What their journals say since the wait began (and a minute before:
     // the start it waits on), matched against the known failures.
     let window = start.elapsed().as_secs() + 60;
-    let said = probe::read(host, &Request { signatures: Some(window), ..Request::units() }).await.ok();
+    let units: Vec<Component> = culprits.iter().map(|b| b.component).collect();
+    let mut said = explain(host, &units, window).await.into_iter();
     let mut msg = String::new();
     for b in culprits {
         let reason = if timed_out { format!("not healthy after {}s", timeout.as_secs()) } else { "keeps restarting".to_string() };
         msg.push_str(&format!("{} {reason} ({})\n", b.component, b.why));
-        let lines = said.as_ref().and_then(|p| p.units.get(b.component.unit())).and_then(|u| u.signature_lines.as_ref().ok());
-        if let Some(cause) = lines.and_then(|l| l.iter().rev().find_map(|l| crate::diagnose::match_line(b.component, l))) {
-            msg.push_str(&format!("cause [diagnose.{}]: {}\nfix: {}\n", cause.id, cause.cause, cause.fix));
-        }
-        msg.push_str(&diagnose(host, b.component).await);
+        msg.push_str(&said.next().unwrap_or_default());
         msg.push('\n');
     }
     Err(Error::Server(msg.trim_end().to_string()))
+}
+
+/// For each of `units`, in order: the known failure the last lines of its
+/// journal (within `window` seconds) match, as `cause [diagnose.ID]: …` and
+/// `fix: …` lines above its status and journal tail. A journal that could
+/// not be searched says so in place of the cause.
+pub async fn explain(host: &Host, units: &[Component], window: u64) -> Vec<String> {
+    let said = probe::read(host, &Request { signatures: Some(window), ..Request::units() }).await;
+    let mut out = Vec::new();
+    for &c in units {
+        let mut msg = String::new();
+        let lines = said.as_ref().map_err(|e| e.to_string()).and_then(|p| p.units.get(c.unit()).map(|u| u.signature_lines.clone()).unwrap_or_else(|| Ok(Vec::new())));
+        match lines {
+            Ok(lines) => {
+                if let Some(cause) = lines.iter().rev().find_map(|l| crate::diagnose::match_line(c, l)) {
+                    msg.push_str(&format!("cause [diagnose.{}]: {}\nfix: {}\n", cause.id, cause.cause, cause.fix));
+                }
+            }
+            Err(e) => msg.push_str(&format!("(its journal could not be searched for a known cause: {})\n", crate::output::redact::line(&e))),
+        }
+        msg.push_str(&diagnose(host, c).await);
+        out.push(msg);
+    }
+    out
 }
 
 /// The other servers whose apiserver does not answer /readyz now, with why.
