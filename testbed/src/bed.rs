@@ -617,6 +617,10 @@ impl Bed {
     /// half-made bed and more than once.
     pub fn teardown(&mut self) {
         if self.pid > 0 && alive(self.pid) {
+            // The container's init, read while nspawn runs: an emulated
+            // (arm64) systemd does not power off within the wait below, and
+            // killing nspawn does not end its PID namespace.
+            let inits = namespace_inits(self.pid);
             // nspawn turns SIGTERM into a clean poweroff of the container.
             unsafe { libc::kill(self.pid, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -627,6 +631,14 @@ impl Bed {
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while alive(self.pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            // Killing a PID namespace's init ends every process in it.
+            for init in inits.into_iter().filter(|p| namespace_init(*p)) {
+                unsafe { libc::kill(init, libc::SIGKILL) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while namespace_init(init) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -694,6 +706,29 @@ impl Drop for Bed {
 }
 
 /// Is `pid` a live (not zombie) process? Reaps it if it is our exited child.
+/// The children of `parent` that are the first process of a PID namespace
+/// of their own (nspawn's container init).
+fn namespace_inits(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|v| v.parse::<i32>().ok());
+            ppid == Some(parent) && namespace_init(*p)
+        })
+        .collect()
+}
+
+/// Is `pid` alive and PID 1 of a namespace below this one (`NSpid: N 1`)?
+fn namespace_init(pid: i32) -> bool {
+    alive(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|v| v.split_whitespace().skip(1).last() == Some("1"))
+}
+
 fn alive(pid: i32) -> bool {
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
